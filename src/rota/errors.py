@@ -1,0 +1,131 @@
+"""Every error rota raises, in one tree.
+
+::
+
+    RotaError                     base of everything rota raises on purpose
+    ├── ConfigError               an unknown or invalid option ("did you mean ...?")
+    ├── StorageError              the database cannot do what was asked: full disk, corrupt
+    │                             file, locked past the retry budget, failed migration.
+    │                             Nothing already committed is lost.
+    ├── LeaseLost                 a renew / complete / fail carried a token that no longer
+    │                             holds the job's lease (it expired and was taken over):
+    │                             nothing was changed (fencing)
+    ├── JobNotFound               no job with that id
+    ├── PayloadError              a job payload does not match its schema; names the field
+    ├── ActorError                the actor kernel
+    │   ├── ActorNotRunning       the actor has stopped (or not started): the message was
+    │   │                         not delivered, or its reply will never come
+    │   ├── CallTimeout           ``call`` got no reply within its timeout
+    │   └── MailboxFull           ``try_cast`` found the bounded mailbox full
+    └── SupervisorGaveUp          a supervisor exceeded its restart intensity, stopped its
+                                  children and escalates to its parent
+
+Control flow that *handlers* raise is not an error of rota's and lives apart (see
+``rota.domain.outcome``): ``Retry(delay_s)`` asks for another attempt, ``Unrecoverable``
+fails the job at once without retrying.
+
+An error says what is wrong in words an operator can act on: which option, which field,
+which file, and what was kept.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+__all__ = [
+    "ActorError",
+    "ActorNotRunning",
+    "CallTimeout",
+    "ConfigError",
+    "JobNotFound",
+    "LeaseLost",
+    "MailboxFull",
+    "PayloadError",
+    "RotaError",
+    "StorageError",
+    "SupervisorGaveUp",
+]
+
+
+class RotaError(Exception):
+    """Base class of every error rota raises on purpose."""
+
+
+class ConfigError(RotaError, ValueError):
+    """An option is unknown or has an invalid value."""
+
+    @classmethod
+    def unknown_option(cls, name: str, known: Iterable[str], where: str) -> ConfigError:
+        """``unknown option 'concurency' for WorkerConfig, did you mean 'concurrency'?``"""
+        known = sorted(known)
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f", did you mean {close[0]!r}?" if close else f" (known: {', '.join(known)})"
+        return cls(f"unknown option {name!r} for {where}{hint}")
+
+
+class StorageError(RotaError):
+    """The database could not perform an operation.
+
+    Raised for a full disk, a corrupt or foreign file, a database still locked after the
+    retry budget, or a failed migration. The operation that raised changed nothing;
+    everything committed before it is kept.
+    """
+
+
+class LeaseLost(RotaError):
+    """The token presented no longer holds the job's lease; nothing was changed."""
+
+    def __init__(self, job_id: int, token: int) -> None:
+        super().__init__(f"lease on job {job_id} lost: token {token} no longer holds it")
+        self.job_id = job_id
+        self.token = token
+
+
+class JobNotFound(RotaError, LookupError):
+    """No job has that id (or key)."""
+
+    def __init__(self, job: int | str) -> None:
+        super().__init__(f"no job {job!r}")
+        self.job = job
+
+
+class PayloadError(RotaError, ValueError):
+    """A payload does not match its job's schema. ``field`` names the offending path."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class ActorError(RotaError):
+    """Base class of the actor kernel's errors."""
+
+
+class ActorNotRunning(ActorError):
+    """The actor is not running: the message was not delivered or will get no reply."""
+
+
+class CallTimeout(ActorError, TimeoutError):
+    """A ``call`` got no reply within its timeout. The actor may still handle it."""
+
+
+class MailboxFull(ActorError):
+    """``try_cast`` found the actor's bounded mailbox full; the message was not sent."""
+
+
+class SupervisorGaveUp(RotaError):
+    """A supervisor restarted children more often than its intensity allows.
+
+    It has stopped all its children (in reverse start order) and raises this to its parent,
+    which treats it like any other child crash (escalation). ``__cause__`` is the exit that
+    broke the limit.
+    """
+
+    def __init__(self, supervisor: str, restarts: int, period_s: float) -> None:
+        super().__init__(
+            f"supervisor {supervisor!r} gave up: more than {restarts} restarts in {period_s:g} s"
+        )
+        self.supervisor = supervisor
+        self.restarts = restarts
+        self.period_s = period_s
