@@ -126,9 +126,7 @@ class Custom:
 
     __slots__ = ("fallback", "fn")
 
-    def __init__(
-        self, fn: Callable[[int], float], fallback: StoredBackoff | None = None
-    ) -> None:
+    def __init__(self, fn: Callable[[int], float], fallback: StoredBackoff | None = None) -> None:
         if not callable(fn):
             raise TypeError(f"custom backoff needs a callable, got {fn!r}")
         self.fn = fn

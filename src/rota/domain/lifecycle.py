@@ -192,14 +192,20 @@ def release(
         return _finish(job, JobState.CANCELLED, now_ms, error="cancelled while its owner was lost")
     if not as_stall:
         return _replace(
-            job, state=JobState.WAITING, run_at_ms=now_ms, owner=None, token=None,
+            job,
+            state=JobState.WAITING,
+            run_at_ms=now_ms,
+            owner=None,
+            token=None,
             lease_expires_at_ms=None,
         )
     error = error if error is not None else stall_error(job)
     stalled = _replace(job, stalls=job.stalls + 1)
     if stalled.stalls > stalled.max_stalls:
         return _finish(
-            stalled, JobState.FAILED, now_ms,
+            stalled,
+            JobState.FAILED,
+            now_ms,
             error=f"{error}; failed as poison after {stalled.stalls} stalls",
         )
     if stalled.attempt >= stalled.max_attempts:

@@ -1,0 +1,457 @@
+"""The Store actor: the only way into the database, one transaction per batch.
+
+Place in the tree: a permanent child of the Runtime supervisor, started first, stopped last.
+
+One dedicated thread owns the engine (and so its connection) for the actor's whole life.
+The actor drains its mailbox, hands everything waiting to that thread in one hop, and the
+thread runs the whole batch in one transaction (group commit: one ``BEGIN IMMEDIATE``, one
+fsync, for as many callers as were waiting). While the thread works, new requests queue up
+and form the next batch, so the busier the Store, the larger its batches.
+
+Each request gets its own reply: its result, or the error its own operation raised (which
+rolled back that operation alone: ``LeaseLost`` for a stale token does not fail the
+enqueue beside it). If the transaction as a whole fails (disk full, corrupt file, locked
+past the retry budget), every caller in the batch gets that ``StorageError``, nothing of
+the batch was committed, and the actor crashes so its supervisor reopens the connection.
+
+Messages (all ``call``; the reply type follows the arrow; see ``rota.storage.engine``):
+
+    Enqueue(jobs) → list[int]                 Claim(request) → list[Job]
+    Renew(leases, ttl_ms) → Renewed           Complete(completion) → None | LeaseLost
+    Fail(failure) → JobState | LeaseLost      SettleAndClaim(...) → Settled
+    ReleaseOwner(owner, as_stall) → list[int] PromoteDue(queue) → int
+    RescueExpired() → Rescued                 Cancel(job_id) → JobState | JobNotFound
+    Get(job_id) / GetByKey(key) → Job         ListJobs(...) → list[Job]
+    Count(queue) → dict[JobState, int]        Queues() → list[str]
+    Prune(...) → int
+
+``StoreClient`` wraps these in typed methods.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Collection, Sequence
+from queue import SimpleQueue
+from typing import Any, Final, TypeVar, cast
+
+import anyio
+import msgspec
+
+from rota.actors._backend import LoopScheduler, current_loop_scheduler
+from rota.actors.kernel import Actor, ActorRef, Envelope
+from rota.domain.job import FINISHED_STATES, Job, JobState, NewJob
+from rota.errors import StorageError
+from rota.storage.engine import (
+    ClaimRequest,
+    Completion,
+    Engine,
+    Failure,
+    LeaseRef,
+    Renewed,
+    Rescued,
+    Settled,
+)
+
+__all__ = [
+    "Cancel",
+    "Claim",
+    "Complete",
+    "Count",
+    "Enqueue",
+    "Fail",
+    "Get",
+    "GetByKey",
+    "ListJobs",
+    "PromoteDue",
+    "Prune",
+    "Queues",
+    "ReleaseOwner",
+    "Renew",
+    "RescueExpired",
+    "SettleAndClaim",
+    "Store",
+    "StoreClient",
+    "StoreOp",
+    "StoreStatistics",
+]
+
+log = logging.getLogger("rota.store")
+
+T = TypeVar("T")
+
+#: How long an in-flight batch may keep a stopping Store waiting for its outcome. The
+#: thread cannot be interrupted mid-transaction, and callers deserve the true outcome.
+BATCH_SHIELD_S: Final = 60.0
+
+
+class StoreOp(msgspec.Struct, frozen=True):
+    """A request to the Store: one engine operation."""
+
+    def apply(self, engine: Engine) -> Any:
+        raise NotImplementedError
+
+
+class Enqueue(StoreOp, frozen=True):
+    jobs: list[NewJob]
+
+    def apply(self, engine: Engine) -> list[int]:
+        return engine.enqueue(self.jobs)
+
+
+class Claim(StoreOp, frozen=True):
+    request: ClaimRequest
+
+    def apply(self, engine: Engine) -> list[Job]:
+        r = self.request
+        return engine.claim(r.queue, r.owner, r.n, r.ttl_ms)
+
+
+class Renew(StoreOp, frozen=True):
+    leases: list[LeaseRef]
+    ttl_ms: int
+
+    def apply(self, engine: Engine) -> Renewed:
+        return engine.renew(self.leases, self.ttl_ms)
+
+
+class Complete(StoreOp, frozen=True):
+    completion: Completion
+
+    def apply(self, engine: Engine) -> None:
+        c = self.completion
+        engine.complete(c.job_id, c.token, c.result)
+
+
+class Fail(StoreOp, frozen=True):
+    failure: Failure
+
+    def apply(self, engine: Engine) -> JobState:
+        return engine.fail(self.failure)
+
+
+class SettleAndClaim(StoreOp, frozen=True):
+    completions: list[Completion]
+    failures: list[Failure]
+    claim: ClaimRequest | None
+
+    def apply(self, engine: Engine) -> Settled:
+        return engine.settle_and_claim(self.completions, self.failures, self.claim)
+
+
+class ReleaseOwner(StoreOp, frozen=True):
+    owner: str
+    as_stall: bool
+
+    def apply(self, engine: Engine) -> list[int]:
+        return engine.release_owner(self.owner, as_stall=self.as_stall)
+
+
+class PromoteDue(StoreOp, frozen=True):
+    queue: str | None = None
+
+    def apply(self, engine: Engine) -> int:
+        return engine.promote_due(self.queue)
+
+
+class RescueExpired(StoreOp, frozen=True):
+    def apply(self, engine: Engine) -> Rescued:
+        return engine.rescue_expired()
+
+
+class Cancel(StoreOp, frozen=True):
+    job_id: int
+
+    def apply(self, engine: Engine) -> JobState:
+        return engine.cancel(self.job_id)
+
+
+class Get(StoreOp, frozen=True):
+    job_id: int
+
+    def apply(self, engine: Engine) -> Job:
+        return engine.get(self.job_id)
+
+
+class GetByKey(StoreOp, frozen=True):
+    key: str
+
+    def apply(self, engine: Engine) -> Job:
+        return engine.get_by_key(self.key)
+
+
+class ListJobs(StoreOp, frozen=True):
+    queue: str | None = None
+    state: JobState | None = None
+    limit: int = 100
+    offset: int = 0
+
+    def apply(self, engine: Engine) -> list[Job]:
+        return engine.list_jobs(
+            queue=self.queue, state=self.state, limit=self.limit, offset=self.offset
+        )
+
+
+class Count(StoreOp, frozen=True):
+    queue: str | None = None
+
+    def apply(self, engine: Engine) -> dict[JobState, int]:
+        return engine.count(self.queue)
+
+
+class Queues(StoreOp, frozen=True):
+    def apply(self, engine: Engine) -> list[str]:
+        return engine.queues()
+
+
+class Prune(StoreOp, frozen=True):
+    queue: str | None = None
+    states: frozenset[JobState] = FINISHED_STATES
+    older_than_ms: int | None = None
+    keep_last: int | None = None
+
+    def apply(self, engine: Engine) -> int:
+        return engine.prune(
+            queue=self.queue,
+            states=self.states,
+            older_than_ms=self.older_than_ms,
+            keep_last=self.keep_last,
+        )
+
+
+class StoreStatistics(msgspec.Struct, frozen=True, kw_only=True):
+    transactions: int
+    """Batches run, each in one transaction."""
+    operations: int
+    failed_operations: int
+    """Operations that raised (their caller got the error; their batch went on)."""
+    failed_transactions: int
+    largest_batch: int
+
+
+class _BatchFailed(Exception):
+    """The transaction of a batch failed as a whole."""
+
+    def __init__(self, error: StorageError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _run_batch(engine: Engine, ops: Sequence[Any]) -> list[Any]:
+    """On the engine thread: every op in one transaction, each op's error kept apart."""
+    results: list[Any] = []
+    try:
+        with engine.batch():
+            for op in ops:
+                if not isinstance(op, StoreOp):
+                    results.append(TypeError(f"the Store does not handle {op!r}"))
+                    continue
+                try:
+                    results.append(op.apply(engine))
+                except Exception as exc:  # the caller gets it; the batch goes on
+                    results.append(exc)
+    except StorageError as exc:
+        raise _BatchFailed(exc) from exc
+    return results
+
+
+class _EngineThread:
+    """One thread that owns the engine: runs functions of it in order, one at a time."""
+
+    def __init__(self, name: str, schedule: LoopScheduler) -> None:
+        self._schedule = schedule
+        self._inbox: SimpleQueue[
+            tuple[Callable[[Engine | None], Any], Callable[[Any, BaseException | None], None]]
+            | None
+        ] = SimpleQueue()
+        self._engine: Engine | None = None
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self._thread.start()
+
+    def _main(self) -> None:
+        while (item := self._inbox.get()) is not None:
+            fn, done = item
+            try:
+                result, error = fn(self._engine), None
+            except BaseException as exc:  # handed to the loop, re-raised there
+                result, error = None, exc
+            try:
+                self._schedule(done, result, error)
+            except RuntimeError:  # the event loop is gone: nobody to tell
+                log.debug("event loop closed before a store reply could be delivered")
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            engine.close()
+
+    async def run(self, fn: Callable[[Engine | None], T]) -> T:
+        """Run ``fn(engine)`` on the thread; waits (shielded: the outcome is real) for it."""
+        box: list[tuple[Any, BaseException | None]] = []
+        finished = anyio.Event()
+
+        def done(result: Any, error: BaseException | None) -> None:
+            box.append((result, error))
+            finished.set()
+
+        self._inbox.put((fn, done))
+        with anyio.CancelScope(shield=True), anyio.move_on_after(BATCH_SHIELD_S):
+            await finished.wait()
+        if not box:
+            raise StorageError(f"the storage thread did not answer within {BATCH_SHIELD_S} s")
+        result, error = box[0]
+        if error is not None:
+            raise error
+        return cast(T, result)
+
+    async def open(self, factory: Callable[[], Engine]) -> None:
+        def create(_: Engine | None) -> None:
+            engine = factory()
+            try:
+                engine.migrate()
+            except BaseException:
+                engine.close()
+                raise
+            self._engine = engine
+
+        await self.run(create)
+
+    def stop(self) -> None:
+        """Close the engine on its own thread once queued work is done; do not wait."""
+        self._inbox.put(None)
+
+
+class Store(Actor):
+    """Owns the engine on a dedicated thread; one transaction per mailbox batch."""
+
+    def __init__(self, engine_factory: Callable[[], Engine]) -> None:
+        self._engine_factory = engine_factory
+        self._thread: _EngineThread | None = None
+        self._transactions = self._operations = self._failed_operations = 0
+        self._failed_transactions = self._largest_batch = 0
+
+    async def on_start(self) -> None:
+        thread = _EngineThread(f"rota-store-{self.name}", current_loop_scheduler())
+        try:
+            await thread.open(self._engine_factory)
+        except BaseException:
+            thread.stop()
+            raise
+        self._thread = thread
+
+    async def on_stop(self) -> None:
+        if self._thread is not None:
+            self._thread.stop()
+            self._thread = None
+
+    async def handle_batch(self, batch: Sequence[Envelope]) -> None:
+        assert self._thread is not None
+        ops = [envelope.message for envelope in batch]
+        self._transactions += 1
+        self._operations += len(ops)
+        self._largest_batch = max(self._largest_batch, len(ops))
+        try:
+            results = await self._thread.run(lambda engine: _run_batch(_live(engine), ops))
+        except _BatchFailed as failed:
+            self._failed_transactions += 1
+            for envelope in batch:
+                envelope.fail(failed.error)
+            raise failed.error from None  # crash: the supervisor reopens the connection
+        for envelope, result in zip(batch, results, strict=True):
+            if isinstance(result, Exception):
+                self._failed_operations += 1
+            envelope.reply(result)
+
+    def statistics(self) -> StoreStatistics:
+        return StoreStatistics(
+            transactions=self._transactions,
+            operations=self._operations,
+            failed_operations=self._failed_operations,
+            failed_transactions=self._failed_transactions,
+            largest_batch=self._largest_batch,
+        )
+
+
+def _live(engine: Engine | None) -> Engine:
+    if engine is None:
+        raise StorageError("the store's engine is not open")
+    return engine
+
+
+class StoreClient:
+    """Typed calls to a Store actor. ``timeout_s`` bounds each call (None: no limit)."""
+
+    def __init__(self, ref: ActorRef[Store], *, timeout_s: float | None = 30.0) -> None:
+        self.ref = ref
+        self.timeout_s = timeout_s
+
+    async def _call(self, op: StoreOp) -> Any:
+        return await self.ref.call(op, self.timeout_s)
+
+    async def enqueue(self, jobs: Sequence[NewJob]) -> list[int]:
+        return cast(list[int], await self._call(Enqueue(list(jobs))))
+
+    async def claim(self, queue: str, owner: str, n: int, ttl_ms: int) -> list[Job]:
+        return cast(list[Job], await self._call(Claim(ClaimRequest(queue, owner, n, ttl_ms))))
+
+    async def renew(self, leases: Sequence[LeaseRef], ttl_ms: int) -> Renewed:
+        return cast(Renewed, await self._call(Renew(list(leases), ttl_ms)))
+
+    async def complete(self, job_id: int, token: int, result: bytes | None = None) -> None:
+        await self._call(Complete(Completion(job_id, token, result)))
+
+    async def fail(self, failure: Failure) -> JobState:
+        return cast(JobState, await self._call(Fail(failure)))
+
+    async def settle_and_claim(
+        self,
+        completions: Sequence[Completion],
+        failures: Sequence[Failure],
+        claim: ClaimRequest | None,
+    ) -> Settled:
+        op = SettleAndClaim(list(completions), list(failures), claim)
+        return cast(Settled, await self._call(op))
+
+    async def release_owner(self, owner: str, *, as_stall: bool) -> list[int]:
+        return cast(list[int], await self._call(ReleaseOwner(owner, as_stall)))
+
+    async def promote_due(self, queue: str | None = None) -> int:
+        return cast(int, await self._call(PromoteDue(queue)))
+
+    async def rescue_expired(self) -> Rescued:
+        return cast(Rescued, await self._call(RescueExpired()))
+
+    async def cancel(self, job_id: int) -> JobState:
+        return cast(JobState, await self._call(Cancel(job_id)))
+
+    async def get(self, job_id: int) -> Job:
+        return cast(Job, await self._call(Get(job_id)))
+
+    async def get_by_key(self, key: str) -> Job:
+        return cast(Job, await self._call(GetByKey(key)))
+
+    async def list_jobs(
+        self,
+        *,
+        queue: str | None = None,
+        state: JobState | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Job]:
+        return cast(list[Job], await self._call(ListJobs(queue, state, limit, offset)))
+
+    async def count(self, queue: str | None = None) -> dict[JobState, int]:
+        return cast(dict[JobState, int], await self._call(Count(queue)))
+
+    async def queues(self) -> list[str]:
+        return cast(list[str], await self._call(Queues()))
+
+    async def prune(
+        self,
+        *,
+        queue: str | None = None,
+        states: Collection[JobState] = FINISHED_STATES,
+        older_than_ms: int | None = None,
+        keep_last: int | None = None,
+    ) -> int:
+        op = Prune(queue, frozenset(states), older_than_ms, keep_last)
+        return cast(int, await self._call(op))

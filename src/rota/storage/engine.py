@@ -1,0 +1,226 @@
+"""The Engine port: every storage operation rota needs, and nothing about connections.
+
+An engine is synchronous code that runs on the Store's dedicated thread (one thread owns
+the connection; no actor lives in an engine). Callers see jobs, leases and counts, never a
+connection, a cursor or a transaction object, so a PostgreSQL engine fits behind the same
+port without touching a caller.
+
+Every operation is atomic on its own. Inside ``with engine.batch():`` several operations
+share one transaction (group commit: one fsync for many callers), and each stays isolated:
+an operation that raises leaves no trace and does not fail the others; if the commit itself
+fails, the whole batch raises ``StorageError`` and none of it was acknowledged.
+
+Operations, one sentence each:
+
+* ``migrate()``: create the schema or bring it up to the newest numbered migration.
+* ``enqueue(jobs)``: store new jobs in order; a job whose ``key`` exists is not added
+  again and the existing id is returned in its place.
+* ``claim(queue, owner, n, ttl_ms)``: lease up to ``n`` ready jobs of a queue (due delayed
+  jobs are promoted first), smallest priority first, then oldest.
+* ``renew(leases, ttl_ms)``: extend the leases still held; report the lost ones and those
+  whose job was asked to cancel.
+* ``complete(job_id, token, result)`` / ``fail(failure)``: settle one attempt, fenced by
+  the token (``LeaseLost`` if it no longer holds; nothing changes).
+* ``settle_and_claim(completions, failures, claim)``: settle a batch of attempts and claim
+  the next jobs in one transaction (the fast path); lost leases are reported, not raised.
+* ``release_owner(owner, as_stall)``: take back every lease an owner holds.
+* ``promote_due(queue)``: move delayed jobs whose time has come to waiting.
+* ``rescue_expired()``: treat every expired lease as a stall (see ``lifecycle.stall``).
+* ``cancel(job_id)``: cancel a waiting or delayed job, or ask an active one to stop.
+* ``get`` / ``get_by_key`` / ``list_jobs`` / ``count``: read jobs.
+* ``prune(...)``: delete finished jobs by state, age and count (retention).
+
+Times come from the engine's clock (``now_ms``), so tests can drive time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from contextlib import AbstractContextManager
+from typing import Protocol, runtime_checkable
+
+import msgspec
+
+from rota.domain.job import FINISHED_STATES, Job, JobState, NewJob
+from rota.domain.outcome import FailureKind
+
+__all__ = [
+    "ClaimRequest",
+    "Completion",
+    "Engine",
+    "Failure",
+    "LeaseRef",
+    "Renewed",
+    "Rescued",
+    "Settled",
+]
+
+
+class LeaseRef(msgspec.Struct, frozen=True, array_like=True):
+    """A lease as its holder knows it: the job and the token that proves the hold."""
+
+    job_id: int
+    token: int
+
+
+class Completion(msgspec.Struct, frozen=True, array_like=True):
+    """An attempt that succeeded; ``result`` is the encoded return value."""
+
+    job_id: int
+    token: int
+    result: bytes | None = None
+
+
+class Failure(msgspec.Struct, frozen=True):
+    """An attempt that did not succeed.
+
+    ``delay_ms`` overrides the job's backoff (``Retry(delay_s)`` or a custom backoff);
+    ``None`` lets the engine apply the stored policy.
+    """
+
+    job_id: int
+    token: int
+    error: str
+    kind: FailureKind = FailureKind.ERROR
+    delay_ms: int | None = None
+
+
+class ClaimRequest(msgspec.Struct, frozen=True):
+    """Lease up to ``n`` ready jobs of ``queue`` for ``owner`` for ``ttl_ms``."""
+
+    queue: str
+    owner: str
+    n: int
+    ttl_ms: int
+
+
+class Renewed(msgspec.Struct, frozen=True):
+    """Outcome of a renewal batch, by job id."""
+
+    renewed: list[int]
+    lost: list[int]
+    """The token no longer holds (expired and rescued, or settled elsewhere): stop the job."""
+    cancel_requested: list[int]
+    """Still held, but someone asked to cancel the job: stop it and report CANCELLED."""
+
+
+class Settled(msgspec.Struct, frozen=True):
+    """Outcome of ``settle_and_claim``."""
+
+    lost: list[int]
+    """Settlements refused because the token no longer held the lease (nothing changed)."""
+    claimed: list[Job]
+
+
+class Rescued(msgspec.Struct, frozen=True):
+    """Outcome of a rescue sweep, by job id and resulting state."""
+
+    requeued: list[int]
+    failed: list[int]
+    cancelled: list[int]
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """The storage port. See the module docstring for the contract of each operation."""
+
+    def now_ms(self) -> int:
+        """The engine's clock, in ms since the epoch."""
+        ...
+
+    def migrate(self) -> int:
+        """Apply pending migrations; return the schema version now in force."""
+        ...
+
+    def close(self) -> None:
+        """Release the connection. Idempotent."""
+        ...
+
+    def batch(self) -> AbstractContextManager[None]:
+        """Group the operations run inside into one transaction, each isolated."""
+        ...
+
+    def enqueue(self, jobs: Sequence[NewJob]) -> list[int]:
+        """Store jobs; return their ids in order (an existing key returns its job's id)."""
+        ...
+
+    def claim(self, queue: str, owner: str, n: int, ttl_ms: int) -> list[Job]:
+        """Lease up to n ready jobs; returns them active, in claim order."""
+        ...
+
+    def renew(self, leases: Sequence[LeaseRef], ttl_ms: int) -> Renewed:
+        """Extend held leases to now + ttl_ms."""
+        ...
+
+    def complete(self, job_id: int, token: int, result: bytes | None) -> None:
+        """Complete an attempt; ``LeaseLost`` if the token does not hold the lease."""
+        ...
+
+    def fail(self, failure: Failure) -> JobState:
+        """Fail an attempt; returns the job's new state; ``LeaseLost`` as for complete."""
+        ...
+
+    def settle_and_claim(
+        self,
+        completions: Sequence[Completion],
+        failures: Sequence[Failure],
+        claim: ClaimRequest | None,
+    ) -> Settled:
+        """Settle attempts and claim more in one transaction."""
+        ...
+
+    def release_owner(self, owner: str, *, as_stall: bool) -> list[int]:
+        """Take back every lease ``owner`` holds; returns the job ids."""
+        ...
+
+    def promote_due(self, queue: str | None = None) -> int:
+        """Move due delayed jobs (of one queue, or all) to waiting; returns how many."""
+        ...
+
+    def rescue_expired(self) -> Rescued:
+        """Handle every expired lease as a stall."""
+        ...
+
+    def cancel(self, job_id: int) -> JobState:
+        """Cancel a job; returns its state after (``active`` = cancel requested)."""
+        ...
+
+    def get(self, job_id: int) -> Job:
+        """The job; ``JobNotFound`` if there is none."""
+        ...
+
+    def get_by_key(self, key: str) -> Job:
+        """The job with that key; ``JobNotFound`` if there is none."""
+        ...
+
+    def list_jobs(
+        self,
+        *,
+        queue: str | None = None,
+        state: JobState | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Job]:
+        """Jobs in id order, filtered by queue and state, one page at a time."""
+        ...
+
+    def count(self, queue: str | None = None) -> dict[JobState, int]:
+        """How many jobs are in each state (every state present, zeros included)."""
+        ...
+
+    def queues(self) -> list[str]:
+        """Every queue that has jobs, sorted."""
+        ...
+
+    def prune(
+        self,
+        *,
+        queue: str | None = None,
+        states: Collection[JobState] = FINISHED_STATES,
+        older_than_ms: int | None = None,
+        keep_last: int | None = None,
+    ) -> int:
+        """Delete finished jobs in ``states``: those finished before now - older_than_ms,
+        and beyond the newest ``keep_last`` per queue and state. Only finished states may
+        be pruned. Returns how many were deleted."""
+        ...
