@@ -38,7 +38,7 @@ class Record(msgspec.Struct, frozen=True):
 class Recorder(Actor):
     """Replies to Echo, sleeps on Sleep, crashes on Boom, answers Refuse with an error."""
 
-    instances: list[Recorder] = []  # noqa: RUF012 - test bookkeeping across restarts
+    instances: list[Recorder] = []  # bookkeeping across restarts
 
     def __init__(self) -> None:
         self.seen: list[Any] = []
@@ -245,7 +245,7 @@ async def test_restart_gets_fresh_state_and_mailbox(anyio_backend: str) -> None:
 
 
 class Batcher(Actor):
-    batches: list[int] = []  # noqa: RUF012
+    batches: list[int] = []
 
     async def handle_batch(self, batch: Sequence[Envelope]) -> None:
         Batcher.batches.append(len(batch))

@@ -1,0 +1,106 @@
+"""The layers import only what DESIGN.md section 2 allows.
+
+domain imports nothing of the other layers (and does no I/O); storage imports only domain;
+actors import domain and the Engine *protocol*, never a concrete engine; supervisors know
+nothing of jobs. ``rota.errors`` is shared by every layer.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "rota"
+
+#: layer -> rota modules (prefixes) it may import
+ALLOWED: dict[str, tuple[str, ...]] = {
+    "domain": ("rota.domain", "rota.errors"),
+    "storage": ("rota.storage", "rota.domain", "rota.errors"),
+    "actors": ("rota.actors", "rota.domain", "rota.errors", "rota.storage.engine"),
+    "supervisors": ("rota.supervisors", "rota.errors"),
+}
+
+#: third-party or stdlib modules a layer must not touch
+FORBIDDEN: dict[str, tuple[str, ...]] = {
+    # pure: no I/O, no clock, no randomness, no concurrency
+    "domain": (
+        "anyio",
+        "trio",
+        "asyncio",
+        "sqlite3",
+        "psycopg",
+        "threading",
+        "socket",
+        "subprocess",
+        "os",
+        "time",
+        "random",
+        "pykka",
+    ),
+    "storage": ("anyio", "trio", "asyncio", "pykka"),  # synchronous, runs on one thread
+    "actors": ("trio", "asyncio", "sqlite3", "psycopg"),  # AnyIO only; no concrete engine
+    "supervisors": ("trio", "asyncio", "sqlite3", "msgspec.json"),
+}
+
+
+def imported_modules(source: str) -> set[str]:
+    """Every absolute module a source file imports (``from x import y`` gives x and x.y)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def violations(layer: str, source: str) -> list[str]:
+    bad = []
+    for module in sorted(imported_modules(source)):
+        top = module.split(".")[0]
+        if top == "rota":
+            allowed = ALLOWED[layer]
+            inside = any(module == p or module.startswith(p + ".") for p in allowed)
+            # "from rota.storage import engine" also yields the parent "rota.storage"
+            parent = any(p.startswith(module + ".") for p in allowed)
+            if not (inside or parent):
+                bad.append(module)
+        elif any(module == f or module.startswith(f + ".") for f in FORBIDDEN[layer]):
+            bad.append(module)
+    return bad
+
+
+@pytest.mark.parametrize("layer", sorted(ALLOWED))
+def test_layer_imports_only_what_it_may(layer: str) -> None:
+    files = sorted((SRC / layer).rglob("*.py"))
+    assert files, f"no modules found for layer {layer}"
+    problems = {
+        str(path.relative_to(SRC)): found
+        for path in files
+        if (found := violations(layer, path.read_text()))
+    }
+    assert problems == {}, f"layer {layer} imports what it must not: {problems}"
+
+
+def test_checker_catches_violations() -> None:
+    """The checker itself: each rule fires on a file that breaks it."""
+    assert violations("domain", "import rota.storage.sqlite") == ["rota.storage.sqlite"]
+    assert violations("domain", "import time") == ["time"]
+    assert violations("domain", "from rota.domain.job import Job") == []
+    assert violations("storage", "from rota.actors.kernel import Actor") == [
+        "rota.actors.kernel",
+        "rota.actors.kernel.Actor",
+    ]
+    assert violations("actors", "from rota.storage.sqlite import SqliteEngine") == [
+        "rota.storage.sqlite",
+        "rota.storage.sqlite.SqliteEngine",
+    ]
+    assert violations("actors", "from rota.storage.engine import Engine") == []
+    assert violations("actors", "import trio") == ["trio"]
+    assert violations("supervisors", "from rota.domain import Job") == [
+        "rota.domain",
+        "rota.domain.Job",
+    ]
