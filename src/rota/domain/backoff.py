@@ -29,6 +29,7 @@ __all__ = [
     "Exponential",
     "Fixed",
     "Linear",
+    "MAX_DELAY_S",
     "StoredBackoff",
     "custom",
     "decode_backoff",
@@ -37,6 +38,10 @@ __all__ = [
     "fixed",
     "linear",
 ]
+
+
+#: No policy waits longer than this (one year), so every delay is finite and storable in ms.
+MAX_DELAY_S: Final = 365 * 24 * 3600.0
 
 
 def _check(name: str, value: float, *, low: float = 0.0, high: float | None = None) -> None:
@@ -64,13 +69,10 @@ class _Policy(msgspec.Struct, frozen=True, tag_field="kind"):
         """
         if attempt < 1:
             raise ValueError(f"attempt must be >= 1, got {attempt}")
-        delay = self.base_delay_s(attempt)
-        if self.max_s is not None:
-            delay = min(delay, self.max_s)
+        cap = MAX_DELAY_S if self.max_s is None else min(self.max_s, MAX_DELAY_S)
+        delay = min(self.base_delay_s(attempt), cap)
         if self.jitter:
-            delay *= 1.0 + self.jitter * (2.0 * u - 1.0)
-            if self.max_s is not None:
-                delay = min(delay, self.max_s)
+            delay = min(delay * (1.0 + self.jitter * (2.0 * u - 1.0)), cap)
         return max(delay, 0.0)
 
 
@@ -99,10 +101,12 @@ class Exponential(_Policy, frozen=True, tag="exponential"):
         _check("factor", self.factor, low=1.0)
 
     def base_delay_s(self, attempt: int) -> float:
+        if self.base == 0.0:
+            return 0.0
         try:
             return float(self.base * self.factor ** (attempt - 1))
         except OverflowError:
-            return float("inf") if self.max_s is None else self.max_s
+            return MAX_DELAY_S
 
 
 class Linear(_Policy, frozen=True, tag="linear"):
@@ -136,7 +140,7 @@ class Custom:
         delay = float(self.fn(attempt))
         if not delay >= 0.0:
             raise ValueError(f"custom backoff returned {delay!r} for attempt {attempt}")
-        return delay
+        return min(delay, MAX_DELAY_S)
 
     def __repr__(self) -> str:
         return f"Custom({self.fn!r}, fallback={self.fallback!r})"
