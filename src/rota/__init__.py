@@ -1,3 +1,46 @@
-"""rota: a durable job queue and actor runtime for Python."""
+"""rota: a durable job queue and actor runtime for Python.
 
-__all__: list[str] = []
+The public namespace is this module; everything else is an implementation module whose
+names may change. (The job runtime, ``rota.App``, arrives on top of these pieces.)
+"""
+
+from rota.domain.backoff import custom, exponential, fixed, linear
+from rota.domain.job import JobOptions, JobState
+from rota.domain.outcome import Retry, Unrecoverable
+from rota.errors import (
+    ActorError,
+    ActorNotRunning,
+    CallTimeout,
+    ConfigError,
+    JobNotFound,
+    LeaseLost,
+    MailboxFull,
+    PayloadError,
+    RotaError,
+    StorageError,
+    SupervisorGaveUp,
+)
+
+__all__ = [
+    "ActorError",
+    "ActorNotRunning",
+    "CallTimeout",
+    "ConfigError",
+    "JobNotFound",
+    "JobOptions",
+    "JobState",
+    "LeaseLost",
+    "MailboxFull",
+    "PayloadError",
+    "Retry",
+    "RotaError",
+    "StorageError",
+    "SupervisorGaveUp",
+    "Unrecoverable",
+    "custom",
+    "exponential",
+    "fixed",
+    "linear",
+]
+
+__version__ = "0.1.0.dev0"
