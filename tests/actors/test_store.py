@@ -1,0 +1,207 @@
+"""The Store actor: group commit on a dedicated thread, each caller its own outcome."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from rota.actors.kernel import ActorRef
+from rota.actors.store import Store, StoreClient, StoreOp
+from rota.domain import JobOptions, JobState, lifecycle
+from rota.domain.job import NewJob
+from rota.errors import ActorNotRunning, JobNotFound, LeaseLost, StorageError
+from rota.storage.engine import Engine, LeaseRef
+from rota.storage.sqlite import SqliteEngine
+
+pytestmark = pytest.mark.anyio
+
+
+def new(i: int = 0, queue: str = "q") -> NewJob:
+    return lifecycle.new_job("task", b'{"i": %d}' % i, JobOptions(queue=queue), 1_000)
+
+
+class Hold(StoreOp, frozen=True):
+    """Keeps the engine thread busy, so the calls behind it pile up into one batch."""
+
+    seconds: float
+
+    def apply(self, engine: Engine) -> str:
+        time.sleep(self.seconds)
+        return "held"
+
+
+@contextmanager
+def store_client(db: str) -> Iterator[tuple[ActorRef[Store], StoreClient]]:
+    ref = ActorRef("store", lambda: Store(lambda: SqliteEngine(db)))
+    yield ref, StoreClient(ref, timeout_s=10)
+
+
+async def test_group_commit_fewer_transactions_than_calls(
+    anyio_backend: str, tmp_path: Path
+) -> None:
+    with store_client(str(tmp_path / "jobs.db")) as (ref, store):
+        ids: dict[int, list[int]] = {}
+
+        async def producer(i: int) -> None:
+            ids[i] = await store.enqueue([new(i)])
+
+        async with anyio.create_task_group() as tg:
+            await tg.start(ref.run)
+            async with anyio.create_task_group() as producers:
+                for i in range(200):
+                    producers.start_soon(producer, i)
+            stats = ref.actor.statistics() if ref.actor else None
+            jobs = await store.list_jobs(limit=1000)
+            ref.request_stop()
+    assert stats is not None
+    assert stats.operations == 200
+    assert stats.transactions < 200, stats
+    all_ids = [job_id for got in ids.values() for job_id in got]
+    assert len(set(all_ids)) == 200  # each caller got its own id
+    by_id = {j.id: j for j in jobs}
+    for i, [job_id] in ids.items():
+        assert by_id[job_id].payload == b'{"i": %d}' % i  # ... and the right one
+
+
+async def test_one_failing_operation_does_not_fail_its_batch(anyio_backend: str) -> None:
+    with store_client(":memory:") as (ref, store):
+        async with anyio.create_task_group() as tg:
+            await tg.start(ref.run)
+            [claimable] = await store.enqueue([new(0)])
+            outcomes: dict[str, Any] = {}
+
+            async def run(label: str, op: Any) -> None:
+                try:
+                    outcomes[label] = await op
+                except Exception as exc:
+                    outcomes[label] = exc
+
+            async with anyio.create_task_group() as callers:
+                callers.start_soon(run, "hold", ref.call(Hold(0.1)))
+                await anyio.sleep(0.02)  # the engine thread is now busy with Hold
+                callers.start_soon(run, "enqueue1", store.enqueue([new(1)]))
+                callers.start_soon(run, "stale", store.complete(claimable, 12345, b"x"))
+                callers.start_soon(run, "missing", store.get(999_999))
+                callers.start_soon(run, "enqueue2", store.enqueue([new(2)]))
+                callers.start_soon(run, "count", store.count())
+            stats = ref.actor.statistics() if ref.actor else None
+            claimed = await store.claim("q", "w1", 10, 30_000)
+            ref.request_stop()
+    assert stats is not None
+    # hold + the five queued calls in one more batch (+ the first enqueue)
+    assert stats.transactions == 3
+    assert stats.largest_batch == 5
+    assert stats.failed_operations == 2
+    assert isinstance(outcomes["stale"], LeaseLost)
+    assert isinstance(outcomes["missing"], JobNotFound)
+    assert len(outcomes["enqueue1"]) == 1
+    assert len(outcomes["enqueue2"]) == 1
+    assert sum(outcomes["count"].values()) in (1, 2, 3)  # a read rides in the batch too
+    # both enqueues of the batch were committed beside the two failed operations
+    assert {j.id for j in claimed} == {
+        claimable,
+        outcomes["enqueue1"][0],
+        outcomes["enqueue2"][0],
+    }
+
+
+class CommitFails:
+    """An engine whose transactions cannot commit (a full disk, say)."""
+
+    threads: set[int] = set()
+
+    def migrate(self) -> int:
+        CommitFails.threads.add(threading.get_ident())
+        return 1
+
+    def close(self) -> None:
+        CommitFails.threads.add(threading.get_ident())
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        CommitFails.threads.add(threading.get_ident())
+        yield
+        raise StorageError("database or disk is full")
+
+    def enqueue(self, jobs: list[NewJob]) -> list[int]:
+        return list(range(len(jobs)))
+
+
+async def test_failed_commit_fails_every_caller_and_crashes_the_store(anyio_backend: str) -> None:
+    CommitFails.threads = set()
+    ref = ActorRef("store", lambda: Store(lambda: CommitFails()))  # type: ignore[arg-type,return-value]
+    store = StoreClient(ref)
+    errors: list[BaseException] = []
+
+    async def producer() -> None:
+        try:
+            await store.enqueue([new()])
+        except (StorageError, ActorNotRunning) as exc:
+            errors.append(exc)
+
+    with pytest.raises(ExceptionGroup) as info:
+        async with anyio.create_task_group() as tg:
+            await tg.start(ref.run)
+            for _ in range(5):
+                tg.start_soon(producer)
+            await anyio.sleep(0.5)
+    assert info.group_contains(StorageError, match="full")
+    assert len(errors) == 5
+    assert all(isinstance(e, StorageError) for e in errors), errors  # the truth, not "stopped"
+    assert ref.statistics().crashes == 1
+    # Every engine call happened on one thread, and not on the event loop's.
+    assert len(CommitFails.threads) == 1
+    assert threading.get_ident() not in CommitFails.threads
+
+
+async def test_restart_reopens_the_database_and_keeps_committed_jobs(
+    anyio_backend: str, tmp_path: Path
+) -> None:
+    with store_client(str(tmp_path / "jobs.db")) as (ref, store):
+        for expected_count in (1, 2):
+            async with anyio.create_task_group() as tg:
+                await tg.start(ref.run)
+                await store.enqueue([new()])
+                assert (await store.count())[JobState.WAITING] == expected_count
+                ref.request_stop()
+        assert ref.statistics().starts == 2
+
+
+async def test_unknown_message_is_an_error_for_its_caller_only(anyio_backend: str) -> None:
+    with store_client(":memory:") as (ref, store):
+        async with anyio.create_task_group() as tg:
+            await tg.start(ref.run)
+            with pytest.raises(TypeError, match="does not handle"):
+                await ref.call("not an op")
+            assert await store.queues() == []
+            ref.request_stop()
+
+
+async def test_every_client_operation_round_trips(anyio_backend: str) -> None:
+    with store_client(":memory:") as (ref, store):
+        async with anyio.create_task_group() as tg:
+            await tg.start(ref.run)
+            [a, b, c] = await store.enqueue([new(0), new(1), new(2, queue="other")])
+            claimed = await store.claim("q", "w1", 1, 30_000)
+            assert [j.id for j in claimed] == [a]
+            token = claimed[0].token
+            assert token is not None
+            renewed = await store.renew([LeaseRef(a, token)], 30_000)
+            assert renewed.renewed == [a]
+            await store.complete(a, token, b"done")
+            assert (await store.get(a)).result == b"done"
+            assert await store.cancel(b) is JobState.CANCELLED
+            assert await store.queues() == ["other", "q"]
+            assert [j.id for j in await store.list_jobs(queue="other")] == [c]
+            assert await store.promote_due() == 0
+            assert (await store.rescue_expired()).requeued == []
+            assert await store.release_owner("w1", as_stall=False) == []
+            assert await store.prune(keep_last=0) == 2
+            ref.request_stop()

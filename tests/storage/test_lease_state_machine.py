@@ -1,0 +1,304 @@
+"""A Hypothesis state machine of the lease lifecycle against the real SQLite engine.
+
+The model is ``rota.domain.lifecycle``: every rule applies the pure function to the
+model's copy of the job and the operation to the engine, and the two must agree field by
+field. Several owners claim, renew, complete and fail; owners crash (forget their leases,
+or are released as dead); the clock moves; the rescue sweep runs.
+
+Invariants: no completion or renewal by a non-holder; every job in exactly one state;
+attempts never decrease; a holder that keeps renewing is never rescued; no job is lost.
+"""
+
+from __future__ import annotations
+
+import random
+
+import msgspec
+import pytest
+from hypothesis import HealthCheck, event, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    consumes,
+    initialize,
+    invariant,
+    multiple,
+    precondition,
+    rule,
+)
+
+from rota.domain import FailureKind, JobOptions, JobState, backoff, lifecycle
+from rota.domain.job import Job
+from rota.errors import LeaseLost
+from rota.storage.engine import Failure, LeaseRef
+from rota.storage.sqlite import SqliteEngine
+
+TTL_MS = 10_000
+QUEUE = "q"
+OWNERS = ("w1", "w2", "w3")
+STEADY = "steady"  # renews before every tick of the clock: must never lose a lease
+START_MS = 1_700_000_000_000
+
+#: fields the engine and the model must agree on (the token is the engine's to draw)
+#: (priority, delay_s, max_attempts, max_stalls, backoff wait_s) of an enqueued job
+JOB_SHAPES = st.tuples(
+    st.integers(-2, 2),
+    st.sampled_from([None, 0.0, 1.0, 15.0]),
+    st.integers(1, 4),
+    st.integers(0, 3),
+    st.sampled_from([0.0, 1.0, 20.0]),
+)
+
+COMPARED = (
+    "state", "priority", "run_at_ms", "attempt", "max_attempts", "stalls", "max_stalls",
+    "owner", "token", "lease_expires_at_ms", "cancel_requested", "finished_at_ms", "result",
+    "error",
+)  # fmt: skip
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = START_MS
+
+    def __call__(self) -> int:
+        return self.now
+
+
+class LeaseLifecycle(RuleBasedStateMachine):
+    leases = Bundle("leases")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.clock = Clock()
+        self.engine = SqliteEngine(":memory:", clock=self.clock, rng=random.Random(0))
+        self.engine.migrate()
+        self.model: dict[int, Job] = {}
+        self.max_attempt_seen: dict[int, int] = {}
+        self.held: dict[str, set[tuple[int, int]]] = {o: set() for o in (*OWNERS, STEADY)}
+
+    def teardown(self) -> None:
+        self.engine.close()
+
+    # -- helpers ----------------------------------------------------------------------
+
+    def expect(self, job: Job) -> None:
+        self.model[job.id] = job
+
+    def holds(self, job_id: int, token: int) -> bool:
+        job = self.model[job_id]
+        return job.state is JobState.ACTIVE and job.token == token
+
+    def promote_model(self) -> None:
+        for job in list(self.model.values()):
+            if job.queue == QUEUE and lifecycle.is_due(job, self.clock.now):
+                self.expect(lifecycle.promote(job, self.clock.now))
+
+    # -- rules ------------------------------------------------------------------------
+
+    @initialize(jobs=st.lists(JOB_SHAPES, min_size=2, max_size=6))
+    def enqueue_some(self, jobs: list[tuple[int, float | None, int, int, float]]) -> None:
+        for shape in jobs:
+            self.enqueue(*shape)
+
+    @rule(shape=JOB_SHAPES)
+    def enqueue_one(self, shape: tuple[int, float | None, int, int, float]) -> None:
+        self.enqueue(*shape)
+
+    def enqueue(
+        self,
+        priority: int,
+        delay_s: float | None,
+        max_attempts: int,
+        max_stalls: int,
+        wait_s: float,
+    ) -> None:
+        options = JobOptions(
+            queue=QUEUE,
+            priority=priority,
+            delay_s=delay_s,
+            max_attempts=max_attempts,
+            max_stalls=max_stalls,
+            backoff=backoff.fixed(wait_s),
+        )
+        new = lifecycle.new_job("task", b"{}", options, self.clock.now)
+        [job_id] = self.engine.enqueue([new])
+        assert job_id not in self.model
+        stored = self.engine.get(job_id)
+        assert stored.state is (JobState.DELAYED if new.delayed else JobState.WAITING)
+        assert (stored.run_at_ms, stored.attempt, stored.stalls) == (new.run_at_ms, 0, 0)
+        self.expect(stored)
+
+    @rule(target=leases, owner=st.sampled_from((*OWNERS, STEADY)), n=st.integers(1, 3))
+    def claim(self, owner: str, n: int) -> object:
+        self.promote_model()
+        ready = sorted(
+            (j for j in self.model.values() if j.state is JobState.WAITING and j.queue == QUEUE),
+            key=lambda j: (j.priority, j.run_at_ms, j.id),
+        )
+        claimed = self.engine.claim(QUEUE, owner, n, TTL_MS)
+        assert [j.id for j in claimed] == [j.id for j in ready[:n]]
+        out = []
+        for job in claimed:
+            assert job.token is not None
+            assert job.token not in {t for _, t in self.held[owner]}
+            self.expect(
+                lifecycle.claim(self.model[job.id], owner, job.token, self.clock.now, TTL_MS)
+            )
+            self.held[owner].add((job.id, job.token))
+            out.append((owner, job.id, job.token))
+        return multiple(*out)
+
+    @rule(owner=st.sampled_from(OWNERS))
+    def renew_all(self, owner: str) -> None:
+        self.renew(owner)
+
+    def renew(self, owner: str) -> None:
+        refs = sorted(self.held[owner])
+        result = self.engine.renew([LeaseRef(j, t) for j, t in refs], TTL_MS)
+        holding = {j for j, t in refs if self.holds(j, t)}
+        assert set(result.renewed) == holding
+        assert set(result.lost) == {j for j, _ in refs} - holding
+        assert set(result.cancel_requested) == {
+            j for j in holding if self.model[j].cancel_requested
+        }
+        for job_id in holding:
+            token = self.model[job_id].token
+            assert token is not None
+            self.expect(lifecycle.renew(self.model[job_id], token, self.clock.now, TTL_MS))
+        if owner == STEADY:
+            assert result.lost == [], "a holder that keeps renewing lost its lease"
+        if result.lost:
+            event("renew: stale token reported lost")
+
+    @rule(lease=consumes(leases), result=st.binary(max_size=8))
+    def complete(self, lease: tuple[str, int, int], result: bytes) -> None:
+        owner, job_id, token = lease
+        self.held[owner].discard((job_id, token))
+        before = self.engine.get(job_id)
+        if self.holds(job_id, token):
+            self.engine.complete(job_id, token, result)
+            self.expect(lifecycle.complete(self.model[job_id], token, result, self.clock.now))
+        else:
+            if owner == STEADY:
+                raise AssertionError("the steady owner lost a lease it kept renewing")
+            with pytest.raises(LeaseLost):
+                self.engine.complete(job_id, token, result)
+            event("complete: stale token refused")
+            assert self.engine.get(job_id) == before, "a non-holder changed the job"
+
+    @rule(
+        lease=consumes(leases),
+        kind=st.sampled_from(list(FailureKind)),
+        delay_ms=st.sampled_from([None, 0, 500]),
+    )
+    def fail(self, lease: tuple[str, int, int], kind: FailureKind, delay_ms: int | None) -> None:
+        owner, job_id, token = lease
+        self.held[owner].discard((job_id, token))
+        before = self.engine.get(job_id)
+        failure = Failure(job_id, token, "boom", kind=kind, delay_ms=delay_ms)
+        if self.holds(job_id, token):
+            state = self.engine.fail(failure)
+            expected = lifecycle.fail(
+                self.model[job_id], token, "boom", self.clock.now, kind=kind, delay_ms=delay_ms
+            )
+            assert state is expected.state
+            self.expect(expected)
+        else:
+            with pytest.raises(LeaseLost):
+                self.engine.fail(failure)
+            event("fail: stale token refused")
+            assert self.engine.get(job_id) == before, "a non-holder changed the job"
+
+    @rule(owner=st.sampled_from(OWNERS), released=st.booleans())
+    def crash_owner(self, owner: str, released: bool) -> None:
+        """The owner dies: it forgets its leases. If ``released``, a restart on the same
+        host notices the dead pid and takes its leases back at once (as stalls)."""
+        self.held[owner].clear()
+        if released:
+            ids = self.engine.release_owner(owner, as_stall=True)
+            mine = [
+                j for j in self.model.values() if j.state is JobState.ACTIVE and j.owner == owner
+            ]
+            assert sorted(ids) == sorted(j.id for j in mine)
+            for job in mine:
+                self.expect(lifecycle.release(job, self.clock.now, as_stall=True))
+
+    @rule(ms=st.sampled_from([1, 1_000, TTL_MS // 2, TTL_MS - 1]), sweep=st.booleans())
+    def tick(self, ms: int, sweep: bool) -> None:
+        """Time passes; the steady owner renews first, as its renewer would (every ttl/3);
+        then, maybe, the Scheduler's sweep runs."""
+        self.renew(STEADY)
+        self.clock.now += ms
+        if sweep:
+            self.rescue()
+
+    @rule(ms=st.sampled_from([TTL_MS, 3 * TTL_MS]))
+    @precondition(lambda self: not self.held[STEADY])
+    def long_pause(self, ms: int) -> None:
+        """A long pause, only while the steady owner holds nothing."""
+        self.clock.now += ms
+
+    @rule()
+    def rescue(self) -> None:
+        expired = [j for j in self.model.values() if lifecycle.is_expired(j, self.clock.now)]
+        result = self.engine.rescue_expired()
+        rescued = {*result.requeued, *result.failed, *result.cancelled}
+        assert rescued == {j.id for j in expired}
+        assert not any(self.model[j].owner == STEADY for j in rescued), "steady holder rescued"
+        for job in expired:
+            after = lifecycle.stall(job, self.clock.now)
+            self.expect(after)
+            bucket = {
+                JobState.FAILED: result.failed,
+                JobState.CANCELLED: result.cancelled,
+            }.get(after.state, result.requeued)
+            assert job.id in bucket
+            event(f"rescue: {after.state}")
+
+    @rule(data=st.data())
+    @precondition(lambda self: bool(self.model))
+    def cancel(self, data: st.DataObject) -> None:
+        job_id = data.draw(st.sampled_from(sorted(self.model)))
+        expected = lifecycle.cancel(self.model[job_id], self.clock.now)
+        assert self.engine.cancel(job_id) is expected.state
+        self.expect(expected)
+
+    # -- invariants -------------------------------------------------------------------
+
+    @invariant()
+    def engine_agrees_with_model_and_nothing_is_lost(self) -> None:
+        stored = {j.id: j for j in self.engine.list_jobs(limit=10_000)}
+        assert stored.keys() == self.model.keys(), "a job was lost or appeared"
+        for job_id, job in stored.items():
+            want = msgspec.structs.asdict(self.model[job_id])
+            got = msgspec.structs.asdict(job)
+            diff = {f: (got[f], want[f]) for f in COMPARED if got[f] != want[f]}
+            assert not diff, f"job {job_id}: engine vs model {diff}"
+
+    @invariant()
+    def every_job_in_exactly_one_state(self) -> None:
+        seen: dict[int, JobState] = {}
+        for state in JobState:
+            for job in self.engine.list_jobs(state=state, limit=10_000):
+                assert job.id not in seen, f"job {job.id} in {seen[job.id]} and {state}"
+                seen[job.id] = state
+        assert seen.keys() == self.model.keys()
+        counts = self.engine.count()
+        assert sum(counts.values()) == len(self.model)
+        assert counts == {s: sum(1 for v in seen.values() if v is s) for s in JobState}
+
+    @invariant()
+    def attempts_never_decrease(self) -> None:
+        for job_id, job in self.model.items():
+            assert job.attempt >= self.max_attempt_seen.get(job_id, 0)
+            self.max_attempt_seen[job_id] = job.attempt
+
+
+LeaseLifecycle.TestCase.settings = settings(
+    max_examples=150,
+    stateful_step_count=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestLeaseLifecycle = LeaseLifecycle.TestCase
