@@ -4,6 +4,8 @@ The public namespace is this module; everything else is an implementation module
 names may change. (The job runtime, ``rota.App``, arrives on top of these pieces.)
 """
 
+import logging as _logging
+
 from rota.domain.backoff import custom, exponential, fixed, linear
 from rota.domain.job import JobOptions, JobState
 from rota.domain.outcome import Retry, Unrecoverable
@@ -44,3 +46,6 @@ __all__ = [
 ]
 
 __version__ = "0.1.0.dev0"
+
+# Quiet by default: rota logs through the "rota" logger and leaves output to the app.
+_logging.getLogger("rota").addHandler(_logging.NullHandler())
