@@ -121,6 +121,8 @@ def test_fail_kinds_and_explicit_delay() -> None:
     assert cancelled.state is JobState.CANCELLED
     with pytest.raises(LeaseLost):
         lifecycle.fail(job, 12, "x", NOW)
+    with pytest.raises(ValueError, match="delay_ms"):
+        lifecycle.fail(job, 11, "x", NOW, delay_ms=-1)
 
 
 def test_stall_counts_attempt_follows_backoff_and_poisons() -> None:

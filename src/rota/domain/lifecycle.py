@@ -153,6 +153,8 @@ def fail(
     ``CANCELLED`` ends the job cancelled; ``UNRECOVERABLE`` or exhausted attempts end it
     failed; otherwise it waits ``delay_ms`` (default: the job's backoff) and runs again.
     """
+    if delay_ms is not None and delay_ms < 0:
+        raise ValueError(f"delay_ms must be >= 0, got {delay_ms!r}")
     _check_lease(job, token)
     if kind is FailureKind.CANCELLED:
         return _finish(job, JobState.CANCELLED, now_ms, error=error)

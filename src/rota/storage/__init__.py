@@ -1,1 +1,33 @@
-"""."""
+"""Storage: the Engine port and the engines behind it.
+
+Synchronous code that runs on the Store's dedicated thread; it imports only the domain.
+
+* ``rota.storage.engine``: the port (``Engine``) and the values crossing it.
+* ``rota.storage.sqlite``: ``SqliteEngine``, the embedded default.
+* ``rota.storage.schema``: its schema (numbered migrations) and every SQL statement.
+
+Only the port is re-exported here: importing ``rota.storage`` (as the actors do, for the
+``Engine`` protocol) does not load a concrete engine.
+"""
+
+from rota.storage.engine import (
+    ClaimRequest,
+    Completion,
+    Engine,
+    Failure,
+    LeaseRef,
+    Renewed,
+    Rescued,
+    Settled,
+)
+
+__all__ = [
+    "ClaimRequest",
+    "Completion",
+    "Engine",
+    "Failure",
+    "LeaseRef",
+    "Renewed",
+    "Rescued",
+    "Settled",
+]

@@ -8,7 +8,9 @@ port without touching a caller.
 Every operation is atomic on its own. Inside ``with engine.batch():`` several operations
 share one transaction (group commit: one fsync for many callers), and each stays isolated:
 an operation that raises leaves no trace and does not fail the others; if the commit itself
-fails, the whole batch raises ``StorageError`` and none of it was acknowledged.
+fails, the whole batch raises ``StorageError`` and none of it was acknowledged. (A full disk
+makes SQLite roll back the whole transaction: the operations after it in the batch, and
+the commit, then raise ``StorageError`` too.)
 
 Operations, one sentence each:
 
@@ -84,6 +86,10 @@ class Failure(msgspec.Struct, frozen=True):
     kind: FailureKind = FailureKind.ERROR
     delay_ms: int | None = None
 
+    def __post_init__(self) -> None:
+        if self.delay_ms is not None and self.delay_ms < 0:
+            raise ValueError(f"Failure delay_ms must be >= 0, got {self.delay_ms!r}")
+
 
 class ClaimRequest(msgspec.Struct, frozen=True):
     """Lease up to ``n`` ready jobs of ``queue`` for ``owner`` for ``ttl_ms``."""
@@ -101,7 +107,8 @@ class Renewed(msgspec.Struct, frozen=True):
     lost: list[int]
     """The token no longer holds (expired and rescued, or settled elsewhere): stop the job."""
     cancel_requested: list[int]
-    """Still held, but someone asked to cancel the job: stop it and report CANCELLED."""
+    """Still held (a subset of ``renewed``: their leases were extended too), but someone
+    asked to cancel the job: stop it and report CANCELLED."""
 
 
 class Settled(msgspec.Struct, frozen=True):
@@ -220,7 +227,8 @@ class Engine(Protocol):
         older_than_ms: int | None = None,
         keep_last: int | None = None,
     ) -> int:
-        """Delete finished jobs in ``states``: those finished before now - older_than_ms,
-        and beyond the newest ``keep_last`` per queue and state. Only finished states may
-        be pruned. Returns how many were deleted."""
+        """Delete finished jobs in ``states`` that either limit selects: finished before
+        now - older_than_ms, or beyond the newest ``keep_last`` per queue and state (with
+        neither limit, every job in ``states``). Only finished states may be pruned.
+        Returns how many were deleted."""
         ...

@@ -1,0 +1,852 @@
+"""The SQLite engine: rota's embedded storage, behind the ``Engine`` port.
+
+Design, and why:
+
+* **One connection, one thread at a time.** The Store opens the engine and then uses it
+  only from its own dedicated thread (``check_same_thread=False`` lets it be created on
+  another). An engine must never be used from two threads at once: it keeps transaction
+  state (``batch()``) in plain attributes and does not lock.
+* **WAL + ``synchronous=FULL``** by default: readers never block the writer nor the other
+  way round, and a commit is on disk (WAL fsynced) before it is acknowledged, so an
+  acknowledged enqueue survives a power cut. ``NORMAL`` skips that fsync (a power cut may
+  lose the last commits, never corrupt the file). ``:memory:`` databases cannot use WAL.
+* **``BEGIN IMMEDIATE`` for every write**: the write lock is taken when the transaction
+  starts, so a transaction never fails half-way because another process wrote first
+  (a deferred transaction that upgrades from read to write gets ``SQLITE_BUSY`` that no
+  waiting can fix). ``SQLITE_BUSY`` is retried here, with exponential backoff and jitter,
+  up to ``busy_timeout_s``; SQLite's own busy handler is off so that the budget is ours.
+* **Group commit with savepoints**: inside ``with engine.batch():`` all operations share
+  one transaction (one fsync for many callers: the lever that makes a thread hop worth
+  it), and each runs inside its own ``SAVEPOINT``, so one that raises is rolled back alone
+  and the others still commit.
+* **``UPDATE ... RETURNING``** (SQLite >= 3.35): a claim selects, leases and reads its jobs
+  in one statement, and renewals of many leases are one ``UPDATE ... FROM json_each``;
+  nothing on the hot path costs a round trip per job.
+* **Fencing by token**: renew, complete and fail change a row only while it is active
+  under the presented token. The clock is not the fence: a holder whose lease expired
+  but was not yet rescued may still renew or settle it, as in ``rota.domain.lifecycle``.
+* The lifecycle rules live once, in ``rota.domain.lifecycle``: fail, rescue, release and
+  cancel read the row, apply the pure function and write the result back under a
+  condition on the old state and token; claim, complete, renew and promote are direct
+  SQL that does exactly what their pure counterparts do.
+* Errors are mapped to ``StorageError`` in one place (``_storage_error``), with messages
+  that name the file and say what was kept; an engine is never left inside an open
+  transaction after one.
+
+Every SQL statement is a module-level constant: connection set-up and transaction
+control below, the schema and the statements on jobs in ``schema.py``.
+Randomness: one ``rng.random()`` draw (backoff jitter ``u``) per ``fail``, and per job
+released or rescued, in job-id order; lease tokens come from SQLite's ``random()``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+import os
+import random
+import sqlite3
+import time
+from collections.abc import Callable, Collection, Iterator, Sequence
+from operator import itemgetter
+from typing import Any, Concatenate, Final, Literal, ParamSpec, TypeVar
+
+import msgspec
+
+from rota.domain import lifecycle
+from rota.domain.backoff import StoredBackoff, decode_backoff, encode_backoff
+from rota.domain.job import FINISHED_STATES, Job, JobState, NewJob
+from rota.domain.outcome import FailureKind
+from rota.errors import ConfigError, JobNotFound, LeaseLost, StorageError
+from rota.storage import schema as sql
+from rota.storage.engine import (
+    ClaimRequest,
+    Completion,
+    Failure,
+    LeaseRef,
+    Renewed,
+    Rescued,
+    Settled,
+)
+from rota.storage.schema import Migration
+
+__all__ = ["SqliteEngine"]
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+MIN_SQLITE_VERSION: Final = (3, 35, 0)
+
+# --- connection set-up --------------------------------------------------------------------
+
+# Effect: readers and the writer stop blocking each other. Out: the mode now in force
+# ("wal", or the old mode where WAL is impossible, e.g. some network file systems).
+PRAGMA_WAL: Final = "PRAGMA journal_mode = WAL"
+
+# Effect: FULL fsyncs the WAL at each commit (acknowledged = durable); NORMAL does not.
+PRAGMA_SYNCHRONOUS: Final = {
+    "FULL": "PRAGMA synchronous = FULL",
+    "NORMAL": "PRAGMA synchronous = NORMAL",
+}
+
+# Effect: enforce foreign keys (later migrations may add some; off by default in SQLite).
+PRAGMA_FOREIGN_KEYS: Final = "PRAGMA foreign_keys = ON"
+
+# Effect: a 16 MiB page cache (negative = KiB): the hot indexes stay in memory without
+# letting a million-job backlog grow the process.
+PRAGMA_CACHE_SIZE: Final = "PRAGMA cache_size = -16384"
+
+# Effect: truncate the WAL back to 64 MiB after a checkpoint, so one burst does not keep
+# a huge WAL file forever.
+PRAGMA_JOURNAL_SIZE_LIMIT: Final = "PRAGMA journal_size_limit = 67108864"
+
+# Effect: a read that fails early if the JSON functions (json_each, used by renew and
+# prune) were compiled out. Out: one row.
+CHECK_JSON: Final = "SELECT json_array_length('[1]')"
+
+# --- transactions -------------------------------------------------------------------------
+
+# Effect: start a write transaction holding the write lock (SQLITE_BUSY if another
+# connection holds it; retried). Keeps: a write never fails midway on lock upgrade.
+BEGIN_IMMEDIATE: Final = "BEGIN IMMEDIATE"
+# Effect: make the transaction durable (fsync with synchronous=FULL).
+COMMIT: Final = "COMMIT"
+# Effect: undo the whole transaction.
+ROLLBACK: Final = "ROLLBACK"
+
+# Effect: mark the start of one operation inside a batch. Keeps: an operation that raises
+# is undone alone (ROLLBACK TO) and the batch goes on.
+SAVEPOINT_OP: Final = "SAVEPOINT rota_op"
+RELEASE_OP: Final = "RELEASE rota_op"
+ROLLBACK_TO_OP: Final = "ROLLBACK TO rota_op"
+
+# Effect: bracket a batch of completions run with executemany; if fewer rows changed than
+# completions were given, some lease was lost: undo and redo them one by one to say which.
+SAVEPOINT_SETTLE: Final = "SAVEPOINT rota_settle"
+RELEASE_SETTLE: Final = "RELEASE rota_settle"
+ROLLBACK_TO_SETTLE: Final = "ROLLBACK TO rota_settle"
+
+# --- helpers ------------------------------------------------------------------------------
+
+_STATES: Final = {state.value: state for state in JobState}
+_CLAIM_ORDER: Final = itemgetter(5, 6, 0)  # priority, run_at_ms, id in JOB_COLUMNS
+_JSON: Final = msgspec.json.Encoder()
+
+# SQLite primary result codes (the low byte of an extended code).
+_BUSY, _LOCKED, _READONLY, _IOERR, _CORRUPT, _FULL, _CANTOPEN, _NOTADB = 5, 6, 8, 10, 11, 13, 14, 26
+
+
+@functools.lru_cache(maxsize=256)
+def _backoff(data: str) -> StoredBackoff:
+    # Jobs share a handful of policies: decode each JSON text once.
+    return decode_backoff(data)
+
+
+def _job(row: Any) -> Job:
+    (
+        id_,
+        key,
+        name,
+        queue,
+        state,
+        priority,
+        run_at_ms,
+        payload,
+        attempt,
+        max_attempts,
+        stalls,
+        max_stalls,
+        backoff,
+        timeout_ms,
+        owner,
+        token,
+        lease_expires_at_ms,
+        cancel_requested,
+        created_at_ms,
+        finished_at_ms,
+        result,
+        error,
+    ) = row
+    return Job(
+        id=id_,
+        key=key,
+        name=name,
+        queue=queue,
+        state=_STATES[state],
+        priority=priority,
+        run_at_ms=run_at_ms,
+        payload=payload,
+        attempt=attempt,
+        max_attempts=max_attempts,
+        stalls=stalls,
+        max_stalls=max_stalls,
+        backoff=_backoff(backoff),
+        timeout_ms=timeout_ms,
+        owner=owner,
+        token=token,
+        lease_expires_at_ms=lease_expires_at_ms,
+        cancel_requested=bool(cancel_requested),
+        created_at_ms=created_at_ms,
+        finished_at_ms=finished_at_ms,
+        result=result,
+        error=error,
+    )
+
+
+def _wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _check_ttl(ttl_ms: int) -> None:
+    if not ttl_ms > 0:
+        raise ValueError(f"ttl_ms must be > 0, got {ttl_ms!r}")
+
+
+def _write(
+    doing: str,
+) -> Callable[
+    [Callable[Concatenate[SqliteEngine, _P], _R]], Callable[Concatenate[SqliteEngine, _P], _R]
+]:
+    """Run the method as one write: its own transaction, or a savepoint inside a batch."""
+
+    def decorate(
+        method: Callable[Concatenate[SqliteEngine, _P], _R],
+    ) -> Callable[Concatenate[SqliteEngine, _P], _R]:
+        @functools.wraps(method)
+        def run(self: SqliteEngine, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+            return self._run_write(doing, lambda: method(self, *args, **kwargs))
+
+        return run
+
+    return decorate
+
+
+def _read(
+    doing: str,
+) -> Callable[
+    [Callable[Concatenate[SqliteEngine, _P], _R]], Callable[Concatenate[SqliteEngine, _P], _R]
+]:
+    """Run the method as a read: no write transaction (inside a batch, the batch's)."""
+
+    def decorate(
+        method: Callable[Concatenate[SqliteEngine, _P], _R],
+    ) -> Callable[Concatenate[SqliteEngine, _P], _R]:
+        @functools.wraps(method)
+        def run(self: SqliteEngine, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+            self._check_open()
+            if self._in_batch:  # a savepoint, so a failed read cannot break the batch
+                return self._in_savepoint(doing, lambda: method(self, *args, **kwargs))
+            return self._retrying(doing, lambda: method(self, *args, **kwargs))
+
+        return run
+
+    return decorate
+
+
+class SqliteEngine:
+    """The ``Engine`` on SQLite. See the module docstring for the design.
+
+    * ``path``: the database file (created if missing), or ``":memory:"`` (private to
+      this engine; for tests).
+    * ``synchronous``: ``"FULL"`` (default: every acknowledged write survives power loss)
+      or ``"NORMAL"`` (faster; a power cut may lose the last commits).
+    * ``clock``: ms since the epoch (default: the wall clock); tests pass a fake one.
+    * ``rng``: draws the backoff jitter ``u`` (default: a fresh ``random.Random()``).
+    * ``busy_timeout_s``: how long to keep retrying while another connection holds the
+      write lock before raising ``StorageError`` (default 10 s).
+
+    Call ``migrate()`` before anything else. Use an engine from one thread at a time.
+    """
+
+    journal_mode: str
+    """The journal mode in force: ``"wal"`` for a file (unless its file system cannot
+    do WAL), ``"memory"`` for ``":memory:"``."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] = ":memory:",
+        *,
+        synchronous: Literal["FULL", "NORMAL"] = "FULL",
+        clock: Callable[[], int] | None = None,
+        rng: random.Random | None = None,
+        busy_timeout_s: float = 10.0,
+    ) -> None:
+        if synchronous not in PRAGMA_SYNCHRONOUS:
+            raise ConfigError(f"synchronous must be 'FULL' or 'NORMAL', got {synchronous!r}")
+        if not (isinstance(busy_timeout_s, int | float) and 0 <= busy_timeout_s < math.inf):
+            raise ConfigError(f"busy_timeout_s must be a number >= 0, got {busy_timeout_s!r}")
+        self._path = os.fspath(path)
+        memory = self._path in (":memory:", "")
+        self._name = self._path if memory else os.path.abspath(self._path)
+        self._clock = clock if clock is not None else _wall_clock_ms
+        self._rng = rng if rng is not None else random.Random()
+        self._jitter = random.Random()  # busy-retry spacing; never touches self._rng's draws
+        self._busy_timeout_s = float(busy_timeout_s)
+        self._in_batch = False
+        self._batch_broken: BaseException | None = None
+        self._closed = True
+        if sqlite3.sqlite_version_info < MIN_SQLITE_VERSION:
+            raise StorageError(
+                f"rota needs SQLite >= 3.35 (for RETURNING); this Python has "
+                f"{sqlite3.sqlite_version}: upgrade Python or its SQLite library"
+            )
+        try:
+            # timeout=0 turns SQLite's busy handler off: _retrying waits instead.
+            self._conn = sqlite3.connect(
+                self._path, timeout=0, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            raise self._storage_error(exc, "open the database") from exc
+        self._closed = False
+        try:
+            self.journal_mode = self._retrying(
+                "configure the connection", lambda: self._configure(synchronous, memory)
+            )
+        except BaseException:
+            self.close()
+            raise
+
+    def _configure(self, synchronous: str, memory: bool) -> str:
+        conn = self._conn
+        mode = "memory" if memory else str(conn.execute(PRAGMA_WAL).fetchone()[0])
+        conn.execute(PRAGMA_SYNCHRONOUS[synchronous])
+        conn.execute(PRAGMA_FOREIGN_KEYS)
+        conn.execute(PRAGMA_CACHE_SIZE)
+        conn.execute(PRAGMA_JOURNAL_SIZE_LIMIT)
+        try:
+            conn.execute(CHECK_JSON).fetchone()
+        except sqlite3.OperationalError as exc:
+            raise StorageError(
+                f"this SQLite ({sqlite3.sqlite_version}) lacks the JSON functions rota needs"
+            ) from exc
+        return mode
+
+    def __repr__(self) -> str:
+        return f"SqliteEngine({self._name!r})"
+
+    def __enter__(self) -> SqliteEngine:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # --- transactions and errors: the one place they are handled -------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StorageError(f"the SQLite engine for {self._name} is closed")
+
+    def _run_write(self, doing: str, operation: Callable[[], _R]) -> _R:
+        self._check_open()
+        if self._in_batch:
+            return self._in_savepoint(doing, operation)
+        return self._retrying(doing, lambda: self._in_transaction(operation))
+
+    def _in_transaction(self, operation: Callable[[], _R]) -> _R:
+        conn = self._conn
+        conn.execute(BEGIN_IMMEDIATE)
+        try:
+            result = operation()
+            conn.execute(COMMIT)
+        except BaseException:
+            self._rollback_quietly()
+            raise
+        return result
+
+    def _in_savepoint(self, doing: str, operation: Callable[[], _R]) -> _R:
+        if self._batch_broken is not None:
+            raise StorageError(
+                f"cannot {doing}: this batch's transaction on {self._name} was already "
+                f"rolled back by an earlier error ({self._batch_broken})"
+            )
+        conn = self._conn
+        try:
+            conn.execute(SAVEPOINT_OP)
+            try:
+                result = operation()
+            except BaseException as exc:
+                if not conn.in_transaction:
+                    # SQLite rolled the whole transaction back, as it does on SQLITE_FULL
+                    # or IOERR in a statement without a statement journal: the rest of the
+                    # batch must fail, not carry on in autocommit mode.
+                    self._batch_broken = exc
+                    raise
+                try:
+                    conn.execute(ROLLBACK_TO_OP)
+                    conn.execute(RELEASE_OP)
+                except sqlite3.Error as undo_error:
+                    self._batch_broken = undo_error
+                raise
+            conn.execute(RELEASE_OP)
+        except sqlite3.Error as exc:
+            raise self._storage_error(exc, doing) from exc
+        return result
+
+    def _rollback_quietly(self) -> None:
+        if not self._closed and self._conn.in_transaction:
+            # The error that brought us here is the one to report.
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute(ROLLBACK)
+
+    def _retrying(self, doing: str, operation: Callable[[], _R]) -> _R:
+        """Run ``operation``, again while the database is locked, up to busy_timeout_s;
+        map every SQLite error to ``StorageError``."""
+        started: float | None = None
+        tries = 0
+        while True:
+            try:
+                return operation()
+            except sqlite3.Error as exc:
+                tries += 1
+                code = getattr(exc, "sqlite_errorcode", None)
+                if code is None or code & 0xFF not in (_BUSY, _LOCKED):
+                    raise self._storage_error(exc, doing) from exc
+                now = time.monotonic()
+                if started is None:
+                    started = now
+                left = started + self._busy_timeout_s - now
+                if left <= 0:
+                    waited_s = now - started
+                    raise self._storage_error(exc, doing, waited_s=waited_s, tries=tries) from exc
+                pause = min(0.001 * 2 ** min(tries, 7), 0.1) * self._jitter.uniform(0.5, 1.5)
+                time.sleep(min(pause, left))
+
+    def _storage_error(
+        self, exc: sqlite3.Error, doing: str, *, waited_s: float = 0.0, tries: int = 1
+    ) -> StorageError:
+        code = getattr(exc, "sqlite_errorcode", None)
+        primary = None if code is None else code & 0xFF
+        name = getattr(exc, "sqlite_errorname", type(exc).__name__)
+        where = self._name
+        if primary in (_BUSY, _LOCKED):
+            message = (
+                f"database {where} is locked: gave up after {waited_s:.1f} s ({tries} tries) "
+                f"trying to {doing}, another connection kept the write lock; nothing changed"
+            )
+        elif primary == _FULL:
+            message = (
+                f"cannot {doing}: the disk holding {where} is full (or the database reached "
+                f"its size limit); this operation changed nothing and nothing already "
+                f"committed was lost. Free some space (or prune finished jobs) and retry"
+            )
+        elif primary in (_CORRUPT, _NOTADB):
+            message = (
+                f"database file {where} is corrupt or is not a rota (SQLite) database "
+                f"({name}: {exc}) while trying to {doing}; restore it from a backup or "
+                f"point rota at another file"
+            )
+        elif primary == _CANTOPEN:
+            message = (
+                f"cannot open database file {where} ({exc}): check that its directory "
+                f"exists and that this process may create and write files there"
+            )
+        elif primary == _READONLY:
+            message = (
+                f"cannot {doing}: database {where} is read-only ({exc}); check the "
+                f"permissions of the file, its -wal and -shm files and their directory"
+            )
+        elif primary == _IOERR:
+            message = (
+                f"I/O error on database {where} while trying to {doing} ({name}: {exc}); "
+                f"this operation changed nothing and nothing already committed was lost"
+            )
+        else:
+            hint = " (has migrate() been run?)" if "no such table: rota_" in str(exc) else ""
+            message = f"SQLite error on {where} while trying to {doing}: {name}: {exc}{hint}"
+        return StorageError(message)
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Run the operations inside in one transaction (one commit), each in its own
+        savepoint: one that raises is undone alone and the others still commit.
+
+        An exception escaping the ``with`` block rolls the whole batch back. If the commit
+        fails, everything is rolled back and ``StorageError`` is raised: nothing in the
+        batch happened. Batches do not nest (``RuntimeError``).
+        """
+        self._check_open()
+        if self._in_batch:
+            raise RuntimeError("engine.batch() does not nest: a batch is already open")
+        self._retrying("begin a batch", lambda: self._conn.execute(BEGIN_IMMEDIATE))
+        self._in_batch, self._batch_broken = True, None
+        try:
+            yield
+        except BaseException:
+            self._rollback_quietly()
+            raise
+        finally:
+            self._in_batch = False
+        self._check_open()
+        if self._batch_broken is not None:
+            self._rollback_quietly()
+            raise StorageError(
+                f"batch on {self._name} not committed: its transaction was rolled back "
+                f"by an error ({self._batch_broken}); none of its operations took effect"
+            ) from self._batch_broken
+        try:
+            self._retrying("commit a batch", lambda: self._conn.execute(COMMIT))
+        except BaseException:
+            self._rollback_quietly()
+            raise
+
+    def close(self) -> None:
+        """Roll back anything uncommitted and close the connection. Idempotent."""
+        if self._closed:
+            return
+        try:
+            self._rollback_quietly()
+            self._conn.close()
+        except sqlite3.Error as exc:
+            raise self._storage_error(exc, "close the database") from exc
+        finally:
+            self._closed = True
+
+    def now_ms(self) -> int:
+        return self._clock()
+
+    # --- schema ---------------------------------------------------------------------------
+
+    def migrate(self) -> int:
+        """Apply the pending migrations, each in its own transaction; return the version."""
+        self._check_open()
+        if self._in_batch:
+            raise RuntimeError("migrate() cannot run inside a batch")
+        version = self._retrying("read the schema version", self._schema_version)
+        for migration in sql.MIGRATIONS:
+            if migration.version > version:
+                version = self._migrate_to(migration)
+        return version
+
+    def _migrate_to(self, migration: Migration) -> int:
+        return self._retrying(
+            f"apply migration {migration.version} ({migration.description})",
+            lambda: self._in_transaction(lambda: self._apply(migration)),
+        )
+
+    def _schema_version(self) -> int:
+        conn = self._conn
+        application_id = conn.execute(sql.SELECT_APPLICATION_ID).fetchone()[0]
+        if application_id not in (0, sql.APPLICATION_ID):
+            raise StorageError(
+                f"database file {self._name} is not a rota database: it belongs to another "
+                f"program (application_id {application_id:#x}); point rota at another file"
+            )
+        if not conn.execute(sql.SELECT_META_TABLE_EXISTS).fetchone()[0]:
+            return 0
+        row = conn.execute(sql.SELECT_SCHEMA_VERSION).fetchone()
+        version = 0 if row is None else int(row[0])
+        if version > sql.SCHEMA_VERSION:
+            raise StorageError(
+                f"database {self._name} has schema version {version}, newer than this rota "
+                f"knows ({sql.SCHEMA_VERSION}): it was written by a newer rota; upgrade rota"
+            )
+        return version
+
+    def _apply(self, migration: Migration) -> int:
+        version = self._schema_version()  # again, under the write lock: another process
+        if version >= migration.version:  # may have applied it while we waited
+            return version
+        for statement in migration.statements:
+            self._conn.execute(statement)
+        self._conn.execute(sql.SET_SCHEMA_VERSION, (migration.version,))
+        return migration.version
+
+    # --- writes ---------------------------------------------------------------------------
+
+    @_write("enqueue jobs")
+    def enqueue(self, jobs: Sequence[NewJob]) -> list[int]:
+        if not jobs:
+            return []
+        conn = self._conn
+        next_id: int = conn.execute(sql.NEXT_JOB_ID).fetchone()[0]
+        ids: list[int] = []
+        run: list[tuple[object, ...]] = []
+        last_policy: object = None
+        last_json = ""
+        for job in jobs:
+            policy = job.backoff
+            if policy is not last_policy:  # jobs of one batch usually share one policy
+                last_policy, last_json = policy, encode_backoff(policy).decode()
+            row = (
+                next_id,
+                job.key,
+                job.name,
+                job.queue,
+                "delayed" if job.delayed else "waiting",
+                job.priority,
+                job.run_at_ms,
+                job.payload,
+                job.max_attempts,
+                job.max_stalls,
+                last_json,
+                job.timeout_ms,
+                job.created_at_ms,
+            )
+            if job.key is None:
+                # Keyless jobs cannot conflict: insert runs of them with executemany.
+                run.append(row)
+                ids.append(next_id)
+                next_id += 1
+                continue
+            if run:
+                conn.executemany(sql.INSERT_JOB, run)
+                run = []
+            if conn.execute(sql.INSERT_JOB, row).rowcount:
+                ids.append(next_id)
+                next_id += 1
+            else:
+                ids.append(conn.execute(sql.SELECT_ID_BY_KEY, (job.key,)).fetchone()[0])
+        if run:
+            conn.executemany(sql.INSERT_JOB, run)
+        return ids
+
+    @_write("claim jobs")
+    def claim(self, queue: str, owner: str, n: int, ttl_ms: int) -> list[Job]:
+        return self._claim(queue, owner, n, ttl_ms, self._clock())
+
+    def _claim(self, queue: str, owner: str, n: int, ttl_ms: int, now: int) -> list[Job]:
+        if not n >= 0:  # LIMIT -1 would mean "no limit"
+            raise ValueError(f"n must be >= 0, got {n!r}")
+        _check_ttl(ttl_ms)
+        if n == 0:
+            return []
+        conn = self._conn
+        conn.execute(sql.PROMOTE_DUE_IN_QUEUE, (queue, now))
+        rows = conn.execute(sql.CLAIM_JOBS, (owner, now + ttl_ms, queue, n)).fetchall()
+        rows.sort(key=_CLAIM_ORDER)
+        return [_job(row) for row in rows]
+
+    @_write("renew leases")
+    def renew(self, leases: Sequence[LeaseRef], ttl_ms: int) -> Renewed:
+        _check_ttl(ttl_ms)
+        if not leases:
+            return Renewed(renewed=[], lost=[], cancel_requested=[])
+        pairs = _JSON.encode(list(leases)).decode()  # LeaseRef is array_like: [id, token]
+        rows = self._conn.execute(sql.RENEW_LEASES, (self._clock() + ttl_ms, pairs)).fetchall()
+        held = dict(rows)
+        return Renewed(
+            renewed=[lease.job_id for lease in leases if lease.job_id in held],
+            lost=[lease.job_id for lease in leases if lease.job_id not in held],
+            cancel_requested=[lease.job_id for lease in leases if held.get(lease.job_id)],
+        )
+
+    @_write("complete a job")
+    def complete(self, job_id: int, token: int, result: bytes | None) -> None:
+        changed = self._conn.execute(sql.COMPLETE_JOB, (self._clock(), result, job_id, token))
+        if not changed.rowcount:
+            raise LeaseLost(job_id, token)
+
+    @_write("fail a job")
+    def fail(self, failure: Failure) -> JobState:
+        return self._fail(failure, self._clock())
+
+    def _fail(self, failure: Failure, now: int) -> JobState:
+        row = self._conn.execute(sql.SELECT_HELD_JOB, (failure.job_id, failure.token)).fetchone()
+        if row is None:
+            raise LeaseLost(failure.job_id, failure.token)
+        job = _job(row)
+        after = lifecycle.fail(
+            job,
+            failure.token,
+            failure.error,
+            now,
+            kind=FailureKind(failure.kind),
+            delay_ms=failure.delay_ms,
+            u=self._rng.random(),
+        )
+        if not self._write_transition(job, after):
+            raise LeaseLost(failure.job_id, failure.token)
+        return after.state
+
+    @_write("settle and claim jobs")
+    def settle_and_claim(
+        self,
+        completions: Sequence[Completion],
+        failures: Sequence[Failure],
+        claim: ClaimRequest | None,
+    ) -> Settled:
+        now = self._clock()
+        lost = self._complete_many(completions, now)
+        for failure in failures:
+            try:
+                self._fail(failure, now)
+            except LeaseLost:
+                lost.append(failure.job_id)
+        claimed = (
+            []
+            if claim is None
+            else self._claim(claim.queue, claim.owner, claim.n, claim.ttl_ms, now)
+        )
+        return Settled(lost=lost, claimed=claimed)
+
+    def _complete_many(self, completions: Sequence[Completion], now: int) -> list[int]:
+        if not completions:
+            return []
+        conn = self._conn
+        params = [(now, c.result, c.job_id, c.token) for c in completions]
+        conn.execute(SAVEPOINT_SETTLE)
+        if conn.executemany(sql.COMPLETE_JOB, params).rowcount == len(params):
+            conn.execute(RELEASE_SETTLE)
+            return []
+        # Some token no longer held (rare): redo one at a time to know which.
+        conn.execute(ROLLBACK_TO_SETTLE)
+        conn.execute(RELEASE_SETTLE)
+        return [p[2] for p in params if not conn.execute(sql.COMPLETE_JOB, p).rowcount]
+
+    def _write_transition(self, before: Job, after: Job) -> bool:
+        return bool(
+            self._conn.execute(
+                sql.WRITE_TRANSITION,
+                (
+                    after.state.value,
+                    after.run_at_ms,
+                    after.attempt,
+                    after.stalls,
+                    after.owner,
+                    after.token,
+                    after.lease_expires_at_ms,
+                    int(after.cancel_requested),
+                    after.finished_at_ms,
+                    after.result,
+                    after.error,
+                    before.id,
+                    before.state.value,
+                    before.token,
+                ),
+            ).rowcount
+        )
+
+    @_write("release an owner's leases")
+    def release_owner(self, owner: str, *, as_stall: bool) -> list[int]:
+        now = self._clock()
+        released = []
+        for row in sorted(self._conn.execute(sql.SELECT_OWNED, (owner,)).fetchall()):
+            job = _job(row)
+            after = lifecycle.release(job, now, as_stall=as_stall, u=self._rng.random())
+            if self._write_transition(job, after):
+                released.append(job.id)
+        return released
+
+    @_write("promote due jobs")
+    def promote_due(self, queue: str | None = None) -> int:
+        now = self._clock()
+        if queue is None:
+            return self._conn.execute(sql.PROMOTE_DUE, (now,)).rowcount
+        return self._conn.execute(sql.PROMOTE_DUE_IN_QUEUE, (queue, now)).rowcount
+
+    @_write("rescue expired leases")
+    def rescue_expired(self) -> Rescued:
+        now = self._clock()
+        outcome: dict[JobState, list[int]] = {state: [] for state in JobState}
+        for row in sorted(self._conn.execute(sql.SELECT_EXPIRED, (now,)).fetchall()):
+            job = _job(row)
+            after = lifecycle.stall(job, now, u=self._rng.random())
+            if self._write_transition(job, after):
+                outcome[after.state].append(job.id)
+        return Rescued(
+            requeued=sorted(outcome[JobState.WAITING] + outcome[JobState.DELAYED]),
+            failed=outcome[JobState.FAILED],
+            cancelled=outcome[JobState.CANCELLED],
+        )
+
+    @_write("cancel a job")
+    def cancel(self, job_id: int) -> JobState:
+        row = self._conn.execute(sql.SELECT_JOB, (job_id,)).fetchone()
+        if row is None:
+            raise JobNotFound(job_id)
+        job = _job(row)
+        after = lifecycle.cancel(job, self._clock())
+        if after != job and not self._write_transition(job, after):
+            raise StorageError(f"job {job_id} changed while being cancelled; retry")
+        return after.state
+
+    @_write("prune jobs")
+    def prune(
+        self,
+        *,
+        queue: str | None = None,
+        states: Collection[JobState] = FINISHED_STATES,
+        older_than_ms: int | None = None,
+        keep_last: int | None = None,
+    ) -> int:
+        unfinished = sorted(str(s) for s in states if s not in FINISHED_STATES)
+        if unfinished:
+            raise ValueError(
+                f"only finished jobs can be pruned "
+                f"({', '.join(sorted(FINISHED_STATES))}), not {', '.join(unfinished)}"
+            )
+        if older_than_ms is not None and not older_than_ms >= 0:
+            raise ValueError(f"older_than_ms must be >= 0, got {older_than_ms!r}")
+        if keep_last is not None and not keep_last >= 0:
+            raise ValueError(f"keep_last must be >= 0, got {keep_last!r}")
+        if not states:
+            return 0
+        conn = self._conn
+        conn.execute(sql.RAISE_ID_FLOOR)
+        cutoff = None if older_than_ms is None else self._clock() - older_than_ms
+        return conn.execute(
+            sql.PRUNE_JOBS,
+            {
+                "states": _JSON.encode(sorted(str(s) for s in states)).decode(),
+                "queue": queue,
+                "cutoff": cutoff,
+                "keep": keep_last,
+            },
+        ).rowcount
+
+    # --- reads ----------------------------------------------------------------------------
+
+    @_read("read a job")
+    def get(self, job_id: int) -> Job:
+        row = self._conn.execute(sql.SELECT_JOB, (job_id,)).fetchone()
+        if row is None:
+            raise JobNotFound(job_id)
+        return _job(row)
+
+    @_read("read a job by key")
+    def get_by_key(self, key: str) -> Job:
+        row = self._conn.execute(sql.SELECT_JOB_BY_KEY, (key,)).fetchone()
+        if row is None:
+            raise JobNotFound(key)
+        return _job(row)
+
+    @_read("list jobs")
+    def list_jobs(
+        self,
+        *,
+        queue: str | None = None,
+        state: JobState | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Job]:
+        if not limit >= 0 or not offset >= 0:
+            raise ValueError(f"limit and offset must be >= 0, got {limit!r} and {offset!r}")
+        conn = self._conn
+        if state is None:
+            if queue is None:
+                rows = conn.execute(sql.LIST_JOBS, (limit, offset))
+            else:
+                rows = conn.execute(sql.LIST_JOBS_IN_QUEUE, (queue, limit, offset))
+        elif queue is None:
+            rows = conn.execute(sql.LIST_JOBS_IN_STATE, (JobState(state).value, limit, offset))
+        else:
+            rows = conn.execute(
+                sql.LIST_JOBS_IN_QUEUE_AND_STATE, (queue, JobState(state).value, limit, offset)
+            )
+        return [_job(row) for row in rows.fetchall()]
+
+    @_read("count jobs")
+    def count(self, queue: str | None = None) -> dict[JobState, int]:
+        if queue is None:
+            rows = self._conn.execute(sql.COUNT_JOBS).fetchall()
+        else:
+            rows = self._conn.execute(sql.COUNT_JOBS_IN_QUEUE, (queue,)).fetchall()
+        counts = dict.fromkeys(JobState, 0)
+        for state, n in rows:
+            counts[_STATES[state]] = n
+        return counts
+
+    @_read("list queues")
+    def queues(self) -> list[str]:
+        return [queue for (queue,) in self._conn.execute(sql.SELECT_QUEUES).fetchall()]
