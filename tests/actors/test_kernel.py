@@ -294,3 +294,59 @@ def test_invalid_sizes_rejected() -> None:
         ActorRef("x", Recorder, mailbox_size=0)
     with pytest.raises(ValueError, match="max_batch"):
         ActorRef("x", Recorder, max_batch=0)
+
+
+class Ticker(Actor):
+    """Runs a background loop; on_stop sees it still running, then it is cancelled."""
+
+    log: list[str] = []
+
+    async def on_start(self) -> None:
+        self.tasks.start_soon(self.loop)
+
+    async def loop(self) -> None:
+        try:
+            while True:
+                await anyio.sleep(0.005)
+                Ticker.log.append("tick")
+        finally:
+            Ticker.log.append("loop ended")
+
+    async def on_stop(self) -> None:
+        Ticker.log.append("on_stop")
+
+    async def handle(self, message: Any) -> Any:
+        if message == "crash-in-background":
+            self.tasks.start_soon(self.explode)
+        return "ok"
+
+    async def explode(self) -> None:
+        raise OSError("background task failed")
+
+
+async def test_background_tasks_stop_after_on_stop(anyio_backend: str) -> None:
+    Ticker.log = []
+    ref = ActorRef("ticker", Ticker)
+    async with anyio.create_task_group() as tg:
+        await tg.start(ref.run)
+        await anyio.sleep(0.03)
+        ref.request_stop()
+    assert Ticker.log.count("tick") >= 2
+    assert Ticker.log[-2:] == ["on_stop", "loop ended"]
+
+
+async def test_background_task_crash_crashes_the_actor(anyio_backend: str) -> None:
+    Ticker.log = []
+    ref = ActorRef("ticker", Ticker)
+    with pytest.raises(ExceptionGroup) as info:
+        async with anyio.create_task_group() as tg:
+            await tg.start(ref.run)
+            assert await ref.call("crash-in-background") == "ok"
+            await anyio.sleep(1)
+    # the actor raised the task's own exception, not a group of its internal task group
+    [crash] = info.value.exceptions
+    assert isinstance(crash, OSError)
+    assert str(crash) == "background task failed"
+    assert ref.statistics().crashes == 1
+    assert "on_stop" in Ticker.log
+    assert not ref.running

@@ -141,12 +141,17 @@ class Actor:
     """
 
     name: str = "actor"
+    tasks: anyio.abc.TaskGroup
+    """Set before ``on_start``: start background tasks here (a worker loop, a timer). They
+    live as long as the actor; one that raises crashes the actor."""
 
     async def on_start(self) -> None:
         """Runs before the started-handshake; raising here fails the start."""
 
     async def on_stop(self) -> None:
-        """Runs when the actor stops, however it stops (shielded from cancellation)."""
+        """Runs when the actor stops, however it stops (shielded from cancellation). After
+        ``request_stop`` it runs before background tasks are cancelled; after a crash or a
+        cancellation, once they are gone."""
 
     async def handle(self, message: Any) -> Any:
         """Handle one message and return the reply (ignored for casts)."""
@@ -181,6 +186,7 @@ class ActorRef(Generic[A]):
         self._send: MemoryObjectSendStream[Envelope] | None = None
         self._recv: MemoryObjectReceiveStream[Envelope] | None = None
         self._actor: A | None = None
+        self._in_hand: Sequence[Envelope] = ()
 
     def __repr__(self) -> str:
         return f"<ActorRef {self.name!r} {'running' if self.running else 'stopped'}>"
@@ -276,31 +282,26 @@ class ActorRef(Generic[A]):
         actor = self._factory()
         actor.name = self.name
         self._counters.starts += 1
-        in_hand: Sequence[Envelope] = ()
-        started = False
+        self._in_hand = ()
+        started = stopped = False
         try:
-            await actor.on_start()
-            started = True
-            self._actor, self._send, self._recv = actor, send, recv
-            task_status.started()
-            max_batch = self._max_batch
-            counters = self._counters
-            while True:
-                try:
-                    batch = [await recv.receive()]
-                except anyio.EndOfStream:
-                    break  # request_stop(): every queued message has been handled
-                while len(batch) < max_batch:
-                    try:
-                        batch.append(recv.receive_nowait())
-                    except (anyio.WouldBlock, anyio.EndOfStream):
-                        break
-                in_hand = batch
-                await actor.handle_batch(batch)
-                in_hand = ()
-                counters.batches += 1
-                counters.handled += len(batch)
-        except BaseException as exc:
+            async with anyio.create_task_group() as tasks:
+                actor.tasks = tasks
+                await actor.on_start()
+                started = True
+                self._actor, self._send, self._recv = actor, send, recv
+                task_status.started()
+                await self._serve(actor, recv)
+                # Asked to stop: on_stop runs while background tasks still live (so it
+                # can wind them down), then whatever is left of them is cancelled.
+                stopped = True
+                with anyio.CancelScope(shield=True):
+                    await actor.on_stop()
+                tasks.cancel_scope.cancel()
+        except BaseException as raised:
+            # The actor's own task group wraps a crash in a group; a crash of one task is
+            # reported as itself, so callers and supervisors see the real exception.
+            exc = _only_exception(raised)
             cancelled = isinstance(exc, anyio.get_cancelled_exc_class())
             if not cancelled:
                 self._counters.crashes += 1
@@ -308,16 +309,40 @@ class ActorRef(Generic[A]):
             reason = "was cancelled" if cancelled else f"crashed: {exc!r}"
             error = ActorNotRunning(f"actor {self.name!r} {reason}")
             error.__cause__ = None if cancelled else exc
-            for envelope in in_hand:
+            envelope: Envelope
+            for envelope in self._in_hand:
                 if not envelope.replied:
                     envelope.fail(error)
             self._close(send, recv, error)
-            raise
+            if exc is raised:
+                raise
+            raise exc from exc.__cause__
         finally:
+            self._in_hand = ()
             self._close(send, recv, ActorNotRunning(f"actor {self.name!r} stopped"))
-            if started:
+            if started and not stopped:
                 with anyio.CancelScope(shield=True):
                     await actor.on_stop()
+
+    async def _serve(self, actor: A, recv: MemoryObjectReceiveStream[Envelope]) -> None:
+        """The mailbox loop: returns once the mailbox is closed and drained."""
+        max_batch = self._max_batch
+        counters = self._counters
+        while True:
+            try:
+                batch = [await recv.receive()]
+            except anyio.EndOfStream:
+                return  # request_stop(): every queued message has been handled
+            while len(batch) < max_batch:
+                try:
+                    batch.append(recv.receive_nowait())
+                except (anyio.WouldBlock, anyio.EndOfStream):
+                    break
+            self._in_hand = batch
+            await actor.handle_batch(batch)
+            self._in_hand = ()
+            counters.batches += 1
+            counters.handled += len(batch)
 
     def _close(
         self,
@@ -353,3 +378,10 @@ class ActorRef(Generic[A]):
             starts=c.starts,
             crashes=c.crashes,
         )
+
+
+def _only_exception(exc: BaseException) -> BaseException:
+    """The single exception inside (nested) one-exception groups, else ``exc`` itself."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc

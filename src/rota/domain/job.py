@@ -151,6 +151,8 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     cancel_requested: bool = False
     result: bytes | None = None
     error: str | None = None
+    progress: bytes | None = None
+    """The last progress reported (JSON of ``Progress``), kept after the job finishes."""
 
     @property
     def lease(self) -> Lease | None:
