@@ -1,19 +1,22 @@
 """rota: a durable job queue and actor runtime for Python.
 
 The public namespace is this module; everything else is an implementation module whose
-names may change. (The job runtime, ``rota.App``, arrives on top of these pieces.)
+names may change.
 """
 
 import logging as _logging
 
+from rota.app import App, Context, JobHandle, Registry
+from rota.config import Config
 from rota.domain.backoff import custom, exponential, fixed, linear
+from rota.domain.event import Event, EventKind, Progress
 from rota.domain.job import JobOptions, JobState
 from rota.domain.outcome import Retry, Unrecoverable
 from rota.errors import (
-    ActorError,
     ActorNotRunning,
     CallTimeout,
     ConfigError,
+    JobFailed,
     JobNotFound,
     LeaseLost,
     MailboxFull,
@@ -24,16 +27,24 @@ from rota.errors import (
 )
 
 __all__ = [
-    "ActorError",
     "ActorNotRunning",
+    "App",
     "CallTimeout",
+    "Config",
     "ConfigError",
+    "Context",
+    "Event",
+    "EventKind",
+    "JobFailed",
+    "JobHandle",
     "JobNotFound",
     "JobOptions",
     "JobState",
     "LeaseLost",
     "MailboxFull",
     "PayloadError",
+    "Progress",
+    "Registry",
     "Retry",
     "RotaError",
     "StorageError",

@@ -11,6 +11,7 @@
     │                             holds the job's lease (it expired and was taken over):
     │                             nothing was changed (fencing)
     ├── JobNotFound               no job with that id
+    ├── JobFailed                 the job whose result was awaited failed or was cancelled
     ├── PayloadError              a job payload does not match its schema; names the field
     ├── ActorError                the actor kernel
     │   ├── ActorNotRunning       the actor has stopped (or not started): the message was
@@ -38,6 +39,7 @@ __all__ = [
     "ActorNotRunning",
     "CallTimeout",
     "ConfigError",
+    "JobFailed",
     "JobNotFound",
     "LeaseLost",
     "MailboxFull",
@@ -88,6 +90,17 @@ class JobNotFound(RotaError, LookupError):
     def __init__(self, job: int | str) -> None:
         super().__init__(f"no job {job!r}")
         self.job = job
+
+
+class JobFailed(RotaError):
+    """A job ended without a result: ``state`` is failed or cancelled, ``error`` says why."""
+
+    def __init__(self, job_id: int, state: str, error: str | None) -> None:
+        last = (error or "").strip().splitlines()[-1:] or ["no error recorded"]
+        super().__init__(f"job {job_id} {state}: {last[0]}")
+        self.job_id = job_id
+        self.state = state
+        self.error = error
 
 
 class PayloadError(RotaError, ValueError):

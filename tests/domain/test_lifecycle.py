@@ -190,3 +190,19 @@ def test_transitions_are_pure() -> None:
 def test_options_validation_names_the_option(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         JobOptions(**kwargs)  # type: ignore[arg-type]
+
+
+def test_retry_restarts_a_finished_job_and_keeps_its_error() -> None:
+    failed = lifecycle.fail(claimed(JobOptions(max_attempts=1)), 11, "boom", NOW)
+    again = lifecycle.retry(failed, NOW + 5)
+    assert (again.state, again.attempt, again.stalls, again.run_at_ms) == (
+        JobState.WAITING,
+        0,
+        0,
+        NOW + 5,
+    )
+    assert again.error == "boom"
+    assert again.finished_at_ms is None
+    assert lifecycle.retry(lifecycle.cancel(stored(), NOW), NOW).state is JobState.WAITING
+    with pytest.raises(lifecycle.InvalidTransition, match="cannot retry"):
+        lifecycle.retry(stored(), NOW)

@@ -6,7 +6,8 @@ field. Several owners claim, renew, complete and fail; owners crash (forget thei
 or are released as dead); the clock moves; the rescue sweep runs.
 
 Invariants: no completion or renewal by a non-holder; every job in exactly one state;
-attempts never decrease; a holder that keeps renewing is never rescued; no job is lost.
+attempts never decrease; a holder that keeps renewing is never rescued; no job is lost;
+the event stream is exactly the events of the model's transitions, in order.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from hypothesis.stateful import (
 )
 
 from rota.domain import FailureKind, JobOptions, JobState, backoff, lifecycle
+from rota.domain.event import EventKind
 from rota.domain.job import Job
 from rota.errors import LeaseLost
 from rota.storage.engine import Failure, LeaseRef
@@ -57,6 +59,15 @@ COMPARED = (
 )  # fmt: skip
 
 
+#: the event of the state an attempt ends in
+OUTCOME = {
+    JobState.WAITING: EventKind.RETRYING,
+    JobState.DELAYED: EventKind.RETRYING,
+    JobState.FAILED: EventKind.FAILED,
+    JobState.CANCELLED: EventKind.CANCELLED,
+}
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = START_MS
@@ -76,6 +87,7 @@ class LeaseLifecycle(RuleBasedStateMachine):
         self.model: dict[int, Job] = {}
         self.max_attempt_seen: dict[int, int] = {}
         self.held: dict[str, set[tuple[int, int]]] = {o: set() for o in (*OWNERS, STEADY)}
+        self.events: list[tuple[EventKind, int, int, bytes | None]] = []
 
     def teardown(self) -> None:
         self.engine.close()
@@ -84,6 +96,14 @@ class LeaseLifecycle(RuleBasedStateMachine):
 
     def expect(self, job: Job) -> None:
         self.model[job.id] = job
+
+    def emit(self, kind: EventKind, job: Job, data: str | None = None) -> None:
+        self.events.append((kind, job.id, job.attempt, None if data is None else data.encode()))
+
+    def stalled(self, before: Job, after: Job) -> None:
+        """The events of a job taken back as a stall: STALLED, then how it ended."""
+        self.emit(EventKind.STALLED, after, lifecycle.stall_error(before))
+        self.emit(OUTCOME[after.state], after, after.error)
 
     def holds(self, job_id: int, token: int) -> bool:
         job = self.model[job_id]
@@ -128,6 +148,7 @@ class LeaseLifecycle(RuleBasedStateMachine):
         assert stored.state is (JobState.DELAYED if new.delayed else JobState.WAITING)
         assert (stored.run_at_ms, stored.attempt, stored.stalls) == (new.run_at_ms, 0, 0)
         self.expect(stored)
+        self.emit(EventKind.ENQUEUED, stored)
 
     @rule(target=leases, owner=st.sampled_from((*OWNERS, STEADY)), n=st.integers(1, 3))
     def claim(self, owner: str, n: int) -> object:
@@ -145,6 +166,7 @@ class LeaseLifecycle(RuleBasedStateMachine):
             self.expect(
                 lifecycle.claim(self.model[job.id], owner, job.token, self.clock.now, TTL_MS)
             )
+            self.emit(EventKind.ACTIVE, self.model[job.id])
             self.held[owner].add((job.id, job.token))
             out.append((owner, job.id, job.token))
         return multiple(*out)
@@ -179,6 +201,7 @@ class LeaseLifecycle(RuleBasedStateMachine):
         if self.holds(job_id, token):
             self.engine.complete(job_id, token, result)
             self.expect(lifecycle.complete(self.model[job_id], token, result, self.clock.now))
+            self.emit(EventKind.COMPLETED, self.model[job_id])
         else:
             if owner == STEADY:
                 raise AssertionError("the steady owner lost a lease it kept renewing")
@@ -204,6 +227,7 @@ class LeaseLifecycle(RuleBasedStateMachine):
             )
             assert state is expected.state
             self.expect(expected)
+            self.emit(OUTCOME[expected.state], expected, "boom")
         else:
             with pytest.raises(LeaseLost):
                 self.engine.fail(failure)
@@ -223,6 +247,7 @@ class LeaseLifecycle(RuleBasedStateMachine):
             assert sorted(ids) == sorted(j.id for j in mine)
             for job in mine:
                 self.expect(lifecycle.release(job, self.clock.now, as_stall=True))
+                self.stalled(job, self.model[job.id])
 
     @rule(ms=st.sampled_from([1, 1_000, TTL_MS // 2, TTL_MS - 1]), sweep=st.booleans())
     def tick(self, ms: int, sweep: bool) -> None:
@@ -249,6 +274,7 @@ class LeaseLifecycle(RuleBasedStateMachine):
         for job in expired:
             after = lifecycle.stall(job, self.clock.now)
             self.expect(after)
+            self.stalled(job, after)
             bucket = {
                 JobState.FAILED: result.failed,
                 JobState.CANCELLED: result.cancelled,
@@ -260,9 +286,12 @@ class LeaseLifecycle(RuleBasedStateMachine):
     @precondition(lambda self: bool(self.model))
     def cancel(self, data: st.DataObject) -> None:
         job_id = data.draw(st.sampled_from(sorted(self.model)))
-        expected = lifecycle.cancel(self.model[job_id], self.clock.now)
+        before = self.model[job_id]
+        expected = lifecycle.cancel(before, self.clock.now)
         assert self.engine.cancel(job_id) is expected.state
         self.expect(expected)
+        if before.state in (JobState.WAITING, JobState.DELAYED):
+            self.emit(EventKind.CANCELLED, expected, expected.error)
 
     # -- invariants -------------------------------------------------------------------
 
@@ -287,6 +316,11 @@ class LeaseLifecycle(RuleBasedStateMachine):
         counts = self.engine.count()
         assert sum(counts.values()) == len(self.model)
         assert counts == {s: sum(1 for v in seen.values() if v is s) for s in JobState}
+
+    @invariant()
+    def events_are_those_of_the_model_transitions(self) -> None:
+        got = [(e.kind, e.job_id, e.attempt, e.data) for e in self.engine.events(limit=10**6)]
+        assert got == self.events
 
     @invariant()
     def attempts_never_decrease(self) -> None:

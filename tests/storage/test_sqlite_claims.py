@@ -217,6 +217,11 @@ def test_claim_promotes_only_its_own_queue_and_promote_due_the_rest(
         (sql.COMPLETE_JOB, (1, None, 1, 1), "INTEGER PRIMARY KEY"),
         (sql.RENEW_LEASES, (1, "[[1, 2]]"), "INTEGER PRIMARY KEY"),
         (sql.COUNT_JOBS_IN_QUEUE, ("q",), "rota_jobs_finished"),
+        # the events of the hot paths: read back the rows just written, by primary key
+        (sql.INSERT_JOB_EVENTS, (1, "active", "[1, 2]"), "INTEGER PRIMARY KEY (rowid=?)"),
+        (sql.INSERT_ENQUEUED_EVENTS, (1, 1, 100), "INTEGER PRIMARY KEY (rowid>? AND rowid<?)"),
+        (sql.SET_PROGRESS, (b"{}", 1, 1), "INTEGER PRIMARY KEY"),
+        (sql.INSERT_LOG, (1, "m", 1, 1), "INTEGER PRIMARY KEY"),
     ],
 )
 def test_hot_statements_use_their_index_and_never_scan_or_sort(
@@ -242,6 +247,43 @@ def test_claim_subquery_searches_the_ready_index_in_its_order(engine: SqliteEngi
     details = [str(row[3]) for row in plan]
     assert "SEARCH rota_jobs USING INDEX rota_jobs_ready (queue=?)" in details
     assert not any("TEMP B-TREE" in d or d == "SCAN rota_jobs" for d in details)
+    # the pause guard: one primary-key seek, as a scalar subquery (evaluated once, not per
+    # row: it does not depend on the row)
+    assert "SEARCH rota_queues USING PRIMARY KEY (name=?)" in details
+    assert not any("CORRELATED" in d for d in details)
+
+
+@pytest.mark.parametrize(
+    ("statement", "params", "expected"),
+    [
+        (sql.SELECT_EVENTS, (0, 10), ["SEARCH rota_events USING INTEGER PRIMARY KEY (rowid>?)"]),
+        (sql.SELECT_EVENTS_IN_QUEUE, (0, "q", 10),
+         ["SEARCH rota_events USING INTEGER PRIMARY KEY (rowid>?)"]),
+        (sql.PRUNE_EVENTS, (1,), ["SEARCH rota_events USING INTEGER PRIMARY KEY (rowid<?)"]),
+        (sql.SELECT_LOGS, (1, 10, 0), ["SEARCH rota_logs USING INDEX rota_logs_job (job_id=?)"]),
+        (sql.DRAIN_QUEUE, ("q",), [
+            "SEARCH rota_jobs USING INDEX rota_jobs_ready (queue=?)",
+            "SEARCH rota_jobs USING INDEX rota_jobs_due_in_queue (queue=?)",
+            "SEARCH rota_logs USING COVERING INDEX rota_logs_job (job_id=?)",  # the cascade
+        ]),
+        (sql.REMOVE_JOB, (1,), [
+            "SEARCH rota_jobs USING INTEGER PRIMARY KEY (rowid=?)",
+            "SEARCH rota_logs USING COVERING INDEX rota_logs_job (job_id=?)",
+        ]),
+        (sql.PROMOTE_JOB, (1, 1), ["SEARCH rota_jobs USING INTEGER PRIMARY KEY (rowid=?)"]),
+    ],
+)  # fmt: skip
+def test_statements_of_schema_2_seek_and_never_sort(
+    engine: SqliteEngine, statement: str, params: tuple[object, ...], expected: list[str]
+) -> None:
+    plan = engine._conn.execute(f"EXPLAIN QUERY PLAN {statement}", params).fetchall()
+    details = [str(row[3]) for row in plan]
+    for detail in expected:
+        assert detail in details, details
+    assert not any("TEMP B-TREE" in d for d in details), details
+    # PRUNE_EVENTS' subquery walks the id order up to the first event at the cutoff
+    scans = [d for d in details if d.startswith("SCAN")]
+    assert scans == (["SCAN rota_events"] if statement is sql.PRUNE_EVENTS else []), details
 
 
 # --- renew ----------------------------------------------------------------------------

@@ -41,6 +41,7 @@ import msgspec
 
 from rota.actors._backend import LoopScheduler, current_loop_scheduler
 from rota.actors.kernel import Actor, ActorRef, Envelope
+from rota.domain.event import Event, LogEntry, Owner
 from rota.domain.job import FINISHED_STATES, Job, JobState, NewJob
 from rota.errors import StorageError
 from rota.storage.engine import (
@@ -220,6 +221,45 @@ class Prune(StoreOp, frozen=True):
         )
 
 
+#: Engine methods reachable through ``Call`` (reads and the less frequent writes); the hot
+#: operations above have their own message types.
+CALLABLE: Final = frozenset(
+    {
+        "register_owner",
+        "heartbeat",
+        "remove_owner",
+        "list_owners",
+        "set_paused",
+        "paused_queues",
+        "set_progress",
+        "add_log",
+        "logs",
+        "events",
+        "last_event_id",
+        "prune_events",
+        "retry",
+        "promote",
+        "remove",
+        "drain",
+    }
+)
+
+
+class Call(StoreOp, frozen=True):
+    """Any other engine operation, by name (only those in ``CALLABLE``)."""
+
+    method: str
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = {}
+
+    def __post_init__(self) -> None:
+        if self.method not in CALLABLE:
+            raise ValueError(f"the Store does not offer engine method {self.method!r}")
+
+    def apply(self, engine: Engine) -> Any:
+        return getattr(engine, self.method)(*self.args, **self.kwargs)
+
+
 class StoreStatistics(msgspec.Struct, frozen=True, kw_only=True):
     transactions: int
     """Batches run, each in one transaction."""
@@ -323,8 +363,14 @@ class _EngineThread:
 class Store(Actor):
     """Owns the engine on a dedicated thread; one transaction per mailbox batch."""
 
-    def __init__(self, engine_factory: Callable[[], Engine]) -> None:
+    def __init__(
+        self,
+        engine_factory: Callable[[], Engine],
+        *,
+        on_commit: Callable[[], None] | None = None,
+    ) -> None:
         self._engine_factory = engine_factory
+        self._on_commit = on_commit
         self._thread: _EngineThread | None = None
         self._transactions = self._operations = self._failed_operations = 0
         self._failed_transactions = self._largest_batch = 0
@@ -360,6 +406,8 @@ class Store(Actor):
             if isinstance(result, Exception):
                 self._failed_operations += 1
             envelope.reply(result)
+        if self._on_commit is not None:
+            self._on_commit()
 
     def statistics(self) -> StoreStatistics:
         return StoreStatistics(
@@ -455,3 +503,59 @@ class StoreClient:
     ) -> int:
         op = Prune(queue, frozenset(states), older_than_ms, keep_last)
         return cast(int, await self._call(op))
+
+    # -- runtime support ----------------------------------------------------------------
+
+    async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return await self._call(Call(method, args, kwargs))
+
+    async def register_owner(self, owner: Owner) -> None:
+        await self.call("register_owner", owner)
+
+    async def heartbeat(self, owner_id: str) -> None:
+        await self.call("heartbeat", owner_id)
+
+    async def remove_owner(self, owner_id: str) -> None:
+        await self.call("remove_owner", owner_id)
+
+    async def list_owners(self) -> list[Owner]:
+        return cast(list[Owner], await self.call("list_owners"))
+
+    async def set_paused(self, queue: str, paused: bool) -> None:
+        await self.call("set_paused", queue, paused)
+
+    async def paused_queues(self) -> set[str]:
+        return cast(set[str], await self.call("paused_queues"))
+
+    async def set_progress(self, job_id: int, token: int, progress: bytes) -> None:
+        await self.call("set_progress", job_id, token, progress)
+
+    async def add_log(self, job_id: int, token: int, message: str) -> None:
+        await self.call("add_log", job_id, token, message)
+
+    async def logs(self, job_id: int, *, limit: int = 100, offset: int = 0) -> list[LogEntry]:
+        return cast(list[LogEntry], await self.call("logs", job_id, limit=limit, offset=offset))
+
+    async def events(
+        self, after_id: int = 0, *, limit: int = 1000, queue: str | None = None
+    ) -> list[Event]:
+        result = await self.call("events", after_id, limit=limit, queue=queue)
+        return cast(list[Event], result)
+
+    async def last_event_id(self) -> int:
+        return cast(int, await self.call("last_event_id"))
+
+    async def prune_events(self, older_than_ms: int) -> int:
+        return cast(int, await self.call("prune_events", older_than_ms))
+
+    async def retry(self, job_id: int) -> JobState:
+        return cast(JobState, await self.call("retry", job_id))
+
+    async def promote(self, job_id: int) -> JobState:
+        return cast(JobState, await self.call("promote", job_id))
+
+    async def remove(self, job_id: int) -> None:
+        await self.call("remove", job_id)
+
+    async def drain(self, queue: str) -> int:
+        return cast(int, await self.call("drain", queue))

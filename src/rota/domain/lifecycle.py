@@ -42,6 +42,7 @@ __all__ = [
     "promote",
     "release",
     "renew",
+    "retry",
     "retry_delay_ms",
     "stall",
     "stall_error",
@@ -223,6 +224,27 @@ def cancel(job: Job, now_ms: int) -> Job:
     if job.state is JobState.ACTIVE:
         return _replace(job, cancel_requested=True)
     return job
+
+
+def retry(job: Job, now_ms: int) -> Job:
+    """failed or cancelled → waiting, as a fresh job: due now, attempts and stalls back to
+    0, no result. The last error is kept (it says why the job needed a retry); priority,
+    options and progress are unchanged."""
+    if job.state not in (JobState.FAILED, JobState.CANCELLED):
+        raise InvalidTransition(job, "retry")
+    return _replace(
+        job,
+        state=JobState.WAITING,
+        run_at_ms=now_ms,
+        attempt=0,
+        stalls=0,
+        owner=None,
+        token=None,
+        lease_expires_at_ms=None,
+        cancel_requested=False,
+        finished_at_ms=None,
+        result=None,
+    )
 
 
 def _requeue(job: Job, now_ms: int, error: str, delay_ms: int | None, u: float) -> Job:

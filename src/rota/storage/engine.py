@@ -32,6 +32,22 @@ Operations, one sentence each:
 * ``get`` / ``get_by_key`` / ``list_jobs`` / ``count``: read jobs.
 * ``prune(...)``: delete finished jobs by state, age and count (retention).
 
+Runtime support (schema version 2):
+
+* ``register_owner`` / ``heartbeat`` / ``remove_owner`` / ``list_owners``: the runtimes
+  that hold leases, so a restart can release a dead same-host owner's leases at once.
+* ``set_paused`` / ``paused_queues``: a paused queue is persisted; ``claim`` and
+  ``settle_and_claim`` of a paused queue claim nothing, in every process.
+* ``set_progress`` / ``add_log`` / ``logs``: progress and log lines of a running job,
+  fenced by its token.
+* ``events(after_id, ...)`` / ``last_event_id`` / ``prune_events``: the event stream. Every
+  state change an operation makes writes its event (``EventKind``) in the same transaction.
+* ``retry`` (failed or cancelled → waiting, attempts and stalls reset), ``promote``
+  (delayed → waiting now), ``remove`` (delete a job that is not active), ``drain``
+  (delete a queue's waiting and delayed jobs).
+* ``data_version()``: a number that changes when *another* connection commits: cheap to
+  poll (no I/O) to notice jobs enqueued by other processes.
+
 Times come from the engine's clock (``now_ms``), so tests can drive time.
 """
 
@@ -43,6 +59,7 @@ from typing import Protocol, runtime_checkable
 
 import msgspec
 
+from rota.domain.event import Event, LogEntry, Owner
 from rota.domain.job import FINISHED_STATES, Job, JobState, NewJob
 from rota.domain.outcome import FailureKind
 
@@ -231,4 +248,78 @@ class Engine(Protocol):
         now - older_than_ms, or beyond the newest ``keep_last`` per queue and state (with
         neither limit, every job in ``states``). Only finished states may be pruned.
         Returns how many were deleted."""
+        ...
+
+    # -- runtime support (schema version 2) --------------------------------------------
+
+    def register_owner(self, owner: Owner) -> None:
+        """Record (or replace) a runtime that will hold leases."""
+        ...
+
+    def heartbeat(self, owner_id: str) -> None:
+        """Set the owner's heartbeat to now; ``StorageError``-free no-op if it is unknown."""
+        ...
+
+    def remove_owner(self, owner_id: str) -> None:
+        """Forget an owner (after its leases were released). Idempotent."""
+        ...
+
+    def list_owners(self) -> list[Owner]:
+        """Every registered owner, oldest first."""
+        ...
+
+    def set_paused(self, queue: str, paused: bool) -> None:
+        """Pause or resume a queue, for every runtime."""
+        ...
+
+    def paused_queues(self) -> set[str]:
+        """The queues paused now."""
+        ...
+
+    def set_progress(self, job_id: int, token: int, progress: bytes) -> None:
+        """Store the progress of a running job and emit a PROGRESS event; ``LeaseLost``
+        if the token does not hold the lease."""
+        ...
+
+    def add_log(self, job_id: int, token: int, message: str) -> None:
+        """Append a log line to a running job's log; ``LeaseLost`` as for set_progress."""
+        ...
+
+    def logs(self, job_id: int, *, limit: int = 100, offset: int = 0) -> list[LogEntry]:
+        """A job's log lines, oldest first."""
+        ...
+
+    def events(
+        self, after_id: int = 0, *, limit: int = 1000, queue: str | None = None
+    ) -> list[Event]:
+        """Events with an id above ``after_id``, oldest first (optionally of one queue)."""
+        ...
+
+    def last_event_id(self) -> int:
+        """The id of the newest event (0 if none): where a new reader starts."""
+        ...
+
+    def prune_events(self, older_than_ms: int) -> int:
+        """Delete events written before now - older_than_ms; returns how many."""
+        ...
+
+    def retry(self, job_id: int) -> JobState:
+        """Run a failed or cancelled job again: waiting, attempt and stalls reset to 0;
+        ``ValueError`` for a job in another state; ``JobNotFound``."""
+        ...
+
+    def promote(self, job_id: int) -> JobState:
+        """Make a delayed job ready now; ``ValueError`` if it is not delayed."""
+        ...
+
+    def remove(self, job_id: int) -> None:
+        """Delete a job that is not active (``ValueError``: cancel it first)."""
+        ...
+
+    def drain(self, queue: str) -> int:
+        """Delete the waiting and delayed jobs of a queue; returns how many."""
+        ...
+
+    def data_version(self) -> int:
+        """Changes when another connection commits (no I/O)."""
         ...

@@ -32,6 +32,38 @@ Design, and why:
 * Errors are mapped to ``StorageError`` in one place (``_storage_error``), with messages
   that name the file and say what was kept; an engine is never left inside an open
   transaction after one.
+* **Events in the transaction of their change** (schema version 2): each operation
+  writes the events of the transitions it made with one statement per kind of change (an
+  ``INSERT ... SELECT`` of the rows it just wrote for enqueue, claim and completions, the
+  hot paths; an ``executemany`` of rows built in Python for the rest), never one per job,
+  inside its own transaction or savepoint: an operation that is rolled back leaves no
+  event, and an event is never missing for a committed change.
+  Which transition writes which ``EventKind``:
+
+  ====================================  ================================================
+  enqueue                               ENQUEUED per job inserted (not for a key that
+                                        existed already)
+  claim (and settle_and_claim's)        ACTIVE, attempt = the attempt starting
+  complete                              COMPLETED
+  fail                                  RETRYING (waiting or delayed again), FAILED or
+                                        CANCELLED; data = the error (UTF-8)
+  rescue_expired,                       STALLED (data = ``lifecycle.stall_error``), then
+  release_owner(as_stall=True)          RETRYING, FAILED or CANCELLED as above
+  release_owner(as_stall=False)         nothing for a job put back to waiting (a clean
+                                        hand-back: the attempt did not fail, and its next
+                                        ACTIVE follows); CANCELLED for one asked to cancel
+  cancel                                CANCELLED (data ``b"cancelled"``) for a waiting or
+                                        delayed job; nothing for an active job (only a
+                                        request: its CANCELLED comes when it stops)
+  set_progress                          PROGRESS, data = the progress bytes
+  retry                                 ENQUEUED, attempt 0
+  promote, promote_due, remove, drain   nothing
+  ====================================  ================================================
+
+  ``SqliteEngine(record_events=False)`` writes none (to measure what they cost).
+* **Paused queues** are a row in ``rota_queues``, read by the claim statement itself (one
+  primary-key seek per claim, in the claim's transaction), so a pause committed by any
+  process stops every later claim; settlements of a paused queue still apply.
 
 Every SQL statement is a module-level constant: connection set-up and transaction
 control below, the schema and the statements on jobs in ``schema.py``.
@@ -56,6 +88,7 @@ import msgspec
 
 from rota.domain import lifecycle
 from rota.domain.backoff import StoredBackoff, decode_backoff, encode_backoff
+from rota.domain.event import Event, EventKind, LogEntry, Owner
 from rota.domain.job import FINISHED_STATES, Job, JobState, NewJob
 from rota.domain.outcome import FailureKind
 from rota.errors import ConfigError, JobNotFound, LeaseLost, StorageError
@@ -130,8 +163,27 @@ ROLLBACK_TO_SETTLE: Final = "ROLLBACK TO rota_settle"
 # --- helpers ------------------------------------------------------------------------------
 
 _STATES: Final = {state.value: state for state in JobState}
+_KINDS: Final = {kind.value: kind for kind in EventKind}
 _CLAIM_ORDER: Final = itemgetter(5, 6, 0)  # priority, run_at_ms, id in JOB_COLUMNS
 _JSON: Final = msgspec.json.Encoder()
+_QUEUE_NAMES: Final = msgspec.json.Decoder(list[str])
+
+#: An event row as INSERT_EVENT takes it: at_ms, kind, job id, queue, name, attempt, data.
+_EventRow = tuple[int, str, int, str, str, int, bytes | None]
+
+_ACTIVE: Final = EventKind.ACTIVE.value
+_COMPLETED: Final = EventKind.COMPLETED.value
+_ENQUEUED: Final = EventKind.ENQUEUED.value
+_PROGRESS: Final = EventKind.PROGRESS.value
+_STALLED: Final = EventKind.STALLED.value
+#: The event of the state an attempt ended in (fail, stall, release, cancel).
+_OUTCOME_KIND: Final = {
+    JobState.WAITING: EventKind.RETRYING.value,
+    JobState.DELAYED: EventKind.RETRYING.value,
+    JobState.COMPLETED: EventKind.COMPLETED.value,
+    JobState.FAILED: EventKind.FAILED.value,
+    JobState.CANCELLED: EventKind.CANCELLED.value,
+}
 
 # SQLite primary result codes (the low byte of an extended code).
 _BUSY, _LOCKED, _READONLY, _IOERR, _CORRUPT, _FULL, _CANTOPEN, _NOTADB = 5, 6, 8, 10, 11, 13, 14, 26
@@ -167,6 +219,7 @@ def _job(row: Any) -> Job:
         finished_at_ms,
         result,
         error,
+        progress,
     ) = row
     return Job(
         id=id_,
@@ -191,7 +244,41 @@ def _job(row: Any) -> Job:
         finished_at_ms=finished_at_ms,
         result=result,
         error=error,
+        progress=progress,
     )
+
+
+def _event(row: Any) -> Event:
+    id_, at_ms, kind, job_id, queue, name, attempt, data = row
+    return Event(
+        id=id_,
+        at_ms=at_ms,
+        kind=_KINDS[kind],
+        job_id=job_id,
+        queue=queue,
+        name=name,
+        attempt=attempt,
+        data=data,
+    )
+
+
+def _outcome_event(after: Job, now: int) -> _EventRow:
+    """The event of the state a job ended an attempt in; data: its error, if any."""
+    error = None if after.error is None else after.error.encode()
+    return (
+        now,
+        _OUTCOME_KIND[after.state],
+        after.id,
+        after.queue,
+        after.name,
+        after.attempt,
+        error,
+    )
+
+
+def _check_page(limit: int, offset: int) -> None:
+    if not limit >= 0 or not offset >= 0:
+        raise ValueError(f"limit and offset must be >= 0, got {limit!r} and {offset!r}")
 
 
 def _wall_clock_ms() -> int:
@@ -255,6 +342,9 @@ class SqliteEngine:
     * ``rng``: draws the backoff jitter ``u`` (default: a fresh ``random.Random()``).
     * ``busy_timeout_s``: how long to keep retrying while another connection holds the
       write lock before raising ``StorageError`` (default 10 s).
+    * ``record_events``: write the event stream (default); ``False`` writes no event
+      (``events()`` then sees only other engines' events): for benchmarks, or an app
+      that never reads them.
 
     Call ``migrate()`` before anything else. Use an engine from one thread at a time.
     """
@@ -271,6 +361,7 @@ class SqliteEngine:
         clock: Callable[[], int] | None = None,
         rng: random.Random | None = None,
         busy_timeout_s: float = 10.0,
+        record_events: bool = True,
     ) -> None:
         if synchronous not in PRAGMA_SYNCHRONOUS:
             raise ConfigError(f"synchronous must be 'FULL' or 'NORMAL', got {synchronous!r}")
@@ -283,6 +374,7 @@ class SqliteEngine:
         self._rng = rng if rng is not None else random.Random()
         self._jitter = random.Random()  # busy-retry spacing; never touches self._rng's draws
         self._busy_timeout_s = float(busy_timeout_s)
+        self._record_events = bool(record_events)
         self._in_batch = False
         self._batch_broken: BaseException | None = None
         self._closed = True
@@ -554,12 +646,18 @@ class SqliteEngine:
 
     # --- writes ---------------------------------------------------------------------------
 
+    def _record(self, events: list[_EventRow]) -> None:
+        """Write the events an operation built, in one statement."""
+        if events:
+            self._conn.executemany(sql.INSERT_EVENT, events)
+
     @_write("enqueue jobs")
     def enqueue(self, jobs: Sequence[NewJob]) -> list[int]:
         if not jobs:
             return []
         conn = self._conn
-        next_id: int = conn.execute(sql.NEXT_JOB_ID).fetchone()[0]
+        first_id: int = conn.execute(sql.NEXT_JOB_ID).fetchone()[0]
+        next_id = first_id
         ids: list[int] = []
         run: list[tuple[object, ...]] = []
         last_policy: object = None
@@ -599,6 +697,9 @@ class SqliteEngine:
                 ids.append(conn.execute(sql.SELECT_ID_BY_KEY, (job.key,)).fetchone()[0])
         if run:
             conn.executemany(sql.INSERT_JOB, run)
+        if self._record_events and next_id > first_id:
+            # The jobs inserted (and only they) hold the ids first_id .. next_id - 1.
+            conn.execute(sql.INSERT_ENQUEUED_EVENTS, (self._clock(), first_id, next_id))
         return ids
 
     @_write("claim jobs")
@@ -615,6 +716,7 @@ class SqliteEngine:
         conn.execute(sql.PROMOTE_DUE_IN_QUEUE, (queue, now))
         rows = conn.execute(sql.CLAIM_JOBS, (owner, now + ttl_ms, queue, n)).fetchall()
         rows.sort(key=_CLAIM_ORDER)
+        self._record_for_jobs(_ACTIVE, [row[0] for row in rows], now)
         return [_job(row) for row in rows]
 
     @_write("renew leases")
@@ -633,15 +735,26 @@ class SqliteEngine:
 
     @_write("complete a job")
     def complete(self, job_id: int, token: int, result: bytes | None) -> None:
-        changed = self._conn.execute(sql.COMPLETE_JOB, (self._clock(), result, job_id, token))
+        now = self._clock()
+        changed = self._conn.execute(sql.COMPLETE_JOB, (now, result, job_id, token))
         if not changed.rowcount:
             raise LeaseLost(job_id, token)
+        self._record_for_jobs(_COMPLETED, [job_id], now)
+
+    def _record_for_jobs(self, kind: str, job_ids: list[int], now: int) -> None:
+        """Write one ``kind`` event per job, in order, read from the jobs as stored now."""
+        if self._record_events and job_ids:
+            ids = _JSON.encode(job_ids).decode()
+            self._conn.execute(sql.INSERT_JOB_EVENTS, (now, kind, ids))
 
     @_write("fail a job")
     def fail(self, failure: Failure) -> JobState:
-        return self._fail(failure, self._clock())
+        events: list[_EventRow] = []
+        state = self._fail(failure, self._clock(), events)
+        self._record(events)
+        return state
 
-    def _fail(self, failure: Failure, now: int) -> JobState:
+    def _fail(self, failure: Failure, now: int, events: list[_EventRow]) -> JobState:
         row = self._conn.execute(sql.SELECT_HELD_JOB, (failure.job_id, failure.token)).fetchone()
         if row is None:
             raise LeaseLost(failure.job_id, failure.token)
@@ -657,6 +770,8 @@ class SqliteEngine:
         )
         if not self._write_transition(job, after):
             raise LeaseLost(failure.job_id, failure.token)
+        if self._record_events:
+            events.append(_outcome_event(after, now))
         return after.state
 
     @_write("settle and claim jobs")
@@ -668,11 +783,13 @@ class SqliteEngine:
     ) -> Settled:
         now = self._clock()
         lost = self._complete_many(completions, now)
+        events: list[_EventRow] = []
         for failure in failures:
             try:
-                self._fail(failure, now)
+                self._fail(failure, now, events)
             except LeaseLost:
                 lost.append(failure.job_id)
+        self._record(events)  # before the claim's: events follow the order of the changes
         claimed = (
             []
             if claim is None
@@ -681,6 +798,7 @@ class SqliteEngine:
         return Settled(lost=lost, claimed=claimed)
 
     def _complete_many(self, completions: Sequence[Completion], now: int) -> list[int]:
+        """Complete (and write their COMPLETED events); return the ids whose lease was lost."""
         if not completions:
             return []
         conn = self._conn
@@ -688,11 +806,17 @@ class SqliteEngine:
         conn.execute(SAVEPOINT_SETTLE)
         if conn.executemany(sql.COMPLETE_JOB, params).rowcount == len(params):
             conn.execute(RELEASE_SETTLE)
+            self._record_for_jobs(_COMPLETED, [p[2] for p in params], now)
             return []
         # Some token no longer held (rare): redo one at a time to know which.
         conn.execute(ROLLBACK_TO_SETTLE)
         conn.execute(RELEASE_SETTLE)
-        return [p[2] for p in params if not conn.execute(sql.COMPLETE_JOB, p).rowcount]
+        done: list[int] = []
+        lost: list[int] = []
+        for p in params:
+            (done if conn.execute(sql.COMPLETE_JOB, p).rowcount else lost).append(p[2])
+        self._record_for_jobs(_COMPLETED, done, now)
+        return lost
 
     def _write_transition(self, before: Job, after: Job) -> bool:
         return bool(
@@ -717,15 +841,31 @@ class SqliteEngine:
             ).rowcount
         )
 
+    def _take_back(
+        self, job: Job, after: Job, now: int, stalled: bool, events: list[_EventRow]
+    ) -> bool:
+        """Write a released or rescued job; append its events (STALLED first if stalled)."""
+        if not self._write_transition(job, after):
+            return False
+        if self._record_events:
+            if stalled:
+                error = lifecycle.stall_error(job).encode()
+                events.append((now, _STALLED, job.id, job.queue, job.name, job.attempt, error))
+            if stalled or after.state is JobState.CANCELLED:
+                events.append(_outcome_event(after, now))
+        return True
+
     @_write("release an owner's leases")
     def release_owner(self, owner: str, *, as_stall: bool) -> list[int]:
         now = self._clock()
         released = []
+        events: list[_EventRow] = []
         for row in sorted(self._conn.execute(sql.SELECT_OWNED, (owner,)).fetchall()):
             job = _job(row)
             after = lifecycle.release(job, now, as_stall=as_stall, u=self._rng.random())
-            if self._write_transition(job, after):
+            if self._take_back(job, after, now, as_stall, events):
                 released.append(job.id)
+        self._record(events)
         return released
 
     @_write("promote due jobs")
@@ -739,11 +879,13 @@ class SqliteEngine:
     def rescue_expired(self) -> Rescued:
         now = self._clock()
         outcome: dict[JobState, list[int]] = {state: [] for state in JobState}
+        events: list[_EventRow] = []
         for row in sorted(self._conn.execute(sql.SELECT_EXPIRED, (now,)).fetchall()):
             job = _job(row)
             after = lifecycle.stall(job, now, u=self._rng.random())
-            if self._write_transition(job, after):
+            if self._take_back(job, after, now, True, events):
                 outcome[after.state].append(job.id)
+        self._record(events)
         return Rescued(
             requeued=sorted(outcome[JobState.WAITING] + outcome[JobState.DELAYED]),
             failed=outcome[JobState.FAILED],
@@ -752,13 +894,17 @@ class SqliteEngine:
 
     @_write("cancel a job")
     def cancel(self, job_id: int) -> JobState:
-        row = self._conn.execute(sql.SELECT_JOB, (job_id,)).fetchone()
-        if row is None:
-            raise JobNotFound(job_id)
-        job = _job(row)
-        after = lifecycle.cancel(job, self._clock())
+        job = self._get(job_id)
+        now = self._clock()
+        after = lifecycle.cancel(job, now)
         if after != job and not self._write_transition(job, after):
             raise StorageError(f"job {job_id} changed while being cancelled; retry")
+        if (
+            self._record_events
+            and after.state is JobState.CANCELLED
+            and job.state is not after.state
+        ):
+            self._record([_outcome_event(after, now)])
         return after.state
 
     @_write("prune jobs")
@@ -795,14 +941,133 @@ class SqliteEngine:
             },
         ).rowcount
 
-    # --- reads ----------------------------------------------------------------------------
+    # --- job control (schema version 2) ---------------------------------------------------
 
-    @_read("read a job")
-    def get(self, job_id: int) -> Job:
+    def _get(self, job_id: int) -> Job:
         row = self._conn.execute(sql.SELECT_JOB, (job_id,)).fetchone()
         if row is None:
             raise JobNotFound(job_id)
         return _job(row)
+
+    def _state(self, job_id: int) -> JobState:
+        row = self._conn.execute(sql.SELECT_STATE, (job_id,)).fetchone()
+        if row is None:
+            raise JobNotFound(job_id)
+        return _STATES[row[0]]
+
+    @_write("retry a job")
+    def retry(self, job_id: int) -> JobState:
+        job = self._get(job_id)
+        now = self._clock()
+        after = lifecycle.retry(job, now)  # InvalidTransition (a ValueError) names the state
+        if not self._write_transition(job, after):
+            raise StorageError(f"job {job_id} changed while being retried; retry")
+        if self._record_events:
+            self._record([(now, _ENQUEUED, job.id, job.queue, job.name, 0, None)])
+        return after.state
+
+    @_write("promote a job")
+    def promote(self, job_id: int) -> JobState:
+        if not self._conn.execute(sql.PROMOTE_JOB, (self._clock(), job_id)).rowcount:
+            state = self._state(job_id)
+            raise ValueError(f"cannot promote job {job_id}: it is {state}, not delayed")
+        return JobState.WAITING
+
+    @_write("remove a job")
+    def remove(self, job_id: int) -> None:
+        conn = self._conn
+        conn.execute(sql.RAISE_ID_FLOOR)
+        if not conn.execute(sql.REMOVE_JOB, (job_id,)).rowcount:
+            state = self._state(job_id)
+            raise ValueError(f"cannot remove job {job_id}: it is {state}; cancel it first")
+
+    @_write("drain a queue")
+    def drain(self, queue: str) -> int:
+        conn = self._conn
+        conn.execute(sql.RAISE_ID_FLOOR)
+        return conn.execute(sql.DRAIN_QUEUE, (queue,)).rowcount
+
+    @_write("set a job's progress")
+    def set_progress(self, job_id: int, token: int, progress: bytes) -> None:
+        now = self._clock()
+        row = self._conn.execute(sql.SET_PROGRESS, (progress, job_id, token)).fetchone()
+        if row is None:
+            raise LeaseLost(job_id, token)
+        if self._record_events:
+            queue, name, attempt = row
+            self._record([(now, _PROGRESS, job_id, queue, name, attempt, progress)])
+
+    @_write("add a log line")
+    def add_log(self, job_id: int, token: int, message: str) -> None:
+        params = (self._clock(), message, job_id, token)
+        if not self._conn.execute(sql.INSERT_LOG, params).rowcount:
+            raise LeaseLost(job_id, token)
+
+    @_write("pause or resume a queue")
+    def set_paused(self, queue: str, paused: bool) -> None:
+        self._conn.execute(sql.SET_PAUSED, (queue, int(bool(paused))))
+
+    # --- owners ---------------------------------------------------------------------------
+
+    @_write("register an owner")
+    def register_owner(self, owner: Owner) -> None:
+        self._conn.execute(
+            sql.UPSERT_OWNER,
+            (
+                owner.id,
+                owner.host,
+                owner.pid,
+                owner.started_at_ms,
+                owner.heartbeat_at_ms,
+                _JSON.encode(owner.queues).decode(),
+            ),
+        )
+
+    @_write("record an owner's heartbeat")
+    def heartbeat(self, owner_id: str) -> None:
+        self._conn.execute(sql.HEARTBEAT_OWNER, (self._clock(), owner_id))
+
+    @_write("remove an owner")
+    def remove_owner(self, owner_id: str) -> None:
+        self._conn.execute(sql.DELETE_OWNER, (owner_id,))
+
+    # --- events ---------------------------------------------------------------------------
+
+    @_write("prune events")
+    def prune_events(self, older_than_ms: int) -> int:
+        if not older_than_ms >= 0:
+            raise ValueError(f"older_than_ms must be >= 0, got {older_than_ms!r}")
+        return self._conn.execute(sql.PRUNE_EVENTS, (self._clock() - older_than_ms,)).rowcount
+
+    @_read("read events")
+    def events(
+        self, after_id: int = 0, *, limit: int = 1000, queue: str | None = None
+    ) -> list[Event]:
+        _check_page(limit, 0)
+        conn = self._conn
+        if queue is None:
+            rows = conn.execute(sql.SELECT_EVENTS, (after_id, limit))
+        else:
+            rows = conn.execute(sql.SELECT_EVENTS_IN_QUEUE, (after_id, queue, limit))
+        return [_event(row) for row in rows.fetchall()]
+
+    @_read("read the last event id")
+    def last_event_id(self) -> int:
+        return int(self._conn.execute(sql.LAST_EVENT_ID).fetchone()[0])
+
+    @_read("read the data version")
+    def data_version(self) -> int:
+        """``PRAGMA data_version``: changes when another connection (this process or
+        another) commits to the database, never for this engine's own commits; it reads
+        no page, so polling it is cheap. Always the same on ``":memory:"`` (no other
+        connection can reach it). Compare two values for equality only."""
+        return int(self._conn.execute(sql.SELECT_DATA_VERSION).fetchone()[0])
+
+    # --- reads ----------------------------------------------------------------------------
+
+    @_read("read a job")
+    def get(self, job_id: int) -> Job:
+        return self._get(job_id)
 
     @_read("read a job by key")
     def get_by_key(self, key: str) -> Job:
@@ -820,8 +1085,7 @@ class SqliteEngine:
         limit: int = 100,
         offset: int = 0,
     ) -> list[Job]:
-        if not limit >= 0 or not offset >= 0:
-            raise ValueError(f"limit and offset must be >= 0, got {limit!r} and {offset!r}")
+        _check_page(limit, offset)
         conn = self._conn
         if state is None:
             if queue is None:
@@ -850,3 +1114,32 @@ class SqliteEngine:
     @_read("list queues")
     def queues(self) -> list[str]:
         return [queue for (queue,) in self._conn.execute(sql.SELECT_QUEUES).fetchall()]
+
+    @_read("list paused queues")
+    def paused_queues(self) -> set[str]:
+        return {name for (name,) in self._conn.execute(sql.SELECT_PAUSED).fetchall()}
+
+    @_read("read a job's log")
+    def logs(self, job_id: int, *, limit: int = 100, offset: int = 0) -> list[LogEntry]:
+        _check_page(limit, offset)
+        rows = self._conn.execute(sql.SELECT_LOGS, (job_id, limit, offset)).fetchall()
+        return [
+            LogEntry(job_id=job, at_ms=at_ms, attempt=attempt, message=message)
+            for job, at_ms, attempt, message in rows
+        ]
+
+    @_read("list owners")
+    def list_owners(self) -> list[Owner]:
+        return [
+            Owner(
+                id=id_,
+                host=host,
+                pid=pid,
+                started_at_ms=started_at_ms,
+                heartbeat_at_ms=heartbeat_at_ms,
+                queues=_QUEUE_NAMES.decode(queues),
+            )
+            for id_, host, pid, started_at_ms, heartbeat_at_ms, queues in self._conn.execute(
+                sql.LIST_OWNERS
+            ).fetchall()
+        ]

@@ -1,0 +1,104 @@
+"""LockRenewer[q]: keeps the leases of one queue's WorkerPool alive.
+
+Place in the tree: ``QueueSup[q]``, between Queue[q] and WorkerPool[q] (stopped after the
+pool, so leases are renewed while the pool drains).
+
+Every ``lease_ttl/3`` it asks the pool for its leases (``CurrentLeases``), renews them all
+in one Store call, and tells the pool to stop the jobs whose lease was lost (``lost``:
+not settled) or whose job was asked to cancel (``cancel``: settled as CANCELLED). A job
+that keeps running is never rescued as stalled, however long it runs, as long as this
+actor and its event loop are alive (a loop blocked for longer than the ttl is the one way
+to lose a lease while alive; ``rota`` logs it when it happens).
+
+Messages: none but its own timer; ``statistics()`` via ``PoolStats``-like struct.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import cast
+
+import anyio
+import msgspec
+
+from rota.actors.kernel import Actor, ActorRef
+from rota.actors.store import StoreClient
+from rota.actors.worker_pool import CancelJobs, CurrentLeases
+from rota.errors import ActorNotRunning, CallTimeout, StorageError
+from rota.storage.engine import LeaseRef
+
+__all__ = ["LockRenewer", "LockRenewerStatistics"]
+
+log = logging.getLogger("rota.renewer")
+
+
+class LockRenewerStatistics(msgspec.Struct, frozen=True, kw_only=True):
+    queue: str
+    ticks: int
+    renewed: int
+    lost: int
+    cancel_requested: int
+    late_ticks: int
+    """Ticks that came more than a third of the ttl late (a blocked event loop)."""
+
+
+class LockRenewer(Actor):
+    def __init__(
+        self, *, queue: str, store: StoreClient, pool: ActorRef[Actor], lease_ttl_ms: int
+    ) -> None:
+        self.queue = queue
+        self.store = store
+        self.pool = pool
+        self.lease_ttl_ms = lease_ttl_ms
+        self.interval_s = lease_ttl_ms / 3000
+        self.ticks = self.renewed = self.lost = self.cancel_requested = self.late_ticks = 0
+
+    async def on_start(self) -> None:
+        self.tasks.start_soon(self._ticker, name=f"rota-renewer-{self.queue}")
+
+    async def _ticker(self) -> None:
+        next_at = anyio.current_time() + self.interval_s
+        while True:
+            await anyio.sleep_until(next_at)
+            now = anyio.current_time()
+            if now - next_at > self.interval_s:
+                self.late_ticks += 1
+                log.warning(
+                    "queue %s: lease renewal %.1f s late (was the event loop blocked?)",
+                    self.queue,
+                    now - next_at,
+                )
+            next_at = now + self.interval_s
+            await self.tick()
+
+    async def tick(self) -> None:
+        """Renew every lease of the pool once (also callable directly, e.g. by tests)."""
+        self.ticks += 1
+        try:
+            leases = cast(list[LeaseRef], await self.pool.call(CurrentLeases()))
+            if not leases:
+                return
+            result = await self.store.renew(leases, self.lease_ttl_ms)
+        except (ActorNotRunning, CallTimeout, StorageError) as exc:
+            log.warning("queue %s: renewal skipped: %r", self.queue, exc)
+            return
+        self.renewed += len(result.renewed)
+        self.lost += len(result.lost)
+        self.cancel_requested += len(result.cancel_requested)
+        try:
+            if result.lost:
+                await self.pool.cast(CancelJobs(result.lost, "lost"))
+            if result.cancel_requested:
+                await self.pool.cast(CancelJobs(result.cancel_requested, "cancel"))
+        except ActorNotRunning:
+            pass  # the pool restarted: it holds none of these any more
+
+    def statistics(self) -> LockRenewerStatistics:
+        return LockRenewerStatistics(
+            queue=self.queue,
+            ticks=self.ticks,
+            renewed=self.renewed,
+            lost=self.lost,
+            cancel_requested=self.cancel_requested,
+            late_ticks=self.late_ticks,
+        )

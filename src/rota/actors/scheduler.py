@@ -1,0 +1,213 @@
+"""Scheduler: the runtime's clockwork.
+
+Place in the tree: second child of the Runtime supervisor, after the Store and before the
+queues; stopped after every queue (it then releases what the runtime still holds).
+
+On start it registers the runtime as a lease owner, and releases at once the leases of
+owners on the same host whose process is gone (a restart after ``kill -9`` re-runs their
+jobs in about a second rather than a lease ttl). Then, on its own timers:
+
+* every ``scheduler_interval_s``: promote due delayed jobs, rescue expired leases (each a
+  stall: it counts as an attempt and follows the job's backoff; past ``max_stalls`` the
+  job fails as poison); queues that gained ready jobs are woken;
+* every ``poll_interval_s``: check (no I/O: ``data_version``) whether another process
+  committed; if so, wake every queue of this runtime;
+* every ``heartbeat_interval_s``: record that the owner is alive;
+* every ``retention_interval_s``: delete finished jobs past their queue's retention, and
+  old events.
+
+On stop it releases every lease the runtime still holds (jobs interrupted by the shutdown,
+or claimed and not started) so they run again at once, without counting against them, and
+removes the owner.
+
+Messages: ``Sweep()`` → ``SweepResult`` runs one promote+rescue pass now (tests, CLI).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import anyio
+import msgspec
+
+from rota.actors.kernel import Actor
+from rota.actors.store import StoreClient
+from rota.domain.event import Owner
+from rota.domain.job import JobState
+from rota.errors import ActorNotRunning, CallTimeout, StorageError
+from rota.storage.engine import Engine
+
+__all__ = ["RetentionPolicy", "Scheduler", "SchedulerSettings", "Sweep", "SweepResult"]
+
+log = logging.getLogger("rota.scheduler")
+
+_TRANSIENT = (ActorNotRunning, CallTimeout, StorageError)
+
+
+class Sweep(msgspec.Struct, frozen=True):
+    pass
+
+
+class SweepResult(msgspec.Struct, frozen=True):
+    promoted: int
+    requeued: list[int]
+    failed: list[int]
+    cancelled: list[int]
+
+
+class RetentionPolicy(msgspec.Struct, frozen=True, kw_only=True):
+    queue: str
+    completed_s: float | None
+    completed: int | None
+    failed_s: float | None
+    failed: int | None
+
+
+class SchedulerSettings(msgspec.Struct, frozen=True, kw_only=True):
+    scheduler_interval_s: float
+    poll_interval_s: float
+    heartbeat_interval_s: float
+    retention_interval_s: float
+    retain_events_s: float
+    retention: list[RetentionPolicy]
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
+class Scheduler(Actor):
+    def __init__(
+        self,
+        *,
+        store: StoreClient,
+        owner: Owner,
+        settings: SchedulerSettings,
+        wake: Callable[[Sequence[str] | None], None],
+        watcher: Callable[[], Engine] | None = None,
+    ) -> None:
+        self.store = store
+        self.owner = owner
+        self.settings = settings
+        self.wake = wake
+        self.watcher_factory = watcher
+        self.sweeps = self.promoted = self.rescued = self.external_commits = 0
+        self.released_dead: list[int] = []
+
+    async def on_start(self) -> None:
+        await self.store.register_owner(self.owner)
+        await self._release_dead_owners()
+        s = self.settings
+        self.tasks.start_soon(self._every, s.scheduler_interval_s, self.sweep)
+        self.tasks.start_soon(self._every, s.heartbeat_interval_s, self._heartbeat)
+        self.tasks.start_soon(self._every, s.retention_interval_s, self.apply_retention)
+        if self.watcher_factory is not None:
+            self.tasks.start_soon(self._watch, self.watcher_factory)
+
+    async def on_stop(self) -> None:
+        with anyio.CancelScope(shield=True):
+            try:
+                released = await self.store.release_owner(self.owner.id, as_stall=False)
+                await self.store.remove_owner(self.owner.id)
+            except _TRANSIENT as exc:
+                log.warning("could not release leases of %s at stop: %r", self.owner.id, exc)
+                return
+        if released:
+            log.info("released %d leases at shutdown; they run again", len(released))
+
+    async def handle(self, message: Any) -> Any:
+        if isinstance(message, Sweep):
+            return await self.sweep()
+        return TypeError(f"Scheduler does not handle {message!r}")
+
+    # -- duties -------------------------------------------------------------------------
+
+    async def _release_dead_owners(self) -> None:
+        for other in await self.store.list_owners():
+            if other.id == self.owner.id or other.host != self.owner.host:
+                continue
+            if pid_alive(other.pid):
+                continue
+            released = await self.store.release_owner(other.id, as_stall=True)
+            await self.store.remove_owner(other.id)
+            self.released_dead.extend(released)
+            log.warning(
+                "owner %s (pid %d) is gone: released %d leases at once",
+                other.id,
+                other.pid,
+                len(released),
+            )
+        if self.released_dead:
+            self.wake(None)
+
+    async def sweep(self) -> SweepResult:
+        """Promote due delayed jobs and rescue expired leases, once."""
+        self.sweeps += 1
+        promoted = await self.store.promote_due()
+        rescued = await self.store.rescue_expired()
+        self.promoted += promoted
+        self.rescued += len(rescued.requeued) + len(rescued.failed) + len(rescued.cancelled)
+        if rescued.requeued or rescued.failed:
+            log.warning(
+                "rescued expired leases: %d requeued, %d failed (poison or out of attempts)",
+                len(rescued.requeued),
+                len(rescued.failed),
+            )
+        if promoted or rescued.requeued:
+            self.wake(None)
+        return SweepResult(promoted, rescued.requeued, rescued.failed, rescued.cancelled)
+
+    async def _heartbeat(self) -> None:
+        await self.store.heartbeat(self.owner.id)
+
+    async def apply_retention(self) -> int:
+        """Delete finished jobs past their retention, and old events; returns jobs deleted."""
+        deleted = 0
+        for policy in self.settings.retention:
+            for states, age_s, count in (
+                ({JobState.COMPLETED}, policy.completed_s, policy.completed),
+                ({JobState.FAILED, JobState.CANCELLED}, policy.failed_s, policy.failed),
+            ):
+                if age_s is None and count is None:
+                    continue
+                deleted += await self.store.prune(
+                    queue=policy.queue,
+                    states=states,
+                    older_than_ms=None if age_s is None else round(age_s * 1000),
+                    keep_last=count,
+                )
+        await self.store.prune_events(round(self.settings.retain_events_s * 1000))
+        return deleted
+
+    async def _every(self, interval_s: float, duty: Callable[[], Any]) -> None:
+        while True:
+            await anyio.sleep(interval_s)
+            try:
+                await duty()
+            except _TRANSIENT as exc:
+                log.warning("scheduler: %s skipped: %r", getattr(duty, "__name__", duty), exc)
+
+    async def _watch(self, factory: Callable[[], Engine]) -> None:
+        """Wake the queues when another process commits (a cheap, I/O-free check)."""
+        engine = await anyio.to_thread.run_sync(factory)
+        try:
+            last = engine.data_version()
+            while True:
+                await anyio.sleep(self.settings.poll_interval_s)
+                version = engine.data_version()
+                if version != last:
+                    last = version
+                    self.external_commits += 1
+                    self.wake(None)
+        finally:
+            engine.close()

@@ -1,0 +1,352 @@
+"""WorkerPool[q]: runs the jobs of one queue.
+
+Place in the tree: ``QueueSup[q]`` (rest_for_one) → Queue[q], LockRenewer[q], WorkerPool[q].
+It is stopped first, so while it drains, its leases are still renewed.
+
+The hot path (no task is spawned per job, one Store call per batch):
+
+* ``concurrency`` long-lived worker tasks take jobs from a local buffer;
+* one feeder task asks the Store for ``free slots + prefetch`` jobs at a time, and hands
+  in every settlement (completion or failure) that finished since its last call *in the
+  same call* (``settle_and_claim``: one transaction for both);
+* each job runs in its own cancel scope: its timeout, a cancel request, a lost lease or a
+  shutdown cancel that scope and nothing else.
+
+A handler that raises is a ``Failure`` message, never a crash: only infrastructure faults
+(the Store gone for good, a bug here) crash the pool.
+
+Messages:
+
+    JobsAvailable()             cast   there may be jobs to claim (coalesced)
+    CancelJobs(ids, reason)     cast   stop those jobs: "lost" (do not settle) or "cancel"
+                                       (settle as CANCELLED)
+    CurrentLeases() → list[LeaseRef]   every lease held, running or buffered
+    SetPaused(paused)           cast   stop / resume claiming (settlements go on)
+    PoolStats() → WorkerPoolStatistics
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final, Literal
+
+import anyio
+import msgspec
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from rota.actors.kernel import Actor
+from rota.actors.store import StoreClient
+from rota.domain.job import Job
+from rota.domain.outcome import FailureKind
+from rota.errors import ActorNotRunning, CallTimeout, StorageError
+from rota.storage.engine import ClaimRequest, Completion, Failure, LeaseRef
+
+__all__ = [
+    "CancelJobs",
+    "CurrentLeases",
+    "Executor",
+    "JobRun",
+    "JobsAvailable",
+    "PoolStats",
+    "SetPaused",
+    "WorkerPool",
+    "WorkerPoolStatistics",
+]
+
+log = logging.getLogger("rota.worker")
+
+#: How long the feeder waits before asking again after a Store error (it retries).
+STORE_RETRY_S: Final = 0.5
+
+
+class JobsAvailable(msgspec.Struct, frozen=True):
+    pass
+
+
+class CancelJobs(msgspec.Struct, frozen=True):
+    job_ids: list[int]
+    reason: Literal["lost", "cancel"]
+
+
+class CurrentLeases(msgspec.Struct, frozen=True):
+    pass
+
+
+class SetPaused(msgspec.Struct, frozen=True):
+    paused: bool
+
+
+class PoolStats(msgspec.Struct, frozen=True):
+    pass
+
+
+class WorkerPoolStatistics(msgspec.Struct, frozen=True, kw_only=True):
+    queue: str
+    concurrency: int
+    running: int
+    buffered: int
+    paused: bool
+    draining: bool
+    claimed: int
+    completed: int
+    failed: int
+    """Attempts that ended in a failure (retried or not)."""
+    cancelled: int
+    lost: int
+    """Jobs stopped because their lease was lost (not settled by this pool)."""
+    store_calls: int
+
+
+class JobRun:
+    """A job this pool holds: buffered, then running."""
+
+    __slots__ = ("cancel_reason", "job", "logs", "scope", "started_at")
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.scope: anyio.CancelScope | None = None
+        self.cancel_reason: str | None = None
+        self.started_at = 0.0
+        self.logs: list[str] = []
+
+    @property
+    def token(self) -> int:
+        assert self.job.token is not None
+        return self.job.token
+
+    def cancel(self, reason: str) -> None:
+        if self.cancel_reason is None or reason == "lost":
+            self.cancel_reason = reason
+        if self.scope is not None:
+            self.scope.cancel()
+
+
+#: Runs one job (decode, call the handler under its timeout, encode the result) and says
+#: how it ended. Must not swallow cancellation.
+Executor = Callable[[JobRun], Awaitable[Completion | Failure]]
+
+
+class _Signal:
+    """Wakes the feeder: set any number of times, consumed by one wait."""
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    async def wait(self, timeout_s: float = math.inf) -> None:
+        with anyio.move_on_after(timeout_s):
+            await self._event.wait()
+        if self._event.is_set():
+            self._event = anyio.Event()
+
+
+class WorkerPool(Actor):
+    """Runs one queue's jobs on ``concurrency`` worker tasks."""
+
+    def __init__(
+        self,
+        *,
+        queue: str,
+        owner: str,
+        store: StoreClient,
+        execute: Executor,
+        concurrency: int,
+        prefetch: int,
+        lease_ttl_ms: int,
+        paused: bool = False,
+        shutdown_grace_s: float = 10.0,
+        on_settled: Callable[[], None] | None = None,
+    ) -> None:
+        self.queue = queue
+        self.owner = owner
+        self.store = store
+        self.execute = execute
+        self.concurrency = concurrency
+        self.prefetch = prefetch
+        self.lease_ttl_ms = lease_ttl_ms
+        self.paused = paused
+        self.shutdown_grace_s = shutdown_grace_s
+        self.on_settled = on_settled
+        self.held: dict[int, JobRun] = {}
+        self.running = 0
+        self.completions: list[Completion] = []
+        self.failures: list[Failure] = []
+        self.draining = False
+        self.maybe_work = True
+        self.wake = _Signal()
+        self.idle = _Signal()
+        self.counts = dict.fromkeys(
+            ("claimed", "completed", "failed", "cancelled", "lost", "store_calls"), 0
+        )
+        buffer: tuple[MemoryObjectSendStream[JobRun], MemoryObjectReceiveStream[JobRun]]
+        buffer = anyio.create_memory_object_stream[JobRun](math.inf)
+        self.buffer_in, self.buffer_out = buffer
+
+    # -- actor ------------------------------------------------------------------------
+
+    async def on_start(self) -> None:
+        for i in range(self.concurrency):
+            self.tasks.start_soon(self._worker, name=f"rota-worker-{self.queue}-{i}")
+        self.tasks.start_soon(self._feeder, name=f"rota-feeder-{self.queue}")
+
+    async def on_stop(self) -> None:
+        """Stop claiming; give running jobs ``shutdown_grace_s``; cancel the rest; hand in
+        every settlement. Leases still held (buffered or cancelled jobs) stay in the
+        database for the runtime to release."""
+        self.draining = True
+        self.buffer_in.close()
+        self.wake.set()
+        with anyio.move_on_after(self.shutdown_grace_s):
+            while self.running:
+                await self.idle.wait()
+        for run in list(self.held.values()):
+            run.cancel("shutdown")
+        while self.running:
+            await self.idle.wait(0.05)
+        try:
+            await self._flush()
+        finally:
+            self.buffer_out.close()
+
+    async def handle(self, message: Any) -> Any:
+        match message:
+            case JobsAvailable():
+                self.maybe_work = True
+                self.wake.set()
+            case CancelJobs(job_ids, reason):
+                for job_id in job_ids:
+                    run = self.held.get(job_id)
+                    if run is not None:
+                        run.cancel(reason)
+            case CurrentLeases():
+                return [LeaseRef(run.job.id, run.token) for run in self.held.values()]
+            case SetPaused(paused):
+                self.paused = paused
+                self.maybe_work = True
+                self.wake.set()
+            case PoolStats():
+                return self.statistics()
+            case _:
+                return TypeError(f"WorkerPool does not handle {message!r}")
+        return None
+
+    def statistics(self) -> WorkerPoolStatistics:
+        return WorkerPoolStatistics(
+            queue=self.queue,
+            concurrency=self.concurrency,
+            running=self.running,
+            buffered=len(self.held) - self.running,
+            paused=self.paused,
+            draining=self.draining,
+            **self.counts,
+        )
+
+    # -- feeding ----------------------------------------------------------------------
+
+    def _free(self) -> int:
+        return self.concurrency + self.prefetch - len(self.held)
+
+    async def _feeder(self) -> None:
+        while not self.draining:
+            want = self._free()
+            claim = None
+            if want > 0 and self.maybe_work and not self.paused:
+                claim = ClaimRequest(self.queue, self.owner, want, self.lease_ttl_ms)
+            if claim is None and not self.completions and not self.failures:
+                await self.wake.wait()
+                continue
+            completions, failures = self.completions, self.failures
+            self.completions, self.failures = [], []
+            try:
+                settled = await self.store.settle_and_claim(completions, failures, claim)
+            except (StorageError, ActorNotRunning, CallTimeout) as exc:
+                # The Store restarts under its supervisor; keep what is unsettled and retry.
+                log.warning("queue %s: store call failed (%r); retrying", self.queue, exc)
+                self.completions[:0] = completions
+                self.failures[:0] = failures
+                await anyio.sleep(STORE_RETRY_S)
+                continue
+            self._settled(completions, failures, settled.lost)
+            if claim is not None:
+                if len(settled.claimed) < claim.n:
+                    self.maybe_work = False  # the queue is empty until someone says otherwise
+                self.counts["claimed"] += len(settled.claimed)
+                for job in settled.claimed:
+                    run = JobRun(job)
+                    self.held[job.id] = run
+                    self.buffer_in.send_nowait(run)
+
+    def _settled(
+        self, completions: Sequence[Completion], failures: Sequence[Failure], lost: list[int]
+    ) -> None:
+        self.counts["store_calls"] += 1
+        if lost:
+            log.warning(
+                "queue %s: %d settlements refused, leases lost: %s", self.queue, len(lost), lost
+            )
+        if (completions or failures) and self.on_settled is not None:
+            self.on_settled()
+
+    async def _flush(self) -> None:
+        """Hand in what is left to settle (shutdown)."""
+        if self.completions or self.failures:
+            completions, failures = self.completions, self.failures
+            self.completions, self.failures = [], []
+            with anyio.CancelScope(shield=True):
+                settled = await self.store.settle_and_claim(completions, failures, None)
+            self._settled(completions, failures, settled.lost)
+
+    # -- running ----------------------------------------------------------------------
+
+    async def _worker(self) -> None:
+        try:
+            async for run in self.buffer_out:
+                if self.draining:
+                    break  # leave it held: released with the owner's leases
+                await self._run(run)
+        except anyio.ClosedResourceError:
+            pass  # the pool stopped
+
+    async def _run(self, run: JobRun) -> None:
+        job = run.job
+        outcome: Completion | Failure | None = None
+        self.running += 1
+        try:
+            if run.cancel_reason is None:
+                run.started_at = time.monotonic()
+                with anyio.CancelScope() as run.scope:
+                    outcome = await self.execute(run)
+            reason = run.cancel_reason
+            if reason == "lost":
+                outcome = None
+                self.counts["lost"] += 1
+                log.warning(
+                    "job %d: lease lost during attempt %d; stopped, not settled",
+                    job.id,
+                    job.attempt,
+                    extra={"job_id": job.id, "queue": self.queue, "attempt": job.attempt},
+                )
+            elif reason == "cancel":
+                outcome = Failure(job.id, run.token, "cancelled on request", FailureKind.CANCELLED)
+            elif reason == "shutdown":
+                outcome = None  # released (not counted against it) by the runtime
+        finally:
+            self.running -= 1
+            if outcome is not None or run.cancel_reason in ("lost", "cancel"):
+                del self.held[job.id]
+            self.idle.set()
+        if outcome is None:
+            return
+        if isinstance(outcome, Completion):
+            self.completions.append(outcome)
+            self.counts["completed"] += 1
+        else:
+            self.failures.append(outcome)
+            kind = outcome.kind
+            self.counts["cancelled" if kind is FailureKind.CANCELLED else "failed"] += 1
+        self.wake.set()

@@ -1,0 +1,825 @@
+"""``rota.App``: define jobs, enqueue them, run them.
+
+::
+
+    app = rota.App("jobs.db")
+
+    class Resize(msgspec.Struct):
+        url: str
+        width: int = 128
+
+    @app.job(queue="images", max_attempts=5, backoff=rota.exponential(1.0, max_s=60), timeout=30)
+    async def resize(args: Resize, ctx: rota.Context) -> str:
+        await ctx.progress(50, message="downloaded")
+        ctx.log("resizing")
+        return "done"
+
+    handle = await resize.enqueue(Resize(url="..."), delay=10, priority=1)
+    async with app.run():                      # the supervised runtime, in your task group
+        print(await handle.result(timeout=60))
+
+Producers work with or without a running runtime: inside one, enqueues go through its
+Store (group commit, and the right WorkerPool wakes at once); outside, each call commits on
+a connection of its own (``enqueue_sync`` for code that is not async at all).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import inspect
+import logging
+import tempfile
+import threading
+import time
+import traceback
+import typing
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, Generic, TypeVar, cast
+
+import anyio
+import anyio.to_thread
+import msgspec
+
+from rota.actors.worker_pool import JobRun
+from rota.config import Config
+from rota.domain import lifecycle
+from rota.domain.backoff import Backoff, Custom
+from rota.domain.event import Event, EventKind, LogEntry, Progress
+from rota.domain.job import DEFAULT_QUEUE, FINISHED_STATES, Job, JobOptions, JobState, NewJob
+from rota.domain.outcome import FailureKind, Retry, Unrecoverable
+from rota.errors import ConfigError, JobFailed, PayloadError
+from rota.runtime import Runtime
+from rota.storage.engine import Completion, Engine, Failure
+from rota.storage.sqlite import SqliteEngine
+
+__all__ = ["App", "Context", "EventStream", "JobDefinition", "JobHandle", "QueueHandle", "Registry"]
+
+log = logging.getLogger("rota.job")
+
+P = TypeVar("P", bound=msgspec.Struct)
+R = TypeVar("R")
+
+_JSON = msgspec.json.Encoder()
+_MAX_ERROR_CHARS = 8000
+
+
+# -- inside a handler ---------------------------------------------------------------------
+
+
+class Context:
+    """What a running handler knows and can report. One per attempt."""
+
+    __slots__ = ("_app", "_run", "attempt", "job", "job_id", "max_attempts", "name", "queue")
+
+    def __init__(self, app: App, run: JobRun) -> None:
+        job = run.job
+        self._app = app
+        self._run = run
+        self.job: Job = job
+        self.job_id: int = job.id
+        self.name: str = job.name
+        self.queue: str = job.queue
+        self.attempt: int = job.attempt
+        self.max_attempts: int = job.max_attempts
+
+    async def progress(
+        self,
+        value: float | None = None,
+        *,
+        step: int | None = None,
+        total: int | None = None,
+        message: str | None = None,
+    ) -> None:
+        """Report progress: a number (a percentage, a count), and/or the step this attempt
+        is at (``step`` of ``total``) with a message. Stored on the job and emitted as a
+        ``progress`` event."""
+        progress = Progress(value=value, step=step, total=total, message=message)
+        await self._flush_logs()
+        await self._app._engine_call(
+            "set_progress", self.job_id, self._run.token, _JSON.encode(progress)
+        )
+
+    def log(self, message: str) -> None:
+        """Append a line to the job's log (stored with the next progress report or when the
+        attempt ends) and to the ``rota.job`` logger."""
+        self._run.logs.append(str(message))
+        log.info(message, extra=self._extra())
+
+    def _extra(self) -> dict[str, Any]:
+        return {"job_id": self.job_id, "queue": self.queue, "attempt": self.attempt}
+
+    async def _flush_logs(self) -> None:
+        logs, self._run.logs = self._run.logs, []
+        for line in logs:
+            await self._app._engine_call("add_log", self.job_id, self._run.token, line)
+
+
+# -- job definitions ------------------------------------------------------------------------
+
+
+class JobDefinition(Generic[P, R]):
+    """A registered job type: its name, payload schema, handler and default options."""
+
+    def __init__(
+        self,
+        fn: Callable[..., Awaitable[R]],
+        *,
+        name: str,
+        payload_type: type[P],
+        result_type: Any,
+        options: JobOptions,
+        takes_context: bool,
+    ) -> None:
+        self.fn = fn
+        self.name = name
+        self.payload_type = payload_type
+        self.result_type = result_type
+        self.options = options
+        self.takes_context = takes_context
+        self._decoder = msgspec.json.Decoder(payload_type)
+        self._result_decoder = msgspec.json.Decoder(result_type)
+        self.app: App | None = None
+
+    def __repr__(self) -> str:
+        return f"<job {self.name!r} queue={self.options.queue!r}>"
+
+    async def __call__(self, args: P, ctx: Context) -> R:
+        return await (self.fn(args, ctx) if self.takes_context else self.fn(args))
+
+    # payloads
+
+    def encode(self, args: P | dict[str, Any]) -> bytes:
+        """The stored payload, validated against the schema (``PayloadError`` names the
+        field) before anything is stored."""
+        if isinstance(args, dict):
+            try:
+                args = msgspec.convert(args, self.payload_type)
+            except msgspec.ValidationError as exc:
+                raise _payload_error(self.name, exc) from None
+        elif not isinstance(args, self.payload_type):
+            raise PayloadError(
+                f"job {self.name!r} takes a {self.payload_type.__name__}, got {type(args).__name__}"
+            )
+        data = _JSON.encode(args)
+        try:  # msgspec does not check field types at construction: check them now
+            self._decoder.decode(data)
+        except msgspec.ValidationError as exc:
+            raise _payload_error(self.name, exc) from None
+        return data
+
+    def decode(self, payload: bytes) -> P:
+        return self._decoder.decode(payload)
+
+    def decode_result(self, data: bytes | None) -> R:
+        return cast(R, None if data is None else self._result_decoder.decode(data))
+
+    # producing
+
+    def _app(self) -> App:
+        if self.app is None:
+            raise ConfigError(f"job {self.name!r} is in a Registry not yet included in an App")
+        return self.app
+
+    def new_job(self, args: P | dict[str, Any], now_ms: int, **overrides: Any) -> NewJob:
+        options = _options(self.options, overrides)
+        return lifecycle.new_job(self.name, self.encode(args), options, now_ms)
+
+    async def enqueue(self, args: P | dict[str, Any], **options: Any) -> JobHandle[R]:
+        """Store one job (options: ``delay``, ``run_at``, ``priority``, ``job_id``/``key``,
+        ``queue``, ``max_attempts``, ``timeout``...); returns its handle once committed."""
+        [handle] = await self.enqueue_many([args], **options)
+        return handle
+
+    async def enqueue_many(
+        self, many: Iterable[P | dict[str, Any]], **options: Any
+    ) -> list[JobHandle[R]]:
+        """Store many jobs in one transaction; all are validated before any is stored."""
+        app = self._app()
+        now = app.clock()
+        jobs = [self.new_job(args, now, **options) for args in many]
+        ids = await app._enqueue(jobs)
+        return [JobHandle(app, job_id, self) for job_id in ids]
+
+    def enqueue_sync(self, args: P | dict[str, Any], **options: Any) -> JobHandle[R]:
+        """``enqueue`` for code that is not async (a web view, a script)."""
+        [handle] = self.enqueue_many_sync([args], **options)
+        return handle
+
+    def enqueue_many_sync(
+        self, many: Iterable[P | dict[str, Any]], **options: Any
+    ) -> list[JobHandle[R]]:
+        app = self._app()
+        now = app.clock()
+        jobs = [self.new_job(args, now, **options) for args in many]
+        ids = app._direct(lambda engine: engine.enqueue(jobs))
+        return [JobHandle(app, job_id, self) for job_id in ids]
+
+
+def _payload_error(name: str, exc: msgspec.ValidationError) -> PayloadError:
+    message = str(exc)
+    field = message.rsplit("at `$.", 1)[1].rstrip("`") if "at `$." in message else None
+    return PayloadError(f"invalid payload for job {name!r}: {message}", field=field)
+
+
+_OPTION_ALIASES = {
+    "delay": "delay_s",
+    "timeout": "timeout_s",
+    "job_id": "key",
+    "run_at": "run_at_ms",
+}
+
+
+def _options(base: JobOptions, overrides: dict[str, Any]) -> JobOptions:
+    """Per-call options over a job's defaults; unknown names raise ConfigError."""
+    if not overrides:
+        return base
+    changes = {}
+    for name, value in overrides.items():
+        field = _OPTION_ALIASES.get(name, name)
+        if field not in JobOptions.__struct_fields__:
+            known = [*JobOptions.__struct_fields__, *_OPTION_ALIASES]
+            raise ConfigError.unknown_option(name, known, "enqueue")
+        if field == "run_at_ms" and hasattr(value, "timestamp"):
+            value = round(value.timestamp() * 1000)
+        changes[field] = value
+    if "delay_s" in changes:
+        changes.setdefault("run_at_ms", None)
+    elif "run_at_ms" in changes:
+        changes.setdefault("delay_s", None)
+    try:
+        return msgspec.structs.replace(base, **changes)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"invalid enqueue option: {exc}") from None
+
+
+# -- handles ----------------------------------------------------------------------------------
+
+
+class JobHandle(Generic[R]):
+    """A job that was enqueued: read its state, wait for its result, cancel it."""
+
+    def __init__(self, app: App, job_id: int, definition: JobDefinition[Any, R] | None) -> None:
+        self.app = app
+        self.id = job_id
+        self.definition = definition
+
+    def __repr__(self) -> str:
+        return f"<JobHandle {self.id}>"
+
+    async def info(self) -> Job:
+        """The stored job (``JobNotFound`` if it was removed)."""
+        return cast(Job, await self.app._engine_call("get", self.id))
+
+    async def status(self) -> JobState:
+        return (await self.info()).state
+
+    async def result(self, timeout: float | None = None) -> R:
+        """Wait until the job finishes; its decoded return value. ``JobFailed`` if it
+        failed or was cancelled; ``TimeoutError`` after ``timeout`` seconds."""
+        with anyio.fail_after(timeout):
+            job = await self.app._wait_finished(self.id)
+        if job.state is JobState.COMPLETED:
+            if self.definition is None:
+                return cast(R, None if job.result is None else msgspec.json.decode(job.result))
+            return self.definition.decode_result(job.result)
+        raise JobFailed(job.id, job.state, job.error)
+
+    async def cancel(self) -> JobState:
+        """Cancel: a waiting or delayed job at once; a running one (in any process) is
+        stopped by its worker within about a third of the lease ttl."""
+        state = cast(JobState, await self.app._engine_call("cancel", self.id))
+        return state
+
+    async def progress(self) -> Progress | None:
+        job = await self.info()
+        return None if job.progress is None else msgspec.json.decode(job.progress, type=Progress)
+
+    async def logs(self, *, limit: int = 100, offset: int = 0) -> list[LogEntry]:
+        return cast(
+            list[LogEntry], await self.app._engine_call("logs", self.id, limit=limit, offset=offset)
+        )
+
+
+class QueueHandle:
+    """Manage one queue: counts, listing, retry, cancel, pause, clean..."""
+
+    def __init__(self, app: App, name: str) -> None:
+        self.app = app
+        self.name = name
+
+    async def counts(self) -> dict[JobState, int]:
+        return cast(dict[JobState, int], await self.app._engine_call("count", self.name))
+
+    async def jobs(
+        self, state: JobState | str | None = None, *, limit: int = 100, offset: int = 0
+    ) -> list[Job]:
+        """One page of jobs (by id), optionally in one state."""
+        state = None if state is None else JobState(state)
+        jobs = await self.app._engine_call(
+            "list_jobs", queue=self.name, state=state, limit=limit, offset=offset
+        )
+        return cast(list[Job], jobs)
+
+    async def get(self, job_id: int) -> Job:
+        return cast(Job, await self.app._engine_call("get", job_id))
+
+    async def retry(self, job_id: int) -> JobState:
+        """Run a failed or cancelled job again (attempts start over)."""
+        state = cast(JobState, await self.app._engine_call("retry", job_id))
+        self.app._wake([self.name])
+        return state
+
+    async def retry_failed(self, *, limit: int = 1000) -> int:
+        """Retry every failed job of the queue (up to ``limit``); returns how many."""
+        failed = await self.jobs(JobState.FAILED, limit=limit)
+        for job in failed:
+            await self.app._engine_call("retry", job.id)
+        self.app._wake([self.name])
+        return len(failed)
+
+    async def cancel(self, job_id: int) -> JobState:
+        return cast(JobState, await self.app._engine_call("cancel", job_id))
+
+    async def promote(self, job_id: int) -> JobState:
+        """Make a delayed job ready now."""
+        state = cast(JobState, await self.app._engine_call("promote", job_id))
+        self.app._wake([self.name])
+        return state
+
+    async def remove(self, job_id: int) -> None:
+        """Delete a job that is not running."""
+        await self.app._engine_call("remove", job_id)
+
+    async def pause(self) -> None:
+        """Stop every runtime from starting jobs of this queue (running ones finish)."""
+        await self._set_paused(True)
+
+    async def resume(self) -> None:
+        await self._set_paused(False)
+
+    async def _set_paused(self, paused: bool) -> None:
+        runtime = self.app._runtime
+        if runtime is not None and self.name in runtime.queues:
+            await (runtime.pause(self.name) if paused else runtime.resume(self.name))
+        else:
+            await self.app._engine_call("set_paused", self.name, paused)
+
+    async def is_paused(self) -> bool:
+        return self.name in cast(set[str], await self.app._engine_call("paused_queues"))
+
+    async def drain(self) -> int:
+        """Delete every waiting and delayed job of the queue; returns how many."""
+        return cast(int, await self.app._engine_call("drain", self.name))
+
+    async def clean(
+        self,
+        state: JobState | str = JobState.COMPLETED,
+        *,
+        older_than_s: float | None = None,
+        keep_last: int | None = None,
+    ) -> int:
+        """Delete finished jobs in ``state`` older than ``older_than_s`` (and/or beyond the
+        newest ``keep_last``); with neither, all of them. Returns how many."""
+        return cast(
+            int,
+            await self.app._engine_call(
+                "prune",
+                queue=self.name,
+                states={JobState(state)},
+                older_than_ms=None if older_than_s is None else round(older_than_s * 1000),
+                keep_last=keep_last,
+            ),
+        )
+
+
+# -- registry and app ---------------------------------------------------------------------------
+
+
+class Registry:
+    """Job definitions, to register in a plugin module and ``App.include`` later::
+
+    registry = rota.Registry()
+
+    @registry.job(queue="mail")
+    async def send_mail(args: Mail) -> None: ...
+    """
+
+    def __init__(self) -> None:
+        self.jobs: dict[str, JobDefinition[Any, Any]] = {}
+
+    @typing.overload
+    def job(self, fn: Callable[..., Awaitable[R]]) -> JobDefinition[Any, R]: ...
+
+    @typing.overload
+    def job(
+        self,
+        *,
+        name: str | None = None,
+        queue: str = DEFAULT_QUEUE,
+        priority: int = 0,
+        max_attempts: int | None = None,
+        backoff: Backoff | None = None,
+        timeout: float | None = None,
+        max_stalls: int | None = None,
+    ) -> Callable[[Callable[..., Awaitable[R]]], JobDefinition[Any, R]]: ...
+
+    def job(
+        self,
+        fn: Callable[..., Awaitable[Any]] | None = None,
+        *,
+        name: str | None = None,
+        queue: str = DEFAULT_QUEUE,
+        priority: int = 0,
+        max_attempts: int | None = None,
+        backoff: Backoff | None = None,
+        timeout: float | None = None,
+        max_stalls: int | None = None,
+    ) -> Any:
+        """Register an ``async def handler(args: SomeStruct[, ctx: Context])``; usable as
+        ``@job`` or ``@job(queue=..., ...)``. Its payload type is the first parameter's
+        annotation; its result type is the return annotation."""
+
+        def register(fn: Callable[..., Awaitable[Any]]) -> JobDefinition[Any, Any]:
+            definition = _define(
+                fn,
+                name=name,
+                queue=queue,
+                priority=priority,
+                max_attempts=max_attempts,
+                backoff=backoff,
+                timeout=timeout,
+                max_stalls=max_stalls,
+            )
+            self.add(definition)
+            return self._adopt(definition)
+
+        return register if fn is None else register(fn)
+
+    def _adopt(self, definition: JobDefinition[Any, Any]) -> JobDefinition[Any, Any]:
+        return definition
+
+    def add(self, definition: JobDefinition[Any, Any]) -> None:
+        existing = self.jobs.get(definition.name)
+        if existing is not None and existing.fn is not definition.fn:
+            raise ConfigError(f"a job named {definition.name!r} is already registered")
+        self.jobs[definition.name] = definition
+
+
+def _define(
+    fn: Callable[..., Awaitable[Any]], *, name: str | None, **opts: Any
+) -> JobDefinition[Any, Any]:
+    if not inspect.iscoroutinefunction(fn):
+        raise ConfigError(
+            f"job handler {fn.__qualname__} must be 'async def' (blocking handlers run on "
+            "the thread pool of a later release)"
+        )
+    params = list(inspect.signature(fn).parameters.values())
+    if not 1 <= len(params) <= 2:
+        raise ConfigError(
+            f"job handler {fn.__qualname__} must take (args) or (args, ctx), got {len(params)}"
+        )
+    hints = typing.get_type_hints(fn)
+    payload_type = hints.get(params[0].name)
+    if not (isinstance(payload_type, type) and issubclass(payload_type, msgspec.Struct)):
+        raise ConfigError(
+            f"job handler {fn.__qualname__}: annotate its first parameter with a "
+            f"msgspec.Struct (its payload schema), got {payload_type!r}"
+        )
+    result_type = hints.get("return", Any)
+    options = {k: v for k, v in opts.items() if v is not None}
+    if "timeout" in options:
+        options["timeout_s"] = options.pop("timeout")
+    try:
+        job_options = JobOptions(**options)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"job {fn.__qualname__}: {exc}") from None
+    return JobDefinition(
+        fn,
+        name=name or f"{fn.__module__}.{fn.__qualname__}",
+        payload_type=payload_type,
+        result_type=result_type,
+        options=job_options,
+        takes_context=len(params) == 2,
+    )
+
+
+class _AppRegistry(Registry):
+    """An app's own registry: what it registers is bound to the app at once."""
+
+    def __init__(self, app: App) -> None:
+        super().__init__()
+        self.app = app
+
+    def _adopt(self, definition: JobDefinition[Any, Any]) -> JobDefinition[Any, Any]:
+        definition.app = self.app
+        return definition
+
+
+class App:
+    """A rota application: its database, its jobs, and the runtime that runs them.
+
+    ``App(database="rota.db", **options)``; the options are those of ``rota.Config``
+    (an unknown one raises ``ConfigError`` with the closest known name).
+    """
+
+    def __init__(
+        self,
+        database: str = "rota.db",
+        *,
+        config: Config | None = None,
+        clock: Callable[[], int] | None = None,
+        **options: Any,
+    ) -> None:
+        base = config if config is not None else Config()
+        self.config = base.replace(database=str(database), **options)
+        #: ms since the epoch; tests pass ``rota.testing.Clock`` to control time
+        self.clock: Callable[[], int] = clock if clock is not None else _now_ms
+        self.registry = _AppRegistry(self)
+        #: register a job handler: ``@app.job`` or ``@app.job(queue=..., ...)`` (see
+        #: ``Registry.job``)
+        self.job = self.registry.job
+        self._runtime: Runtime | None = None
+        self._runtime_token: object | None = None
+        self._local = threading.local()
+        self._engines: list[Engine] = []
+        self._engines_lock = threading.Lock()
+        self._tmpdir: tempfile.TemporaryDirectory[str] | None = None
+        self.database_path = self._resolve_database(self.config.database)
+
+    def _resolve_database(self, database: str) -> str:
+        if database == ":memory:":
+            # Several connections (the Store, producers, the watcher) must see one database:
+            # a private temporary file behaves like :memory: for every caller.
+            self._tmpdir = tempfile.TemporaryDirectory(prefix="rota-")
+            return str(Path(self._tmpdir.name) / "memory.db")
+        return database
+
+    def __repr__(self) -> str:
+        return f"<rota.App {self.database_path!r} jobs={sorted(self.registry.jobs)}>"
+
+    # -- registering --
+
+    def include(self, registry: Registry) -> None:
+        """Add a plugin's job definitions to this app."""
+        for definition in registry.jobs.values():
+            self.registry.add(definition)
+            definition.app = self
+
+    def definition(self, name: str) -> JobDefinition[Any, Any]:
+        try:
+            return self.registry.jobs[name]
+        except KeyError:
+            raise ConfigError.unknown_option(name, self.registry.jobs, "this app's jobs") from None
+
+    def queue(self, name: str = DEFAULT_QUEUE) -> QueueHandle:
+        return QueueHandle(self, name)
+
+    def handle(self, job_id: int) -> JobHandle[Any]:
+        return JobHandle(self, job_id, None)
+
+    @property
+    def queues(self) -> list[str]:
+        """The queues this app's runtime works on."""
+        if self.config.queues is not None:
+            return list(self.config.queues)
+        return sorted({d.options.queue for d in self.registry.jobs.values()})
+
+    # -- running --
+
+    def engine(self) -> SqliteEngine:
+        """A new engine on this app's database (the caller owns and closes it)."""
+        return SqliteEngine(
+            self.database_path, synchronous=self.config.synchronous, clock=self.clock
+        )
+
+    @contextlib.asynccontextmanager
+    async def run(self, **options: Any) -> AsyncIterator[Runtime]:
+        """Run the supervised runtime inside the current task group (trio or asyncio)::
+
+            async with app.run():
+                ...   # jobs run in the background; leaving the block shuts down gracefully
+
+        ``options`` override ``Config`` options for this runtime (``queues``,
+        ``concurrency``...)."""
+        if self._runtime is not None:
+            raise RuntimeError("this app's runtime is already running")
+        config = self.config.replace(**options) if options else self.config
+        queues = config.queues if config.queues is not None else self.queues
+        runtime = Runtime(
+            config=config,
+            queues=queues,
+            engine_factory=self.engine,
+            execute=self._execute,
+        )
+        async with anyio.create_task_group() as tg:
+            await tg.start(runtime.run)
+            self._runtime = runtime
+            self._runtime_token = anyio.lowlevel.current_token()
+            try:
+                yield runtime
+            finally:
+                self._runtime = None
+                self._runtime_token = None
+                with anyio.CancelScope(shield=True):
+                    await runtime.stop()
+
+    def close(self) -> None:
+        """Close the producers' connections (and remove a ``:memory:`` database)."""
+        with self._engines_lock:
+            engines, self._engines = self._engines, []
+        for engine in engines:
+            engine.close()
+        self._local = threading.local()
+        if self._tmpdir is not None:
+            self._tmpdir.cleanup()
+            self._tmpdir = None
+
+    # -- executing (called by the WorkerPool) --
+
+    async def _execute(self, run: JobRun) -> Completion | Failure:
+        job = run.job
+        definition = self.registry.jobs.get(job.name)
+        extra = {"job_id": job.id, "queue": job.queue, "attempt": job.attempt}
+        if definition is None:
+            return Failure(
+                job.id,
+                run.token,
+                f"no handler registered for job {job.name!r} in this worker",
+                FailureKind.UNRECOVERABLE,
+            )
+        try:
+            args = definition.decode(job.payload)
+        except msgspec.ValidationError as exc:
+            return Failure(
+                job.id,
+                run.token,
+                f"payload does not match {definition.payload_type.__name__}: {exc}",
+                FailureKind.UNRECOVERABLE,
+            )
+        ctx = Context(self, run)
+        log.debug("job %d started (attempt %d)", job.id, job.attempt, extra=extra)
+        timeout_s = None if job.timeout_ms is None else job.timeout_ms / 1000
+        try:
+            with anyio.move_on_after(timeout_s if timeout_s is not None else float("inf")) as scope:
+                result = await definition(args, ctx)
+            if scope.cancelled_caught:
+                log.warning("job %d timed out after %g s", job.id, timeout_s, extra=extra)
+                return self._failure(definition, run, f"timed out after {timeout_s:g} s")
+            data = None if result is None else _JSON.encode(result)
+        except Retry as retry:
+            delay_ms = None if retry.delay_s is None else round(retry.delay_s * 1000)
+            return self._failure(definition, run, f"retry requested: {retry.reason}", delay_ms)
+        except Unrecoverable as exc:
+            return Failure(
+                job.id, run.token, f"unrecoverable: {exc.reason}", FailureKind.UNRECOVERABLE
+            )
+        except Exception as exc:
+            log.warning("job %d failed: %r", job.id, exc, extra=extra)
+            text = "".join(traceback.format_exception(exc))[-_MAX_ERROR_CHARS:]
+            return self._failure(definition, run, text)
+        finally:
+            with anyio.CancelScope(shield=True):
+                with contextlib.suppress(Exception):
+                    await ctx._flush_logs()
+        log.debug("job %d completed", job.id, extra=extra)
+        return Completion(job.id, run.token, data)
+
+    @staticmethod
+    def _failure(
+        definition: JobDefinition[Any, Any], run: JobRun, error: str, delay_ms: int | None = None
+    ) -> Failure:
+        backoff = definition.options.backoff
+        if delay_ms is None and isinstance(backoff, Custom):
+            delay_ms = round(backoff.delay_s(run.job.attempt) * 1000)
+        return Failure(run.job.id, run.token, error, FailureKind.ERROR, delay_ms)
+
+    # -- storage access (through the runtime's Store if one runs here, else directly) --
+
+    def _in_runtime_loop(self) -> bool:
+        if self._runtime is None:
+            return False
+        try:
+            return anyio.lowlevel.current_token() == self._runtime_token
+        except Exception:
+            return False
+
+    async def _enqueue(self, jobs: Sequence[NewJob]) -> list[int]:
+        if self._in_runtime_loop():
+            assert self._runtime is not None
+            ids = await self._runtime.store.enqueue(jobs)
+            self._runtime.wake(sorted({job.queue for job in jobs}))
+            return ids
+        return cast(list[int], await self._engine_call("enqueue", list(jobs)))
+
+    def _wake(self, queues: Sequence[str]) -> None:
+        if self._in_runtime_loop():
+            assert self._runtime is not None
+            self._runtime.wake(queues)
+
+    async def _engine_call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """One engine operation: through the Store inside a runtime (group commit), else on
+        a worker thread with a connection of its own."""
+        if self._in_runtime_loop():
+            assert self._runtime is not None
+            store = self._runtime.store
+            direct = getattr(store, method, None)
+            if direct is not None and method not in ("call",):
+                return await direct(*args, **kwargs)
+            return await store.call(method, *args, **kwargs)
+        return await anyio.to_thread.run_sync(
+            lambda: self._direct(lambda engine: getattr(engine, method)(*args, **kwargs))
+        )
+
+    def _direct(self, fn: Callable[[Engine], R]) -> R:
+        """Run ``fn`` on this thread's own engine (created, and migrated, on first use)."""
+        engine: Engine | None = getattr(self._local, "engine", None)
+        if engine is None:
+            engine = self.engine()
+            engine.migrate()
+            self._local.engine = engine
+            with self._engines_lock:
+                self._engines.append(engine)
+        return fn(engine)
+
+    async def _wait_finished(self, job_id: int) -> Job:
+        delay = 0.002
+        while True:
+            job = cast(Job, await self._engine_call("get", job_id))
+            if job.state in FINISHED_STATES:
+                return job
+            if self._in_runtime_loop():
+                assert self._runtime is not None
+                await self._runtime.wait_for_commit(0.05)
+            else:
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 0.1)
+
+    # -- events --
+
+    def events(
+        self,
+        *,
+        queue: str | None = None,
+        kinds: Iterable[EventKind | str] | None = None,
+        after_id: int | None = None,
+    ) -> EventStream:
+        """Job events as they are committed (by this process or any other), from now on
+        (or after ``after_id``), optionally of one queue and some kinds::
+
+            async for event in app.events(kinds=["completed", "failed"]):
+                ...
+        """
+        return EventStream(self, queue, kinds, after_id)
+
+
+class EventStream:
+    """An async iterator over committed job events (see ``App.events``). It holds no
+    resources between reads, so leaving a loop early needs no clean-up."""
+
+    def __init__(
+        self,
+        app: App,
+        queue: str | None,
+        kinds: Iterable[EventKind | str] | None,
+        after_id: int | None,
+    ) -> None:
+        self.app = app
+        self.queue = queue
+        self.kinds = None if kinds is None else {EventKind(k) for k in kinds}
+        self.cursor = after_id
+        self._pending: collections.deque[Event] = collections.deque()
+
+    def __aiter__(self) -> EventStream:
+        return self
+
+    async def __anext__(self) -> Event:
+        app = self.app
+        if self.cursor is None:
+            self.cursor = cast(int, await app._engine_call("last_event_id"))
+        delay = 0.002
+        while True:
+            while self._pending:
+                event = self._pending.popleft()
+                if self.kinds is None or event.kind in self.kinds:
+                    return event
+            batch = cast(
+                list[Event],
+                await app._engine_call("events", self.cursor, limit=1000, queue=self.queue),
+            )
+            if batch:
+                self.cursor = batch[-1].id
+                self._pending.extend(batch)
+                delay = 0.002
+                continue
+            if app._in_runtime_loop():
+                assert app._runtime is not None
+                await app._runtime.wait_for_commit(0.1)
+            else:
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 0.1)
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000

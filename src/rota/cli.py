@@ -1,0 +1,282 @@
+"""The ``rota`` command line.
+
+::
+
+    rota worker module:app [--queue Q ...] [--concurrency N] [--config rota.toml]
+    rota info   (module:app | --db PATH)
+    rota jobs   list (module:app | --db PATH) [--queue Q] [--state S] [--limit N]
+    rota jobs   show|retry|cancel (module:app | --db PATH) JOB_ID
+    rota demo   [--jobs N] [--db PATH]
+
+Options come from the command line, then ``ROTA_*`` environment variables, then a TOML
+file (``--config``); an unknown one is an error that names the closest known option.
+
+``rota worker`` stops gracefully on SIGINT or SIGTERM: it stops claiming, gives running
+jobs ``shutdown_grace_s`` to finish, then cancels and releases them (they run again on the
+next start). A second signal cancels at once (leases still keep the jobs safe).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+import msgspec
+
+from rota.config import Config
+from rota.domain.job import JobState
+from rota.errors import ConfigError, JobNotFound, RotaError, SupervisorGaveUp
+from rota.storage.sqlite import SqliteEngine
+
+__all__ = ["main"]
+
+
+def load_app(spec: str) -> Any:
+    """Import ``module:attribute`` (the attribute defaults to ``app``)."""
+    module_name, _, attribute = spec.partition(":")
+    sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"cannot import {module_name!r}: {exc}") from None
+    app = getattr(module, attribute or "app", None)
+    if app is None:
+        raise ConfigError(f"module {module_name!r} has no attribute {attribute or 'app'!r}")
+    return app
+
+
+# -- worker ------------------------------------------------------------------------------------
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    app = load_app(args.app)
+    options: dict[str, Any] = {}
+    if args.config:
+        options.update(_non_defaults(Config.from_toml(args.config)))
+    options.update(_non_defaults(Config.from_env()))
+    if args.queue:
+        options["queues"] = args.queue
+    if args.concurrency:
+        options["concurrency"] = args.concurrency
+    _setup_logging(args.log_level)
+    return anyio.run(_worker_main, app, options, backend="trio")
+
+
+def _non_defaults(config: Config) -> dict[str, Any]:
+    default = Config()
+    return {
+        name: getattr(config, name)
+        for name in config.__struct_fields__
+        if getattr(config, name) != getattr(default, name) and name != "database"
+    }
+
+
+async def _worker_main(app: Any, options: dict[str, Any]) -> int:
+    log = logging.getLogger("rota.worker")
+    gave_up: list[BaseException] = []
+    try:
+        async with anyio.create_task_group() as tg:
+            async with app.run(**options) as runtime:
+                print(
+                    f"rota worker {runtime.owner.id}: queues {', '.join(runtime.queues)} "
+                    f"on {app.database_path} (Ctrl-C to stop)",
+                    flush=True,
+                )
+                stop = anyio.Event()
+                tg.start_soon(_on_signals, stop, tg.cancel_scope)
+                await stop.wait()
+                print("rota worker: stopping (finishing running jobs)...", flush=True)
+            tg.cancel_scope.cancel()
+    except* SupervisorGaveUp as group:
+        gave_up.extend(group.exceptions)
+    if gave_up:
+        log.error("rota worker gave up: %s", gave_up[0])
+        return 1
+    print("rota worker: stopped", flush=True)
+    return 0
+
+
+async def _on_signals(stop: anyio.Event, scope: anyio.CancelScope) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            if stop.is_set():
+                scope.cancel()  # second signal: stop now
+                return
+            stop.set()
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+# -- database commands ---------------------------------------------------------------------------
+
+
+def _engine(args: argparse.Namespace) -> SqliteEngine:
+    if args.db:
+        path = args.db
+    elif args.app:
+        path = load_app(args.app).database_path
+    else:
+        path = Config.from_env().database
+    engine = SqliteEngine(path)
+    engine.migrate()
+    return engine
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    engine = _engine(args)
+    try:
+        now = engine.now_ms()
+        paused = engine.paused_queues()
+        print(f"database: {args.db or '(from app)'}")
+        rows = [("queue", *(s.value for s in JobState), "paused")]
+        for queue in engine.queues():
+            counts = engine.count(queue)
+            rows.append(
+                (queue, *(str(counts[s]) for s in JobState), "yes" if queue in paused else "")
+            )
+        _table(rows)
+        owners = engine.list_owners()
+        print(f"\nowners: {len(owners)}")
+        for owner in owners:
+            age = (now - owner.heartbeat_at_ms) / 1000
+            local = owner.host == socket.gethostname()
+            alive = "" if not local else (" (alive)" if _pid_alive(owner.pid) else " (gone)")
+            print(
+                f"  {owner.id}  pid {owner.pid}{alive}  queues {', '.join(owner.queues)}"
+                f"  heartbeat {age:.1f} s ago"
+            )
+    finally:
+        engine.close()
+    return 0
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    engine = _engine(args)
+    try:
+        if args.action == "list":
+            state = JobState(args.state) if args.state else None
+            jobs = engine.list_jobs(
+                queue=args.queue, state=state, limit=args.limit, offset=args.offset
+            )
+            rows = [("id", "name", "queue", "state", "attempt", "priority", "error")]
+            for job in jobs:
+                error = (job.error or "").strip().splitlines()[-1:] or [""]
+                rows.append(
+                    (
+                        str(job.id),
+                        job.name,
+                        job.queue,
+                        job.state.value,
+                        f"{job.attempt}/{job.max_attempts}",
+                        str(job.priority),
+                        error[0][:60],
+                    )
+                )
+            _table(rows)
+            return 0
+        if args.job_id is None:
+            print(f"rota jobs {args.action}: a job id is required", file=sys.stderr)
+            return 2
+        if args.action == "show":
+            job = engine.get(args.job_id)
+            data = msgspec.structs.asdict(job)
+            for field in ("payload", "result", "progress"):
+                if data[field] is not None:
+                    data[field] = data[field].decode(errors="replace")
+            print(msgspec.json.format(msgspec.json.encode(data)).decode())
+            for entry in engine.logs(args.job_id, limit=1000):
+                print(f"  log attempt {entry.attempt} @{entry.at_ms}: {entry.message}")
+        elif args.action == "retry":
+            print(f"job {args.job_id}: {engine.retry(args.job_id).value}")
+        elif args.action == "cancel":
+            state = engine.cancel(args.job_id)
+            note = " (cancel requested: its worker stops it)" if state is JobState.ACTIVE else ""
+            print(f"job {args.job_id}: {state.value}{note}")
+    finally:
+        engine.close()
+    return 0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _table(rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+
+
+# -- parser -------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rota", description="rota: durable jobs and actors")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    worker = sub.add_parser("worker", help="run a worker for an app's queues")
+    worker.add_argument("app", help="module:app, e.g. myproject.jobs:app")
+    worker.add_argument("--queue", "-q", action="append", help="queue to work on (repeatable)")
+    worker.add_argument("--concurrency", "-c", type=int, help="jobs at once per queue")
+    worker.add_argument("--config", help="TOML file with rota options")
+    worker.add_argument("--log-level", default="warning", help="logging level (default warning)")
+    worker.set_defaults(fn=cmd_worker)
+
+    info = sub.add_parser("info", help="queues, counts by state, live owners")
+    info.add_argument("app", nargs="?", help="module:app (or --db)")
+    info.add_argument("--db", help="SQLite file")
+    info.set_defaults(fn=cmd_info)
+
+    jobs = sub.add_parser("jobs", help="list, show, retry or cancel jobs")
+    jobs.add_argument("action", choices=["list", "show", "retry", "cancel"])
+    jobs.add_argument("app", nargs="?", help="module:app (or --db)")
+    jobs.add_argument("job_id", nargs="?", type=int)
+    jobs.add_argument("--db", help="SQLite file")
+    jobs.add_argument("--queue")
+    jobs.add_argument("--state", choices=[s.value for s in JobState])
+    jobs.add_argument("--limit", type=int, default=50)
+    jobs.add_argument("--offset", type=int, default=0)
+    jobs.set_defaults(fn=cmd_jobs)
+
+    demo = sub.add_parser("demo", help="run a worker over sample jobs on SQLite")
+    demo.add_argument("rest", nargs=argparse.REMAINDER)
+    demo.set_defaults(fn=lambda a: _demo(a.rest))
+    return parser
+
+
+def _demo(rest: list[str]) -> int:
+    from rota.demo import main as demo_main
+
+    return demo_main(rest)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.fn(args))
+    except (RotaError, JobNotFound, ValueError) as exc:
+        print(f"rota: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,259 @@
+"""The runtime: one process's supervision tree (DESIGN.md section 3).
+
+::
+
+    Runtime              one_for_one, 3 restarts in 60 s; beyond that it gives up, and the
+    │                    process should exit non-zero (leases keep the jobs safe)
+    ├── Store            permanent; owns the database on its thread; group commit
+    ├── Scheduler        permanent; promote, rescue, heartbeat, retention, commit watcher
+    └── QueueSup[q] ...  rest_for_one, 5 restarts in 30 s, one per queue
+        ├── Queue[q]         wake-ups (coalesced) and pause / resume
+        ├── LockRenewer[q]   renews the pool's leases every ttl/3
+        └── WorkerPool[q]    runs the jobs; stopped first, so it drains under renewal
+
+Shutdown runs the tree backwards: each WorkerPool stops claiming, lets running jobs finish
+for ``shutdown_grace_s``, cancels the rest and hands in every settlement; the Scheduler then
+releases what the runtime still holds (so those jobs run again at once, without counting
+against them) and removes the owner; the Store closes last.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from rota.actors.kernel import Actor, ActorRef
+from rota.actors.lock_renewer import LockRenewer
+from rota.actors.queue import Pause, Queue, Resume
+from rota.actors.scheduler import RetentionPolicy, Scheduler, SchedulerSettings, Sweep, SweepResult
+from rota.actors.store import Store, StoreClient
+from rota.actors.worker_pool import (
+    Executor,
+    JobsAvailable,
+    PoolStats,
+    WorkerPool,
+    WorkerPoolStatistics,
+)
+from rota.config import Config
+from rota.domain.event import Owner
+from rota.errors import ActorNotRunning, MailboxFull
+from rota.storage.engine import Engine
+from rota.supervisors import ChildSpec, Restart, Strategy, Supervisor
+
+__all__ = ["Runtime"]
+
+log = logging.getLogger("rota.runtime")
+
+
+def _owner_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+class Runtime:
+    """One process's supervised actors for a set of queues; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        config: Config,
+        queues: Sequence[str],
+        engine_factory: Callable[[], Engine],
+        execute: Executor,
+        watch_other_processes: bool = True,
+    ) -> None:
+        if not queues:
+            raise ValueError("a runtime needs at least one queue (register a job first)")
+        self.config = config
+        self.queues = list(dict.fromkeys(queues))
+        self.owner = Owner(
+            id=_owner_id(),
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            started_at_ms=time.time_ns() // 1_000_000,
+            heartbeat_at_ms=time.time_ns() // 1_000_000,
+            queues=self.queues,
+        )
+        self._commit = anyio.Event()
+        self.store_ref: ActorRef[Store] = ActorRef(
+            "store", lambda: Store(engine_factory, on_commit=self._committed), mailbox_size=4096
+        )
+        self.store = StoreClient(self.store_ref)
+        ttl_ms = round(config.lease_ttl_s * 1000)
+        self.pools: dict[str, ActorRef[Actor]] = {}
+        self.queue_refs: dict[str, ActorRef[Actor]] = {}
+        self.renewers: dict[str, ActorRef[Actor]] = {}
+        queue_sups = []
+        for q in self.queues:
+            settings = config.for_queue(q)
+            pool: ActorRef[Actor] = ActorRef(
+                f"pool[{q}]",
+                _factory(
+                    WorkerPool,
+                    queue=q,
+                    owner=self.owner.id,
+                    store=self.store,
+                    execute=execute,
+                    concurrency=settings.concurrency,
+                    prefetch=settings.prefetch,
+                    lease_ttl_ms=ttl_ms,
+                    shutdown_grace_s=config.shutdown_grace_s,
+                ),
+            )
+            queue_ref: ActorRef[Actor] = ActorRef(
+                f"queue[{q}]", _factory(Queue, queue=q, store=self.store, pool=pool)
+            )
+            renewer: ActorRef[Actor] = ActorRef(
+                f"renewer[{q}]",
+                _factory(LockRenewer, queue=q, store=self.store, pool=pool, lease_ttl_ms=ttl_ms),
+            )
+            self.pools[q], self.queue_refs[q], self.renewers[q] = pool, queue_ref, renewer
+            grace = config.shutdown_grace_s + 5.0
+            queue_sups.append(
+                Supervisor(
+                    f"queue-sup[{q}]",
+                    [
+                        _actor_child(queue_ref, grace_s=5.0),
+                        _actor_child(renewer, grace_s=5.0),
+                        _actor_child(pool, grace_s=grace),
+                    ],
+                    strategy=Strategy.REST_FOR_ONE,
+                    max_restarts=5,
+                    period_s=30.0,
+                )
+            )
+        retention = []
+        for q in self.queues:
+            r = config.for_queue(q)
+            retention.append(
+                RetentionPolicy(
+                    queue=q,
+                    completed_s=r.retain_completed_s,
+                    completed=r.retain_completed,
+                    failed_s=r.retain_failed_s,
+                    failed=r.retain_failed,
+                )
+            )
+        scheduler_settings = SchedulerSettings(
+            scheduler_interval_s=config.scheduler_interval_s,
+            poll_interval_s=config.poll_interval_s,
+            heartbeat_interval_s=config.heartbeat_interval_s,
+            retention_interval_s=config.retention_interval_s,
+            retain_events_s=config.retain_events_s,
+            retention=retention,
+        )
+        self.scheduler_ref: ActorRef[Actor] = ActorRef(
+            "scheduler",
+            _factory(
+                Scheduler,
+                store=self.store,
+                owner=self.owner,
+                settings=scheduler_settings,
+                wake=self.wake,
+                watcher=engine_factory if watch_other_processes else None,
+            ),
+        )
+        self.queue_sups = queue_sups
+        self.root = Supervisor(
+            "runtime",
+            [
+                _actor_child(self.store_ref, grace_s=30.0),
+                _actor_child(self.scheduler_ref, grace_s=10.0),
+                *(sup.child_spec() for sup in queue_sups),
+            ],
+            strategy=Strategy.ONE_FOR_ONE,
+            max_restarts=3,
+            period_s=60.0,
+        )
+
+    # -- running --------------------------------------------------------------------------
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Run the tree until ``stop()``; raises ``SupervisorGaveUp`` if it cannot recover."""
+        log.info("runtime %s starting on queues %s", self.owner.id, ", ".join(self.queues))
+        await self.root.run(task_status=task_status)
+        log.info("runtime %s stopped", self.owner.id)
+
+    async def stop(self) -> None:
+        """Graceful shutdown (see the module docstring); returns when it is done."""
+        await self.root.stop()
+
+    # -- signals ----------------------------------------------------------------------------
+
+    def _committed(self) -> None:
+        self._commit.set()
+        self._commit = anyio.Event()
+
+    async def wait_for_commit(self, timeout_s: float) -> None:
+        """Wait until the Store commits a batch (or ``timeout_s`` passes)."""
+        event = self._commit
+        with anyio.move_on_after(timeout_s):
+            await event.wait()
+
+    def wake(self, queues: Sequence[str] | None = None) -> None:
+        """Tell the queues (default: all) that there may be jobs to claim."""
+        for q in self.queues if queues is None else queues:
+            ref = self.queue_refs.get(q)
+            if ref is None:
+                continue
+            try:
+                ref.try_cast(JobsAvailable())
+            except (MailboxFull, ActorNotRunning):
+                pass  # full: a wake-up is already queued; stopped: it claims when it starts
+
+    # -- controls and introspection ----------------------------------------------------------
+
+    async def pause(self, queue: str) -> None:
+        await self._queue(queue).call(Pause())
+
+    async def resume(self, queue: str) -> None:
+        await self._queue(queue).call(Resume())
+
+    async def sweep(self) -> SweepResult:
+        """Promote and rescue once, now."""
+        result: SweepResult = await self.scheduler_ref.call(Sweep())
+        return result
+
+    async def pool_statistics(self) -> dict[str, WorkerPoolStatistics]:
+        return {q: await ref.call(PoolStats()) for q, ref in self.pools.items()}
+
+    def _queue(self, queue: str) -> ActorRef[Actor]:
+        try:
+            return self.queue_refs[queue]
+        except KeyError:
+            raise ValueError(f"this runtime does not run queue {queue!r}") from None
+
+    def statistics(self) -> dict[str, Any]:
+        """Actors and supervisors at a glance (for ``rota info`` and tests)."""
+        refs: list[ActorRef[Any]] = [
+            self.store_ref,
+            self.scheduler_ref,
+            *self.queue_refs.values(),
+            *self.renewers.values(),
+            *self.pools.values(),
+        ]
+        return {
+            "owner": self.owner.id,
+            "actors": {ref.name: ref.statistics() for ref in refs},
+            "supervisors": [self.root.statistics(), *(s.statistics() for s in self.queue_sups)],
+        }
+
+
+def _factory(cls: type[Actor], **kwargs: Any) -> Callable[[], Actor]:
+    """A fresh behaviour per start: a restarted actor rebuilds its state."""
+    return lambda: cls(**kwargs)
+
+
+def _actor_child(ref: ActorRef[Any], *, grace_s: float) -> ChildSpec:
+    return ChildSpec(
+        ref.name, ref.run, restart=Restart.PERMANENT, stop=ref.request_stop, grace_s=grace_s
+    )
