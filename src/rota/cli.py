@@ -164,6 +164,15 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
+    args.app, args.job_id = None, None
+    for target in args.targets:  # `module:app` and/or a job id, in any order
+        if target.isdigit() and args.job_id is None:
+            args.job_id = int(target)
+        elif args.app is None and not target.isdigit():
+            args.app = target
+        else:
+            print(f"rota jobs: unexpected argument {target!r}", file=sys.stderr)
+            return 2
     engine = _engine(args)
     try:
         if args.action == "list":
@@ -250,8 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     jobs = sub.add_parser("jobs", help="list, show, retry or cancel jobs")
     jobs.add_argument("action", choices=["list", "show", "retry", "cancel"])
-    jobs.add_argument("app", nargs="?", help="module:app (or --db)")
-    jobs.add_argument("job_id", nargs="?", type=int)
+    jobs.add_argument("targets", nargs="*", metavar="[module:app] [JOB_ID]")
     jobs.add_argument("--db", help="SQLite file")
     jobs.add_argument("--queue")
     jobs.add_argument("--state", choices=[s.value for s in JobState])
@@ -272,7 +280,14 @@ def _demo(rest: list[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # argparse cannot put positionals after an option (`rota jobs show --db X 42`): the
+    # jobs command takes the leftovers as its targets; anything else left over is an error.
+    if extra and args.command == "jobs" and not any(e.startswith("-") for e in extra):
+        args.targets = [*args.targets, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args.fn(args))
     except (RotaError, JobNotFound, ValueError) as exc:
