@@ -50,9 +50,9 @@ def test_per_queue_settings_fall_back_to_app_defaults() -> None:
         queue_config={"images": QueueConfig(concurrency=2), "mail": {"retain_completed": 5}},
     )
     images, mail, other = (config.for_queue(q) for q in ("images", "mail", "other"))
-    assert (images.concurrency, images.prefetch, images.retain_completed) == (2, 2, 100)
+    assert (images.concurrency, images.prefetch, images.retain_completed) == (2, 0, 100)
     assert (mail.concurrency, mail.retain_completed) == (8, 5)
-    assert (other.concurrency, other.prefetch) == (8, 8)
+    assert (other.concurrency, other.prefetch) == (8, 0)
 
 
 def test_environment_variables() -> None:

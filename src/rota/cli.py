@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import anyio
+import anyio.abc
 import msgspec
 
 from rota.config import Config
@@ -82,16 +83,19 @@ def _non_defaults(config: Config) -> dict[str, Any]:
 async def _worker_main(app: Any, options: dict[str, Any]) -> int:
     log = logging.getLogger("rota.worker")
     gave_up: list[BaseException] = []
+    stop = anyio.Event()
+    running: list[Any] = []  # the runtime, once started (for a second signal's abort)
     try:
         async with anyio.create_task_group() as tg:
+            # Listen before starting: a signal during start-up also stops gracefully.
+            await tg.start(_on_signals, stop, running)
             async with app.run(**options) as runtime:
+                running.append(runtime)
                 print(
                     f"rota worker {runtime.owner.id}: queues {', '.join(runtime.queues)} "
                     f"on {app.database_path} (Ctrl-C to stop)",
                     flush=True,
                 )
-                stop = anyio.Event()
-                tg.start_soon(_on_signals, stop, tg.cancel_scope)
                 await stop.wait()
                 print("rota worker: stopping (finishing running jobs)...", flush=True)
             tg.cancel_scope.cancel()
@@ -104,13 +108,22 @@ async def _worker_main(app: Any, options: dict[str, Any]) -> int:
     return 0
 
 
-async def _on_signals(stop: anyio.Event, scope: anyio.CancelScope) -> None:
+async def _on_signals(
+    stop: anyio.Event,
+    running: list[Any],
+    *,
+    task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        task_status.started()
         async for _ in signals:
-            if stop.is_set():
-                scope.cancel()  # second signal: stop now
-                return
-            stop.set()
+            if not stop.is_set():
+                stop.set()
+                continue
+            print("rota worker: second signal: cancelling running jobs now", flush=True)
+            for runtime in running:
+                runtime.abort()  # skip the grace period; jobs are released, not lost
+            return
 
 
 def _setup_logging(level: str) -> None:

@@ -52,8 +52,9 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     * ``queues`` (list of names, default: every queue with a registered job): the queues a
       runtime works on.
     * ``concurrency`` (10): jobs that run at once, per queue, per runtime.
-    * ``prefetch`` (``concurrency``): jobs claimed ahead of free slots, so a worker that
-      finishes a job finds the next one in memory.
+    * ``prefetch`` (0): jobs claimed ahead of free slots, so a worker that finishes a job
+      finds the next one in memory. At shutdown they are handed back uncounted; but if the
+      worker process *dies*, each counts a stall like the jobs that were running.
     * ``queue_config`` ({}): per-queue overrides, ``{"images": QueueConfig(concurrency=2)}``.
     * ``lease_ttl_s`` (30.0): how long a lease lasts without renewal; renewed every
       ttl/3. A worker that dies is noticed after at most this long (at once on the same
@@ -77,7 +78,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     synchronous: Literal["FULL", "NORMAL"] = "FULL"
     queues: list[str] | None = None
     concurrency: int = 10
-    prefetch: int | None = None
+    prefetch: int = 0
     queue_config: dict[str, QueueConfig] = {}
     lease_ttl_s: float = 30.0
     poll_interval_s: float = 0.005
@@ -99,7 +100,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
         _positive("heartbeat_interval_s", self.heartbeat_interval_s)
         _positive("retention_interval_s", self.retention_interval_s)
         _positive("retain_events_s", self.retain_events_s)
-        for name in ("prefetch", "retain_completed", "retain_failed"):
+        for name in ("prefetch", "retain_completed", "retain_failed"):  # counts: >= 0
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ConfigError(f"option {name!r} must be >= 0, got {value!r}")
@@ -170,12 +171,10 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     def for_queue(self, queue: str) -> ResolvedQueue:
         """The effective settings of one queue."""
         qc = self.queue_config.get(queue, QueueConfig())
-        concurrency = qc.concurrency if qc.concurrency is not None else self.concurrency
-        prefetch = qc.prefetch if qc.prefetch is not None else self.prefetch
         return ResolvedQueue(
             name=queue,
-            concurrency=concurrency,
-            prefetch=concurrency if prefetch is None else prefetch,
+            concurrency=qc.concurrency if qc.concurrency is not None else self.concurrency,
+            prefetch=qc.prefetch if qc.prefetch is not None else self.prefetch,
             retain_completed_s=_pick(qc.retain_completed_s, self.retain_completed_s),
             retain_completed=_pick(qc.retain_completed, self.retain_completed),
             retain_failed_s=_pick(qc.retain_failed_s, self.retain_failed_s),

@@ -187,6 +187,14 @@ class Runtime:
         """Graceful shutdown (see the module docstring); returns when it is done."""
         await self.root.stop()
 
+    def abort(self) -> None:
+        """Make a shutdown (under way or to come) skip the grace period: running jobs are
+        cancelled at once, settled or released, and run again later."""
+        for ref in self.pools.values():
+            pool = ref.actor
+            if isinstance(pool, WorkerPool):
+                pool.abort()
+
     # -- signals ----------------------------------------------------------------------------
 
     def _committed(self) -> None:

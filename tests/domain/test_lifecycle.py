@@ -146,15 +146,29 @@ def test_stall_on_last_attempt_fails() -> None:
     assert lifecycle.stall(job, NOW + TTL).state is JobState.FAILED
 
 
-def test_release_graceful_requeues_at_once_without_stall() -> None:
+def test_release_graceful_requeues_at_once_in_its_place_without_stall() -> None:
     job = claimed(JobOptions(max_attempts=1))
     released = lifecycle.release(job, NOW + 1, as_stall=False)
     assert (released.state, released.stalls, released.attempt, released.run_at_ms) == (
         JobState.WAITING,
         0,
         1,
-        NOW + 1,
+        job.run_at_ms,  # its old place in the queue, not the back of it
     )
+
+
+def test_unclaim_hands_back_an_unstarted_attempt() -> None:
+    job = claimed(token=11)
+    back = lifecycle.unclaim(job, 11)
+    assert (back.state, back.attempt, back.owner, back.token, back.run_at_ms) == (
+        JobState.WAITING,
+        0,
+        None,
+        None,
+        job.run_at_ms,
+    )
+    with pytest.raises(LeaseLost):
+        lifecycle.unclaim(job, 12)
 
 
 def test_cancel_in_each_state() -> None:

@@ -235,9 +235,23 @@ def test_release_owner_clean_requeues_at_once_without_counting(
     stored = engine.get(job.id)
     assert stored == lifecycle.release(job, clock.now_ms, as_stall=False)
     assert (stored.state, stored.stalls, stored.attempt) == (JobState.WAITING, 0, 1)
-    assert (stored.owner, stored.token, stored.run_at_ms) == (None, None, clock.now_ms)
+    assert (stored.owner, stored.token, stored.run_at_ms) == (None, None, job.run_at_ms)
     [again] = engine.claim("default", "w2", 1, TTL)
     assert (again.id, again.attempt) == (job.id, 2)
+
+
+def test_unclaim_hands_back_unstarted_jobs_uncounted_and_skips_lost_leases(
+    engine: SqliteEngine, make_job: MakeJob
+) -> None:
+    first = claimed(engine, make_job)
+    second = claimed(engine, make_job)
+    assert first.token is not None
+    assert second.token is not None
+    handed_back = engine.unclaim([LeaseRef(first.id, first.token), LeaseRef(second.id, 1)])
+    assert handed_back == [first.id]  # the stale token of the second changes nothing
+    stored = engine.get(first.id)
+    assert (stored.state, stored.attempt, stored.owner) == (JobState.WAITING, 0, None)
+    assert engine.get(second.id) == second
 
 
 def test_release_of_a_job_asked_to_cancel_ends_it_cancelled(

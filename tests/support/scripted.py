@@ -2,7 +2,7 @@
 
 Used in-process (import ``app`` / ``scripted``) and by worker processes
 (``rota worker scripted:app`` with this folder on PYTHONPATH). The database comes from
-``ROTA_DATABASE`` (default ``:memory:``).
+``ROTA_DATABASE`` (default ``:memory:``), its lease ttl from ``SCRIPTED_LEASE_TTL_S``.
 
 Actions: ``ok`` (return ``result``), ``raise`` (RuntimeError), ``hang`` (sleep forever),
 ``sleep`` (``seconds``, then ok), ``block`` (block the event loop ``seconds``), ``exit``
@@ -37,7 +37,7 @@ class Script(msgspec.Struct, frozen=True):
 
 app = App(
     os.environ.get("ROTA_DATABASE", ":memory:"),
-    lease_ttl_s=float(os.environ.get("ROTA_TEST_LEASE_TTL_S", "30")),
+    lease_ttl_s=float(os.environ.get("SCRIPTED_LEASE_TTL_S", "30")),
 )
 
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Final
 
 import anyio
 import msgspec
@@ -40,7 +40,16 @@ from rota.domain.job import JobState
 from rota.errors import ActorNotRunning, CallTimeout, StorageError
 from rota.storage.engine import Engine
 
-__all__ = ["RetentionPolicy", "Scheduler", "SchedulerSettings", "Sweep", "SweepResult"]
+__all__ = [
+    "RetentionPolicy",
+    "Scheduler",
+    "SchedulerSettings",
+    "Sweep",
+    "SweepResult",
+    "owner_alive",
+    "pid_alive",
+    "process_started_ms",
+]
 
 log = logging.getLogger("rota.scheduler")
 
@@ -76,14 +85,56 @@ class SchedulerSettings(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether a process with this pid exists on this host."""
+    """Whether a process with this pid exists on this host (a zombie does not count)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True  # exists, owned by someone else
-    return True
+        pass  # exists, owned by someone else
+    stat = _proc_stat(pid)
+    return stat is None or stat[0] != "Z"
+
+
+def owner_alive(owner: Owner, me: Owner) -> bool:
+    """Whether a same-host owner's process still runs.
+
+    Not when its pid is ours (in a container every restart is pid 1 again), when the pid
+    is gone or a zombie, or when the process now holding the pid started after the owner
+    registered (the pid was reused). Where ``/proc`` is missing, only the first checks run.
+    """
+    if owner.pid == me.pid or not pid_alive(owner.pid):
+        return False
+    started_ms = process_started_ms(owner.pid)
+    return started_ms is None or started_ms <= owner.started_at_ms + _START_SLACK_MS
+
+
+#: /proc gives process start times to the clock tick, and boot time to the second.
+_START_SLACK_MS: Final = 2_000
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """Fields 3.. of /proc/<pid>/stat (state first), or None where unavailable."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read().decode(errors="replace")
+    except OSError:
+        return None
+    return data[data.rfind(")") + 2 :].split()
+
+
+def process_started_ms(pid: int) -> int | None:
+    """When a process started, in ms since the epoch (Linux), else None."""
+    fields = _proc_stat(pid)
+    if fields is None or len(fields) < 20:
+        return None
+    try:
+        with open("/proc/stat", "rb") as f:
+            boot_s = next(int(line.split()[1]) for line in f if line.startswith(b"btime "))
+        ticks = int(fields[19])  # field 22 of the whole line: starttime, in clock ticks
+        return round((boot_s + ticks / os.sysconf("SC_CLK_TCK")) * 1000)
+    except (OSError, StopIteration, ValueError):
+        return None
 
 
 class Scheduler(Actor):
@@ -136,7 +187,7 @@ class Scheduler(Actor):
         for other in await self.store.list_owners():
             if other.id == self.owner.id or other.host != self.owner.host:
                 continue
-            if pid_alive(other.pid):
+            if owner_alive(other, self.owner):
                 continue
             released = await self.store.release_owner(other.id, as_stall=True)
             await self.store.remove_owner(other.id)

@@ -241,6 +241,7 @@ CALLABLE: Final = frozenset(
         "promote",
         "remove",
         "drain",
+        "unclaim",
     }
 )
 
@@ -559,3 +560,6 @@ class StoreClient:
 
     async def drain(self, queue: str) -> int:
         return cast(int, await self.call("drain", queue))
+
+    async def unclaim(self, leases: Sequence[LeaseRef]) -> list[int]:
+        return cast(list[int], await self.call("unclaim", list(leases)))

@@ -180,6 +180,8 @@ class WorkerPool(Actor):
         self.maybe_work = True
         self.wake = _Signal()
         self.idle = _Signal()
+        self.grace_scope: anyio.CancelScope | None = None
+        self.aborted = False
         self.counts = dict.fromkeys(
             ("claimed", "completed", "failed", "cancelled", "lost", "store_calls"), 0
         )
@@ -201,7 +203,8 @@ class WorkerPool(Actor):
         self.draining = True
         self.buffer_in.close()
         self.wake.set()
-        with anyio.move_on_after(self.shutdown_grace_s):
+        grace_s = 0.0 if self.aborted else self.shutdown_grace_s
+        with anyio.move_on_after(grace_s) as self.grace_scope:
             while self.running:
                 await self.idle.wait()
         for run in list(self.held.values()):
@@ -210,8 +213,33 @@ class WorkerPool(Actor):
             await self.idle.wait(0.05)
         try:
             await self._flush()
+            await self._hand_back_unstarted()
         finally:
             self.buffer_out.close()
+
+    def abort(self) -> None:
+        """Cut the shutdown grace period short: cancel running jobs now (they are released
+        and run again). Safe to call at any time; only matters while stopping."""
+        self.aborted = True
+        if self.grace_scope is not None:
+            self.grace_scope.cancel()
+
+    async def _hand_back_unstarted(self) -> None:
+        """Jobs claimed ahead and never started go back as if never claimed: their attempt
+        is not counted (the rest of the owner's leases are released by the runtime)."""
+        unstarted = [
+            LeaseRef(run.job.id, run.token) for run in self.held.values() if not run.started_at
+        ]
+        if not unstarted:
+            return
+        with anyio.CancelScope(shield=True):
+            try:
+                handed_back = await self.store.unclaim(unstarted)
+            except (StorageError, ActorNotRunning, CallTimeout) as exc:
+                log.warning("queue %s: could not hand back unstarted jobs: %r", self.queue, exc)
+                return
+        for job_id in handed_back:
+            self.held.pop(job_id, None)
 
     async def handle(self, message: Any) -> Any:
         match message:

@@ -46,6 +46,7 @@ __all__ = [
     "retry_delay_ms",
     "stall",
     "stall_error",
+    "unclaim",
 ]
 
 
@@ -186,21 +187,17 @@ def release(
     """Take an active job back from its owner, whatever its lease.
 
     ``as_stall=True`` (the owner died): a stall, as in ``stall``. ``as_stall=False`` (the
-    owner is shutting down cleanly): the job is ready again at once and nothing is counted
-    against it; the interrupted attempt stays counted in ``attempt``.
+    owner is shutting down cleanly): the job is ready again at once, in its old place in
+    the queue, and nothing is counted against it; the interrupted attempt stays counted in
+    ``attempt`` (an attempt that never started is handed back with ``unclaim`` instead).
     """
     if job.state is not JobState.ACTIVE:
         raise InvalidTransition(job, "release")
     if job.cancel_requested:
         return _finish(job, JobState.CANCELLED, now_ms, error="cancelled while its owner was lost")
-    if not as_stall:
+    if not as_stall:  # interrupted, not rescheduled: it keeps its place in the queue
         return _replace(
-            job,
-            state=JobState.WAITING,
-            run_at_ms=now_ms,
-            owner=None,
-            token=None,
-            lease_expires_at_ms=None,
+            job, state=JobState.WAITING, owner=None, token=None, lease_expires_at_ms=None
         )
     error = error if error is not None else stall_error(job)
     stalled = _replace(job, stalls=job.stalls + 1)
@@ -214,6 +211,20 @@ def release(
     if stalled.attempt >= stalled.max_attempts:
         return _finish(stalled, JobState.FAILED, now_ms, error=error)
     return _requeue(stalled, now_ms, error, None, u)
+
+
+def unclaim(job: Job, token: int) -> Job:
+    """Undo a claim whose attempt never started (a job claimed ahead, then handed back at
+    shutdown): waiting again, the attempt not counted. Fenced by the token."""
+    _check_lease(job, token)
+    return _replace(
+        job,
+        state=JobState.WAITING,
+        attempt=max(job.attempt - 1, 0),
+        owner=None,
+        token=None,
+        lease_expires_at_ms=None,
+    )
 
 
 def cancel(job: Job, now_ms: int) -> Job:

@@ -26,6 +26,7 @@ Operations, one sentence each:
 * ``settle_and_claim(completions, failures, claim)``: settle a batch of attempts and claim
   the next jobs in one transaction (the fast path); lost leases are reported, not raised.
 * ``release_owner(owner, as_stall)``: take back every lease an owner holds.
+* ``unclaim(leases)``: hand back leases whose attempt never started.
 * ``promote_due(queue)``: move delayed jobs whose time has come to waiting.
 * ``rescue_expired()``: treat every expired lease as a stall (see ``lifecycle.stall``).
 * ``cancel(job_id)``: cancel a waiting or delayed job, or ask an active one to stop.
@@ -195,6 +196,12 @@ class Engine(Protocol):
 
     def release_owner(self, owner: str, *, as_stall: bool) -> list[int]:
         """Take back every lease ``owner`` holds; returns the job ids."""
+        ...
+
+    def unclaim(self, leases: Sequence[LeaseRef]) -> list[int]:
+        """Hand back leases whose attempt never started (``lifecycle.unclaim``): waiting
+        again, attempt not counted, no event. Leases no longer held are skipped; returns
+        the ids handed back."""
         ...
 
     def promote_due(self, queue: str | None = None) -> int:

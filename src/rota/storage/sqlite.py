@@ -868,6 +868,18 @@ class SqliteEngine:
         self._record(events)
         return released
 
+    @_write("hand back unstarted jobs")
+    def unclaim(self, leases: Sequence[LeaseRef]) -> list[int]:
+        handed_back = []
+        for lease in leases:
+            row = self._conn.execute(sql.SELECT_HELD_JOB, (lease.job_id, lease.token)).fetchone()
+            if row is None:
+                continue  # no longer held: nothing to hand back
+            job = _job(row)
+            if self._write_transition(job, lifecycle.unclaim(job, lease.token)):
+                handed_back.append(job.id)
+        return handed_back
+
     @_write("promote due jobs")
     def promote_due(self, queue: str | None = None) -> int:
         now = self._clock()
