@@ -29,6 +29,7 @@ import collections
 import contextlib
 import inspect
 import logging
+import re
 import tempfile
 import threading
 import time
@@ -45,11 +46,11 @@ import msgspec
 from rota.actors.worker_pool import JobRun
 from rota.config import Config
 from rota.domain import lifecycle
-from rota.domain.backoff import Backoff, Custom
+from rota.domain.backoff import Backoff, Custom, Exponential, Fixed, Linear
 from rota.domain.event import Event, EventKind, LogEntry, Progress
 from rota.domain.job import DEFAULT_QUEUE, FINISHED_STATES, Job, JobOptions, JobState, NewJob
 from rota.domain.outcome import FailureKind, Retry, Unrecoverable
-from rota.errors import ConfigError, JobFailed, PayloadError
+from rota.errors import ConfigError, JobFailed, PayloadError, did_you_mean
 from rota.runtime import Runtime
 from rota.storage.engine import Completion, Engine, Failure
 from rota.storage.sqlite import SqliteEngine
@@ -154,6 +155,14 @@ class JobDefinition(Generic[P, R]):
         """The stored payload, validated against the schema (``PayloadError`` names the
         field) before anything is stored."""
         if isinstance(args, dict):
+            fields = self.payload_type.__struct_fields__
+            for key in args:
+                if key not in fields:
+                    raise PayloadError(
+                        f"invalid payload for job {self.name!r}: unknown field {key!r}"
+                        f"{did_you_mean(str(key), fields)}",
+                        field=str(key),
+                    )
             try:
                 args = msgspec.convert(args, self.payload_type)
             except msgspec.ValidationError as exc:
@@ -218,9 +227,37 @@ class JobDefinition(Generic[P, R]):
 
 
 def _payload_error(name: str, exc: msgspec.ValidationError) -> PayloadError:
+    """Name the offending field as a dotted path (``inner.x``), also for missing ones."""
     message = str(exc)
-    field = message.rsplit("at `$.", 1)[1].rstrip("`") if "at `$." in message else None
-    return PayloadError(f"invalid payload for job {name!r}: {message}", field=field)
+    path = message.rsplit("- at `$", 1)[1].rstrip("`").lstrip(".") if "- at `$" in message else ""
+    missing = re.match(r"Object missing required field `([^`]+)`", message)
+    parts = [p for p in (path, missing.group(1) if missing else "") if p]
+    return PayloadError(
+        f"invalid payload for job {name!r}: {message}", field=".".join(parts) or None
+    )
+
+
+class _OptionTypes(msgspec.Struct, forbid_unknown_fields=True):
+    """The types job options must have (``backoff`` is checked apart: it may be custom)."""
+
+    queue: str | None = None
+    priority: int | None = None
+    delay_s: float | None = None
+    run_at_ms: int | None = None
+    max_attempts: int | None = None
+    timeout_s: float | None = None
+    max_stalls: int | None = None
+    key: str | None = None
+
+
+def _check_option_types(options: dict[str, Any], where: str) -> None:
+    backoff = options.get("backoff")
+    if backoff is not None and not isinstance(backoff, (Fixed, Exponential, Linear, Custom)):
+        raise ConfigError(f"invalid {where} option 'backoff': {backoff!r} is not a policy")
+    try:
+        msgspec.convert({k: v for k, v in options.items() if k != "backoff"}, _OptionTypes)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"invalid {where} option: {exc}") from None
 
 
 _OPTION_ALIASES = {
@@ -244,6 +281,7 @@ def _options(base: JobOptions, overrides: dict[str, Any]) -> JobOptions:
         if field == "run_at_ms" and hasattr(value, "timestamp"):
             value = round(value.timestamp() * 1000)
         changes[field] = value
+    _check_option_types(changes, "enqueue")
     if "delay_s" in changes:
         changes.setdefault("run_at_ms", None)
     elif "run_at_ms" in changes:
@@ -491,6 +529,7 @@ def _define(
     options = {k: v for k, v in opts.items() if v is not None}
     if "timeout" in options:
         options["timeout_s"] = options.pop("timeout")
+    _check_option_types(options, f"job {fn.__qualname__}")
     try:
         job_options = JobOptions(**options)
     except (TypeError, ValueError) as exc:
@@ -533,7 +572,7 @@ class App:
         **options: Any,
     ) -> None:
         base = config if config is not None else Config()
-        self.config = base.replace(database=str(database), **options)
+        self.config = base.replace(database=str(database), where="rota.App", **options)
         #: ms since the epoch; tests pass ``rota.testing.Clock`` to control time
         self.clock: Callable[[], int] = clock if clock is not None else _now_ms
         self.registry = _AppRegistry(self)
@@ -613,17 +652,22 @@ class App:
             engine_factory=self.engine,
             execute=self._execute,
         )
+        body_error: Exception | None = None
         async with anyio.create_task_group() as tg:
             await tg.start(runtime.run)
             self._runtime = runtime
             self._runtime_token = anyio.lowlevel.current_token()
             try:
                 yield runtime
+            except Exception as exc:  # re-raised as itself below, not inside a group
+                body_error = exc
             finally:
                 self._runtime = None
                 self._runtime_token = None
                 with anyio.CancelScope(shield=True):
                     await runtime.stop()
+        if body_error is not None:
+            raise body_error
 
     def close(self) -> None:
         """Close the producers' connections (and remove a ``:memory:`` database)."""
@@ -771,6 +815,8 @@ class App:
             async for event in app.events(kinds=["completed", "failed"]):
                 ...
         """
+        if after_id is None:  # "from now on" means from this call, not the first read
+            after_id = self._direct(lambda engine: engine.last_event_id())
         return EventStream(self, queue, kinds, after_id)
 
 

@@ -131,14 +131,14 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
         except msgspec.ValidationError as exc:
             raise ConfigError(f"invalid option for {where}: {exc}") from None
 
-    def replace(self, **options: Any) -> Config:
+    def replace(self, *, where: str = "Config", **options: Any) -> Config:
         """A copy with some options changed (validated like ``from_options``)."""
         merged = {name: getattr(self, name) for name in self.__struct_fields__}
         merged.update(options)
         for name in options:
             if name not in self.__struct_fields__:
-                raise ConfigError.unknown_option(name, self.__struct_fields__, "Config")
-        return Config.from_options("Config", **merged)
+                raise ConfigError.unknown_option(name, self.__struct_fields__, where)
+        return Config.from_options(where, **merged)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **defaults: Any) -> Config:

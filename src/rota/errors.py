@@ -60,10 +60,14 @@ class ConfigError(RotaError, ValueError):
     @classmethod
     def unknown_option(cls, name: str, known: Iterable[str], where: str) -> ConfigError:
         """``unknown option 'concurency' for WorkerConfig, did you mean 'concurrency'?``"""
-        known = sorted(known)
-        close = difflib.get_close_matches(name, known, n=1)
-        hint = f", did you mean {close[0]!r}?" if close else f" (known: {', '.join(known)})"
-        return cls(f"unknown option {name!r} for {where}{hint}")
+        return cls(f"unknown option {name!r} for {where}{did_you_mean(name, known)}")
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """``", did you mean 'x'?"`` for the closest known name, else the list of known names."""
+    known = sorted(known)
+    close = difflib.get_close_matches(name, known, n=1)
+    return f", did you mean {close[0]!r}?" if close else f" (known: {', '.join(known)})"
 
 
 class StorageError(RotaError):

@@ -208,7 +208,8 @@ class WorkerPool(Actor):
             while self.running:
                 await self.idle.wait()
         for run in list(self.held.values()):
-            run.cancel("shutdown")
+            if run.started_at:  # the unstarted ones are handed back below
+                run.cancel("shutdown")
         while self.running:
             await self.idle.wait(0.05)
         try:
@@ -227,19 +228,20 @@ class WorkerPool(Actor):
     async def _hand_back_unstarted(self) -> None:
         """Jobs claimed ahead and never started go back as if never claimed: their attempt
         is not counted (the rest of the owner's leases are released by the runtime)."""
-        unstarted = [
-            LeaseRef(run.job.id, run.token) for run in self.held.values() if not run.started_at
-        ]
-        if not unstarted:
+        runs = [run for run in self.held.values() if not run.started_at and not run.cancel_reason]
+        if not runs:
             return
+        for run in runs:
+            run.cancel("handed back")  # a worker that takes it from the buffer skips it
+        unstarted = [LeaseRef(run.job.id, run.token) for run in runs]
         with anyio.CancelScope(shield=True):
             try:
-                handed_back = await self.store.unclaim(unstarted)
+                await self.store.unclaim(unstarted)
             except (StorageError, ActorNotRunning, CallTimeout) as exc:
+                # Not renewed any more, their leases expire and the jobs are rescued.
                 log.warning("queue %s: could not hand back unstarted jobs: %r", self.queue, exc)
-                return
-        for job_id in handed_back:
-            self.held.pop(job_id, None)
+        for run in runs:
+            self.held.pop(run.job.id, None)
 
     async def handle(self, message: Any) -> Any:
         match message:
@@ -254,9 +256,13 @@ class WorkerPool(Actor):
             case CurrentLeases():
                 return [LeaseRef(run.job.id, run.token) for run in self.held.values()]
             case SetPaused(paused):
+                # Claims honour the stored flag (so a resume from any process works); here
+                # only what this pool already holds must not start while paused.
                 self.paused = paused
                 self.maybe_work = True
                 self.wake.set()
+                if paused:
+                    await self._hand_back_unstarted()
             case PoolStats():
                 return self.statistics()
             case _:
@@ -283,7 +289,7 @@ class WorkerPool(Actor):
         while not self.draining:
             want = self._free()
             claim = None
-            if want > 0 and self.maybe_work and not self.paused:
+            if want > 0 and self.maybe_work:
                 claim = ClaimRequest(self.queue, self.owner, want, self.lease_ttl_ms)
             if claim is None and not self.completions and not self.failures:
                 await self.wake.wait()
