@@ -32,6 +32,7 @@ import anyio
 import anyio.abc
 import msgspec
 
+from rota.actors.scheduler import pid_alive
 from rota.config import Config
 from rota.domain.job import JobState
 from rota.errors import ConfigError, JobNotFound, RotaError, SupervisorGaveUp
@@ -166,7 +167,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         for owner in owners:
             age = (now - owner.heartbeat_at_ms) / 1000
             local = owner.host == socket.gethostname()
-            alive = "" if not local else (" (alive)" if _pid_alive(owner.pid) else " (gone)")
+            alive = "" if not local else (" (alive)" if pid_alive(owner.pid) else " (gone)")
             print(
                 f"  {owner.id}  pid {owner.pid}{alive}  queues {', '.join(owner.queues)}"
                 f"  heartbeat {age:.1f} s ago"
@@ -230,16 +231,6 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     finally:
         engine.close()
     return 0
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _table(rows: Sequence[Sequence[str]]) -> None:
