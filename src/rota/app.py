@@ -703,14 +703,19 @@ class App:
                 FailureKind.UNRECOVERABLE,
             )
         ctx = Context(self, run)
-        log.debug("job %d started (attempt %d)", job.id, job.attempt, extra=extra)
+        debug = log.isEnabledFor(logging.DEBUG)
+        if debug:
+            log.debug("job %d started (attempt %d)", job.id, job.attempt, extra=extra)
         timeout_s = None if job.timeout_ms is None else job.timeout_ms / 1000
         try:
-            with anyio.move_on_after(timeout_s if timeout_s is not None else float("inf")) as scope:
+            if timeout_s is None:  # the common case: no scope to open and close per job
                 result = await definition(args, ctx)
-            if scope.cancelled_caught:
-                log.warning("job %d timed out after %g s", job.id, timeout_s, extra=extra)
-                return self._failure(definition, run, f"timed out after {timeout_s:g} s")
+            else:
+                with anyio.move_on_after(timeout_s) as scope:
+                    result = await definition(args, ctx)
+                if scope.cancelled_caught:
+                    log.warning("job %d timed out after %g s", job.id, timeout_s, extra=extra)
+                    return self._failure(definition, run, f"timed out after {timeout_s:g} s")
             data = None if result is None else _JSON.encode(result)
         except Retry as retry:
             delay_ms = None if retry.delay_s is None else round(retry.delay_s * 1000)
@@ -724,10 +729,11 @@ class App:
             text = "".join(traceback.format_exception(exc))[-_MAX_ERROR_CHARS:]
             return self._failure(definition, run, text)
         finally:
-            with anyio.CancelScope(shield=True):
-                with contextlib.suppress(Exception):
+            if run.logs:
+                with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                     await ctx._flush_logs()
-        log.debug("job %d completed", job.id, extra=extra)
+        if debug:
+            log.debug("job %d completed", job.id, extra=extra)
         return Completion(job.id, run.token, data)
 
     @staticmethod

@@ -34,6 +34,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, Literal
 
 import anyio
+import anyio.lowlevel
 import msgspec
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
@@ -60,6 +61,8 @@ log = logging.getLogger("rota.worker")
 
 #: How long the feeder waits before asking again after a Store error (it retries).
 STORE_RETRY_S: Final = 0.5
+#: A worker yields to the scheduler at least once per this many jobs it takes.
+CHECKPOINT_EVERY: Final = 32
 
 
 class JobsAvailable(msgspec.Struct, frozen=True):
@@ -130,19 +133,27 @@ Executor = Callable[[JobRun], Awaitable[Completion | Failure]]
 
 
 class _Signal:
-    """Wakes the feeder: set any number of times, consumed by one wait."""
+    """Wakes the feeder: set any number of times, consumed by one wait. Setting a signal
+    already set costs one attribute test (it happens once per job)."""
+
+    __slots__ = ("_event", "_is_set")
 
     def __init__(self) -> None:
         self._event = anyio.Event()
+        self._is_set = False
 
     def set(self) -> None:
-        self._event.set()
+        if not self._is_set:
+            self._is_set = True
+            self._event.set()
 
     async def wait(self, timeout_s: float = math.inf) -> None:
-        with anyio.move_on_after(timeout_s):
-            await self._event.wait()
-        if self._event.is_set():
+        if not self._is_set:
+            with anyio.move_on_after(timeout_s):
+                await self._event.wait()
+        if self._is_set:
             self._event = anyio.Event()
+            self._is_set = False
 
 
 class WorkerPool(Actor):
@@ -286,12 +297,21 @@ class WorkerPool(Actor):
         return self.concurrency + self.prefetch - len(self.held)
 
     async def _feeder(self) -> None:
+        # With prefetch, claim in batches of at least half the window while the buffer
+        # still feeds the workers: the Store claims the next batch while the loop runs
+        # this one. Without prefetch (or once the buffer is dry), claim any free slot.
+        batch_min = max(1, (self.concurrency + self.prefetch) // 2) if self.prefetch else 1
         while not self.draining:
             want = self._free()
+            buffered = len(self.held) - self.running
             claim = None
-            if want > 0 and self.maybe_work:
+            if want > 0 and self.maybe_work and (want >= batch_min or buffered == 0):
                 claim = ClaimRequest(self.queue, self.owner, want, self.lease_ttl_ms)
-            if claim is None and not self.completions and not self.failures:
+            settle = len(self.completions) + len(self.failures)
+            if claim is None and (
+                not settle or (self.maybe_work and buffered and settle < batch_min)
+            ):
+                # nothing to do, or settlements that can ride with the next claim
                 await self.wake.wait()
                 continue
             completions, failures = self.completions, self.failures
@@ -338,12 +358,26 @@ class WorkerPool(Actor):
     # -- running ----------------------------------------------------------------------
 
     async def _worker(self) -> None:
+        buffer = self.buffer_out
+        taken = 0
         try:
-            async for run in self.buffer_out:
+            while True:
+                # Take what is buffered without a checkpoint per job; yield every
+                # CHECKPOINT_EVERY jobs so a run of handlers that never await stays fair.
+                try:
+                    run = buffer.receive_nowait()
+                except anyio.WouldBlock:
+                    run = await buffer.receive()
+                    taken = 0
+                else:
+                    taken += 1
+                    if taken >= CHECKPOINT_EVERY:
+                        taken = 0
+                        await anyio.lowlevel.checkpoint()
                 if self.draining:
                     break  # leave it held: released with the owner's leases
                 await self._run(run)
-        except anyio.ClosedResourceError:
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
             pass  # the pool stopped
 
     async def _run(self, run: JobRun) -> None:
@@ -373,7 +407,8 @@ class WorkerPool(Actor):
             self.running -= 1
             if outcome is not None or run.cancel_reason in ("lost", "cancel"):
                 del self.held[job.id]
-            self.idle.set()
+            if self.draining:
+                self.idle.set()
         if outcome is None:
             return
         if isinstance(outcome, Completion):
