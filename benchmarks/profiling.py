@@ -5,6 +5,7 @@
     python -m benchmarks.profiling drain   [--jobs 100000] [--sync FULL] [--top 25]
     python -m benchmarks.profiling latency [--pings 3000]  [--sync FULL] [--top 25]
     python -m benchmarks.profiling enqueue [--jobs 100000] [--sync FULL] [--top 25]
+    python -m benchmarks.profiling enqueue_many [--jobs 100000] [--sync FULL] [--top 25]
 
 Runs the workload (the same as the suite's ``drain`` / same-process ``latency`` cases)
 under ``py-spy record`` (every thread: the event loop *and* the Store's engine thread,
@@ -75,6 +76,14 @@ def run_enqueue(jobs: int, sync: str) -> None:
     with scratch_dir() as d:
         rate = enqueue_in_runtime(d / "bench.db", sync, jobs, 1)
     print(f"enqueue, 1 producer in app.run(): {rate:,.0f} jobs/s", file=sys.stderr)
+
+
+def run_enqueue_many(jobs: int, sync: str) -> None:
+    from .rota_bench import enqueue_many
+
+    with scratch_dir() as d:
+        rate = enqueue_many(d / "bench.db", sync, jobs, in_runtime=False)
+    print(f"enqueue_many, 1,000 per call, no runtime: {rate:,.0f} jobs/s", file=sys.stderr)
 
 
 # -- reading py-spy's collapsed stacks ------------------------------------------------------
@@ -156,12 +165,13 @@ RUNS: dict[str, Callable[[argparse.Namespace], None]] = {
     "drain": lambda args: run_drain(args.jobs, args.sync),
     "latency": lambda args: run_latency(args.pings, args.sync),
     "enqueue": lambda args: run_enqueue(args.jobs, args.sync),
+    "enqueue_many": lambda args: run_enqueue_many(args.jobs, args.sync),
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.profiling")
-    parser.add_argument("what", choices=("drain", "latency", "enqueue", "target"))
+    parser.add_argument("what", choices=("drain", "latency", "enqueue", "enqueue_many", "target"))
     parser.add_argument("--jobs", type=int, default=100_000)
     parser.add_argument("--pings", type=int, default=3_000)
     parser.add_argument("--sync", default="FULL", choices=("FULL", "NORMAL"))
