@@ -26,6 +26,7 @@ import signal
 import socket
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -272,7 +273,19 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.set_defaults(fn=cmd_jobs)
 
     sub.add_parser("demo", help="run a worker over sample jobs on SQLite (see rota demo -h)")
+    sub.add_parser("bench", help="the benchmark suite of a source checkout (see rota bench -h)")
     return parser
+
+
+def _bench(rest: list[str]) -> int:
+    """Run ``benchmarks/`` of a source checkout (it is not installed with rota)."""
+    root = Path(__file__).resolve().parents[2]
+    if not (root / "benchmarks" / "__main__.py").is_file():
+        print("rota bench needs a source checkout (benchmarks/ is not installed)", file=sys.stderr)
+        return 2
+    sys.path.insert(0, str(root))
+    suite = importlib.import_module("benchmarks.__main__")  # not part of the package
+    return int(suite.main(rest))
 
 
 def _demo(rest: list[str]) -> int:
@@ -285,6 +298,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["demo"]:  # the demo parses its own options
         return _demo(argv[1:])
+    if argv[:1] == ["bench"]:  # so does the benchmark suite
+        return _bench(argv[1:])
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # argparse cannot put positionals after an option (`rota jobs show --db X 42`): the
