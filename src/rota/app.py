@@ -29,6 +29,7 @@ import collections
 import contextlib
 import inspect
 import logging
+import os
 import re
 import tempfile
 import threading
@@ -37,7 +38,7 @@ import traceback
 import typing
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Generic, Literal, TypeVar, cast
 
 import anyio
 import anyio.to_thread
@@ -63,6 +64,8 @@ P = TypeVar("P", bound=msgspec.Struct)
 R = TypeVar("R")
 
 _JSON = msgspec.json.Encoder()
+#: First poll delay when waiting for another connection's commits (then doubling).
+_FIRST_POLL_S = 0.002
 _MAX_ERROR_CHARS = 8000
 
 
@@ -627,10 +630,12 @@ class App:
 
     # -- running --
 
-    def engine(self) -> SqliteEngine:
+    def engine(self, *, synchronous: Literal["FULL", "NORMAL"] | None = None) -> SqliteEngine:
         """A new engine on this app's database (the caller owns and closes it)."""
         return SqliteEngine(
-            self.database_path, synchronous=self.config.synchronous, clock=self.clock
+            self.database_path,
+            synchronous=synchronous or self.config.synchronous,
+            clock=self.clock,
         )
 
     @contextlib.asynccontextmanager
@@ -644,12 +649,17 @@ class App:
         ``concurrency``...)."""
         if self._runtime is not None:
             raise RuntimeError("this app's runtime is already running")
-        config = self.config.replace(**options) if options else self.config
+        config = self.config.replace(where="App.run", **options) if options else self.config
+        if not _same_database(config.database, self.config.database):
+            raise ConfigError(
+                f"App.run got database {config.database!r}, but this app's database is "
+                f"{self.config.database!r}: a runtime works on its app's database"
+            )
         queues = config.queues if config.queues is not None else self.queues
         runtime = Runtime(
             config=config,
             queues=queues,
-            engine_factory=self.engine,
+            engine_factory=lambda: self.engine(synchronous=config.synchronous),
             execute=self._execute,
         )
         body_error: Exception | None = None
@@ -774,8 +784,8 @@ class App:
         if self._in_runtime_loop():
             assert self._runtime is not None
             store = self._runtime.store
-            direct = getattr(store, method, None)
-            if direct is not None and method not in ("call",):
+            direct = getattr(store, method, None)  # a typed Store operation of that name
+            if direct is not None:
                 return await direct(*args, **kwargs)
             return await store.call(method, *args, **kwargs)
         return await anyio.to_thread.run_sync(
@@ -794,17 +804,23 @@ class App:
         return fn(engine)
 
     async def _wait_finished(self, job_id: int) -> Job:
-        delay = 0.002
+        delay_s = _FIRST_POLL_S
         while True:
             job = cast(Job, await self._engine_call("get", job_id))
             if job.state in FINISHED_STATES:
                 return job
-            if self._in_runtime_loop():
-                assert self._runtime is not None
-                await self._runtime.wait_for_commit(0.05)
-            else:
-                await anyio.sleep(delay)
-                delay = min(delay * 2, 0.1)
+            delay_s = await self._wait_for_change(delay_s)
+
+    async def _wait_for_change(self, delay_s: float) -> float:
+        """Wait for something to have been committed: woken by this process's Store if a
+        runtime runs here, else poll after ``delay_s`` (doubling, up to 0.1 s). Returns the
+        next delay."""
+        if self._in_runtime_loop():
+            assert self._runtime is not None
+            await self._runtime.wait_for_commit(0.1)
+            return delay_s
+        await anyio.sleep(delay_s)
+        return min(delay_s * 2, 0.1)
 
     # -- events --
 
@@ -835,7 +851,7 @@ class EventStream:
         app: App,
         queue: str | None,
         kinds: Iterable[EventKind | str] | None,
-        after_id: int | None,
+        after_id: int,
     ) -> None:
         self.app = app
         self.queue = queue
@@ -848,9 +864,7 @@ class EventStream:
 
     async def __anext__(self) -> Event:
         app = self.app
-        if self.cursor is None:
-            self.cursor = cast(int, await app._engine_call("last_event_id"))
-        delay = 0.002
+        delay_s = _FIRST_POLL_S
         while True:
             while self._pending:
                 event = self._pending.popleft()
@@ -863,14 +877,13 @@ class EventStream:
             if batch:
                 self.cursor = batch[-1].id
                 self._pending.extend(batch)
-                delay = 0.002
+                delay_s = _FIRST_POLL_S
                 continue
-            if app._in_runtime_loop():
-                assert app._runtime is not None
-                await app._runtime.wait_for_commit(0.1)
-            else:
-                await anyio.sleep(delay)
-                delay = min(delay * 2, 0.1)
+            delay_s = await app._wait_for_change(delay_s)
+
+
+def _same_database(a: str, b: str) -> bool:
+    return a == b or os.path.realpath(a) == os.path.realpath(b)
 
 
 def _now_ms() -> int:

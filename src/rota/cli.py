@@ -78,7 +78,7 @@ def _non_defaults(config: Config) -> dict[str, Any]:
     return {
         name: getattr(config, name)
         for name in config.__struct_fields__
-        if getattr(config, name) != getattr(default, name) and name != "database"
+        if getattr(config, name) != getattr(default, name)
     }
 
 

@@ -169,9 +169,7 @@ class WorkerPool(Actor):
         concurrency: int,
         prefetch: int,
         lease_ttl_ms: int,
-        paused: bool = False,
         shutdown_grace_s: float = 10.0,
-        on_settled: Callable[[], None] | None = None,
     ) -> None:
         self.queue = queue
         self.owner = owner
@@ -180,9 +178,8 @@ class WorkerPool(Actor):
         self.concurrency = concurrency
         self.prefetch = prefetch
         self.lease_ttl_ms = lease_ttl_ms
-        self.paused = paused
+        self.paused = False
         self.shutdown_grace_s = shutdown_grace_s
-        self.on_settled = on_settled
         self.held: dict[int, JobRun] = {}
         self.running = 0
         self.completions: list[Completion] = []
@@ -343,8 +340,6 @@ class WorkerPool(Actor):
             log.warning(
                 "queue %s: %d settlements refused, leases lost: %s", self.queue, len(lost), lost
             )
-        if (completions or failures) and self.on_settled is not None:
-            self.on_settled()
 
     async def _flush(self) -> None:
         """Hand in what is left to settle (shutdown)."""
