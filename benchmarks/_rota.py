@@ -107,9 +107,12 @@ class BenchApp(rota.App):
         self.sync = sync
         self.tracker = CommitTracker()
 
-    def engine(self) -> SqliteEngine:
+    def engine(self, *, synchronous: Any = None) -> SqliteEngine:
         return TimedEngine(
-            self.database_path, tracker=self.tracker, sync=self.sync, clock=self.clock
+            self.database_path,
+            tracker=self.tracker,
+            sync=synchronous or self.sync,
+            clock=self.clock,
         )
 
 
