@@ -4,8 +4,9 @@
 
     Runtime              one_for_one, 3 restarts in 60 s; beyond that it gives up, and the
     │                    process should exit non-zero (leases keep the jobs safe)
-    ├── Store            permanent; owns the database on its thread; group commit
-    ├── Scheduler        permanent; promote, rescue, heartbeat, retention, commit watcher
+    ├── Store            permanent; owns the database on its thread; group commit;
+    │                    watches for other processes' commits (data_version)
+    ├── Scheduler        permanent; promote, rescue, heartbeat, retention
     └── QueueSup[q] ...  rest_for_one, 5 restarts in 30 s, one per queue
         ├── Queue[q]         wake-ups (coalesced) and pause / resume
         ├── LockRenewer[q]   renews the pool's leases every ttl/3
@@ -83,8 +84,16 @@ class Runtime:
         )
         self._commit = anyio.Event()
         self.store_ref: ActorRef[Store] = ActorRef(
-            "store", lambda: Store(engine_factory, on_commit=self._committed), mailbox_size=4096
+            "store",
+            lambda: Store(
+                engine_factory,
+                on_commit=self._committed,
+                on_external_commit=self._external_commit if watch_other_processes else None,
+                watch_interval_s=config.poll_interval_s,
+            ),
+            mailbox_size=4096,
         )
+        self.external_commits = 0
         self.store = StoreClient(self.store_ref)
         ttl_ms = round(config.lease_ttl_s * 1000)
         self.pools: dict[str, ActorRef[Actor]] = {}
@@ -143,7 +152,6 @@ class Runtime:
             )
         scheduler_settings = SchedulerSettings(
             scheduler_interval_s=config.scheduler_interval_s,
-            poll_interval_s=config.poll_interval_s,
             heartbeat_interval_s=config.heartbeat_interval_s,
             retention_interval_s=config.retention_interval_s,
             retain_events_s=config.retain_events_s,
@@ -157,7 +165,6 @@ class Runtime:
                 owner=self.owner,
                 settings=scheduler_settings,
                 wake=self.wake,
-                watcher=engine_factory if watch_other_processes else None,
             ),
         )
         self.queue_sups = queue_sups
@@ -196,6 +203,11 @@ class Runtime:
                 pool.abort()
 
     # -- signals ----------------------------------------------------------------------------
+
+    def _external_commit(self) -> None:
+        """Another connection committed (seen by the Store's thread): wake every queue."""
+        self.external_commits += 1
+        self.wake(None)
 
     def _committed(self) -> None:
         self._commit.set()

@@ -205,3 +205,50 @@ async def test_every_client_operation_round_trips(anyio_backend: str) -> None:
             assert await store.release_owner("w1", as_stall=False) == []
             assert await store.prune(keep_last=0) == 2
             ref.request_stop()
+
+
+async def test_watcher_reports_other_connections_commits_and_never_its_own(
+    anyio_backend: str, tmp_path: Path
+) -> None:
+    db = str(tmp_path / "jobs.db")
+    seen: list[float] = []
+    reported = anyio.Event()
+
+    def on_external_commit() -> None:
+        nonlocal reported
+        seen.append(time.monotonic())
+        reported.set()
+        reported = anyio.Event()
+
+    ref = ActorRef(
+        "store",
+        lambda: Store(
+            lambda: SqliteEngine(db),
+            on_external_commit=on_external_commit,
+            watch_interval_s=0.002,
+        ),
+    )
+    store = StoreClient(ref, timeout_s=10)
+    async with anyio.create_task_group() as tg:
+        await tg.start(ref.run)
+        for i in range(20):  # its own commits, spread over several watch intervals
+            await store.enqueue([new(i)])
+            await anyio.sleep(0.003)
+        assert seen == []
+        other = SqliteEngine(db)
+        try:
+            waiting = reported
+            other.enqueue([new(99)])  # another connection commits
+            with anyio.fail_after(5):
+                await waiting.wait()
+            assert len(seen) == 1
+            await anyio.sleep(0.02)  # nothing new committed elsewhere: no second report
+            assert len(seen) == 1
+            waiting = reported
+            other.enqueue([new(100)])
+            with anyio.fail_after(5):
+                await waiting.wait()
+            assert len(seen) == 2
+        finally:
+            other.close()
+        ref.request_stop()

@@ -10,8 +10,6 @@ jobs in about a second rather than a lease ttl). Then, on its own timers:
 * every ``scheduler_interval_s``: promote due delayed jobs, rescue expired leases (each a
   stall: it counts as an attempt and follows the job's backoff; past ``max_stalls`` the
   job fails as poison); queues that gained ready jobs are woken;
-* every ``poll_interval_s``: check (no I/O: ``data_version``) whether another process
-  committed; if so, wake every queue of this runtime;
 * every ``heartbeat_interval_s``: record that the owner is alive;
 * every ``retention_interval_s``: delete finished jobs past their queue's retention, and
   old events.
@@ -38,7 +36,6 @@ from rota.actors.store import StoreClient
 from rota.domain.event import Owner
 from rota.domain.job import JobState
 from rota.errors import ActorNotRunning, CallTimeout, StorageError
-from rota.storage.engine import Engine
 
 __all__ = [
     "RetentionPolicy",
@@ -77,7 +74,6 @@ class RetentionPolicy(msgspec.Struct, frozen=True, kw_only=True):
 
 class SchedulerSettings(msgspec.Struct, frozen=True, kw_only=True):
     scheduler_interval_s: float
-    poll_interval_s: float
     heartbeat_interval_s: float
     retention_interval_s: float
     retain_events_s: float
@@ -145,14 +141,12 @@ class Scheduler(Actor):
         owner: Owner,
         settings: SchedulerSettings,
         wake: Callable[[Sequence[str] | None], None],
-        watcher: Callable[[], Engine] | None = None,
     ) -> None:
         self.store = store
         self.owner = owner
         self.settings = settings
         self.wake = wake
-        self.watcher_factory = watcher
-        self.sweeps = self.promoted = self.rescued = self.external_commits = 0
+        self.sweeps = self.promoted = self.rescued = 0
         self.released_dead: list[int] = []
 
     async def on_start(self) -> None:
@@ -162,8 +156,6 @@ class Scheduler(Actor):
         self.tasks.start_soon(self._every, s.scheduler_interval_s, self.sweep)
         self.tasks.start_soon(self._every, s.heartbeat_interval_s, self._heartbeat)
         self.tasks.start_soon(self._every, s.retention_interval_s, self.apply_retention)
-        if self.watcher_factory is not None:
-            self.tasks.start_soon(self._watch, self.watcher_factory)
 
     async def on_stop(self) -> None:
         with anyio.CancelScope(shield=True):
@@ -247,18 +239,3 @@ class Scheduler(Actor):
                 await duty()
             except _TRANSIENT as exc:
                 log.warning("scheduler: %s skipped: %r", getattr(duty, "__name__", duty), exc)
-
-    async def _watch(self, factory: Callable[[], Engine]) -> None:
-        """Wake the queues when another process commits (a cheap, I/O-free check)."""
-        engine = await anyio.to_thread.run_sync(factory)
-        try:
-            last = engine.data_version()
-            while True:
-                await anyio.sleep(self.settings.poll_interval_s)
-                version = engine.data_version()
-                if version != last:
-                    last = version
-                    self.external_commits += 1
-                    self.wake(None)
-        finally:
-            engine.close()

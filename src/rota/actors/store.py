@@ -14,6 +14,10 @@ enqueue beside it). If the transaction as a whole fails (disk full, corrupt file
 past the retry budget), every caller in the batch gets that ``StorageError``, nothing of
 the batch was committed, and the actor crashes so its supervisor reopens the connection.
 
+With ``on_external_commit``, the thread also watches for commits by other connections
+(``data_version``, every ``watch_interval_s`` at most, on its own connection: its own
+commits never count) and calls it on the event loop.
+
 Messages (all ``call``; the reply type follows the arrow; see ``rota.storage.engine``):
 
     Enqueue(jobs) → list[int]                 Claim(request) → list[Job]
@@ -31,9 +35,11 @@ Messages (all ``call``; the reply type follows the arrow; see ``rota.storage.eng
 from __future__ import annotations
 
 import logging
+import math
 import threading
+import time
 from collections.abc import Callable, Collection, Sequence
-from queue import SimpleQueue
+from queue import Empty, SimpleQueue
 from typing import Any, Final, TypeVar, cast
 
 import anyio
@@ -297,33 +303,89 @@ def _run_batch(engine: Engine, ops: Sequence[Any]) -> list[Any]:
     return results
 
 
-class _EngineThread:
-    """One thread that owns the engine: runs functions of it in order, one at a time."""
+def _tick(_: Engine | None) -> None:
+    """Not a task: the watcher's turn to look at data_version."""
 
-    def __init__(self, name: str, schedule: LoopScheduler) -> None:
+
+def _tick_done(_: Any, __: BaseException | None) -> None:
+    """Never called (see ``_tick``)."""
+
+
+_Item = tuple[Callable[[Engine | None], Any], Callable[[Any, BaseException | None], None]]
+_TICK: Final[_Item] = (_tick, _tick_done)
+
+
+class _EngineThread:
+    """One thread that owns the engine: runs functions of it in order, one at a time.
+
+    With ``watch=(interval_s, on_external_commit)`` it also notices commits made by other
+    connections (another process, a producer thread): at most every ``interval_s``, while
+    idle or between transactions, it reads ``data_version`` on the engine's own connection,
+    which changes for other connections' commits and never for its own. So a runtime that
+    is busy draining is not woken by its own commits, and the event loop does no I/O for it.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        schedule: LoopScheduler,
+        watch: tuple[float, Callable[[], None]] | None = None,
+    ) -> None:
         self._schedule = schedule
-        self._inbox: SimpleQueue[
-            tuple[Callable[[Engine | None], Any], Callable[[Any, BaseException | None], None]]
-            | None
-        ] = SimpleQueue()
+        self._watch = watch
+        self._inbox: SimpleQueue[_Item | None] = SimpleQueue()
         self._engine: Engine | None = None
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._thread.start()
 
     def _main(self) -> None:
-        while (item := self._inbox.get()) is not None:
-            fn, done = item
-            try:
-                result, error = fn(self._engine), None
-            except BaseException as exc:  # handed to the loop, re-raised there
-                result, error = None, exc
-            try:
-                self._schedule(done, result, error)
-            except RuntimeError:  # the event loop is gone: nobody to tell
-                log.debug("event loop closed before a store reply could be delivered")
+        inbox = self._inbox
+        interval_s = math.inf if self._watch is None else self._watch[0]
+        next_check = 0.0
+        version: int | None = None
+        while True:
+            if self._engine is None or self._watch is None:
+                item = inbox.get()
+            else:
+                try:
+                    item = inbox.get(timeout=max(next_check - time.monotonic(), 0.0))
+                except Empty:
+                    item = _TICK  # time to look at data_version
+            if item is None:
+                break
+            if item is not _TICK:
+                fn, done = item
+                try:
+                    result, error = fn(self._engine), None
+                except BaseException as exc:  # handed to the loop, re-raised there
+                    result, error = None, exc
+                self._tell(done, result, error)
+            if self._engine is not None and self._watch is not None:
+                now = time.monotonic()
+                if now >= next_check:
+                    next_check = now + interval_s
+                    version = self._check_version(version)
         engine, self._engine = self._engine, None
         if engine is not None:
             engine.close()
+
+    def _check_version(self, last: int | None) -> int | None:
+        assert self._engine is not None
+        assert self._watch is not None
+        try:
+            version = self._engine.data_version()
+        except Exception as exc:  # the next transaction reports a real problem
+            log.debug("could not read the data version: %r", exc)
+            return last
+        if last is not None and version != last:
+            self._tell(self._watch[1])
+        return version
+
+    def _tell(self, fn: Callable[..., None], *args: Any) -> None:
+        try:
+            self._schedule(fn, *args)
+        except RuntimeError:  # the event loop is gone: nobody to tell
+            log.debug("event loop closed before a store reply could be delivered")
 
     async def run(self, fn: Callable[[Engine | None], T]) -> T:
         """Run ``fn(engine)`` on the thread; waits (shielded: the outcome is real) for it."""
@@ -369,15 +431,18 @@ class Store(Actor):
         engine_factory: Callable[[], Engine],
         *,
         on_commit: Callable[[], None] | None = None,
+        on_external_commit: Callable[[], None] | None = None,
+        watch_interval_s: float = 0.005,
     ) -> None:
         self._engine_factory = engine_factory
         self._on_commit = on_commit
+        self._watch = None if on_external_commit is None else (watch_interval_s, on_external_commit)
         self._thread: _EngineThread | None = None
         self._transactions = self._operations = self._failed_operations = 0
         self._failed_transactions = self._largest_batch = 0
 
     async def on_start(self) -> None:
-        thread = _EngineThread(f"rota-store-{self.name}", current_loop_scheduler())
+        thread = _EngineThread(f"rota-store-{self.name}", current_loop_scheduler(), self._watch)
         try:
             await thread.open(self._engine_factory)
         except BaseException:
