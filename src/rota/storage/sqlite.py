@@ -802,19 +802,33 @@ class SqliteEngine:
         if not completions:
             return []
         conn = self._conn
-        params = [(now, c.result, c.job_id, c.token) for c in completions]
+        try:
+            batch = _JSON.encode(
+                [
+                    (c.job_id, c.token, None if c.result is None else c.result.decode())
+                    for c in completions
+                ]
+            )
+        except UnicodeDecodeError:  # a result that is not UTF-8 (rota's are JSON): per row
+            batch = None
         conn.execute(SAVEPOINT_SETTLE)
-        if conn.executemany(sql.COMPLETE_JOB, params).rowcount == len(params):
+        if batch is not None:
+            completed = conn.execute(sql.COMPLETE_JOBS, (now, batch)).rowcount
+        else:
+            params = [(now, c.result, c.job_id, c.token) for c in completions]
+            completed = conn.executemany(sql.COMPLETE_JOB, params).rowcount
+        if completed == len(completions):
             conn.execute(RELEASE_SETTLE)
-            self._record_for_jobs(_COMPLETED, [p[2] for p in params], now)
+            self._record_for_jobs(_COMPLETED, [c.job_id for c in completions], now)
             return []
         # Some token no longer held (rare): redo one at a time to know which.
         conn.execute(ROLLBACK_TO_SETTLE)
         conn.execute(RELEASE_SETTLE)
         done: list[int] = []
         lost: list[int] = []
-        for p in params:
-            (done if conn.execute(sql.COMPLETE_JOB, p).rowcount else lost).append(p[2])
+        for c in completions:
+            p = (now, c.result, c.job_id, c.token)
+            (done if conn.execute(sql.COMPLETE_JOB, p).rowcount else lost).append(c.job_id)
         self._record_for_jobs(_COMPLETED, done, now)
         return lost
 
