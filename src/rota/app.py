@@ -768,9 +768,7 @@ class App:
     async def _enqueue(self, jobs: Sequence[NewJob]) -> list[int]:
         if self._in_runtime_loop():
             assert self._runtime is not None
-            ids = await self._runtime.store.enqueue(jobs)
-            self._runtime.wake(sorted({job.queue for job in jobs}))
-            return ids
+            return await self._runtime.enqueue(jobs)
         return cast(list[int], await self._engine_call("enqueue", list(jobs)))
 
     def _wake(self, queues: Sequence[str]) -> None:

@@ -59,8 +59,10 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     * ``lease_ttl_s`` (30.0): how long a lease lasts without renewal; renewed every
       ttl/3. A worker that dies is noticed after at most this long (at once on the same
       host, at the next start).
-    * ``poll_interval_s`` (0.005): how often an idle runtime checks (without I/O) whether
-      another process committed jobs.
+    * ``poll_interval_s`` (0.002): how often the Store's thread checks (without I/O)
+      whether another connection committed jobs: the wait, at most, before a job enqueued
+      by another process is noticed. An idle runtime costs about 2% of a core at 0.002
+      (1% at 0.005).
     * ``scheduler_interval_s`` (0.25): how often due delayed jobs are promoted and expired
       leases rescued.
     * ``heartbeat_interval_s`` (5.0): how often a runtime records that it is alive.
@@ -81,7 +83,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     prefetch: int = 0
     queue_config: dict[str, QueueConfig] = {}
     lease_ttl_s: float = 30.0
-    poll_interval_s: float = 0.005
+    poll_interval_s: float = 0.002
     scheduler_interval_s: float = 0.25
     heartbeat_interval_s: float = 5.0
     shutdown_grace_s: float = 10.0

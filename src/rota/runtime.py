@@ -45,8 +45,9 @@ from rota.actors.worker_pool import (
 )
 from rota.config import Config
 from rota.domain.event import Owner
+from rota.domain.job import NewJob
 from rota.errors import ActorNotRunning, MailboxFull
-from rota.storage.engine import Engine
+from rota.storage.engine import Engine, LeaseRef
 from rota.supervisors import ChildSpec, Restart, Strategy, Supervisor
 
 __all__ = ["Runtime"]
@@ -218,6 +219,40 @@ class Runtime:
         event = self._commit
         with anyio.move_on_after(timeout_s):
             await event.wait()
+
+    async def enqueue(self, jobs: Sequence[NewJob]) -> list[int]:
+        """Enqueue through the Store (group commit) and wake the queues. Jobs ready now for
+        one queue whose local pool is idle are claimed for that pool in the same
+        transaction: one commit, not two, between ``enqueue`` and the handler's start."""
+        queues = sorted({job.queue for job in jobs})
+        ref = self.pools.get(queues[0]) if len(queues) == 1 else None
+        pool = None if ref is None else ref.actor
+        claim = None
+        if isinstance(pool, WorkerPool) and not any(job.delayed for job in jobs):
+            claim = pool.direct_claim(len(jobs))
+        if claim is None:
+            ids = await self.store.enqueue(jobs)
+            self.wake(queues)
+            return ids
+        assert isinstance(pool, WorkerPool)
+        assert ref is not None
+        try:
+            # Shielded: once committed, the claimed jobs must reach the pool.
+            with anyio.CancelScope(shield=True):
+                ids, claimed = await self.store.enqueue_and_claim(jobs, claim)
+        except BaseException:
+            pool.direct_failed(claim)
+            raise
+        if ref.actor is pool:
+            pool.direct_claimed(claim, claimed)
+        else:  # the pool restarted meanwhile: hand the jobs back, uncounted
+            pool.direct_failed(claim)
+            with anyio.CancelScope(shield=True):
+                await self.store.unclaim([LeaseRef(job.id, job.token or 0) for job in claimed])
+            claimed = []
+        if len(claimed) < len(jobs):
+            self.wake(queues)
+        return ids
 
     def wake(self, queues: Sequence[str] | None = None) -> None:
         """Tell the queues (default: all) that there may be jobs to claim."""

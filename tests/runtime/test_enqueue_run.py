@@ -336,3 +336,86 @@ async def test_an_error_in_the_run_block_comes_out_as_itself(
     with pytest.raises(KeyError, match="from the body"):
         async with app.run():
             raise KeyError("from the body")
+
+
+async def test_an_enqueue_to_an_idle_local_pool_claims_in_its_own_transaction(
+    make_app: Callable[..., App],
+) -> None:
+    app = make_app(concurrency=4)
+    started = anyio.Event()
+    release = anyio.Event()
+
+    @app.job(queue="q")
+    async def record(args: Item) -> int:
+        started.set()
+        await release.wait()
+        return args.n
+
+    async with app.run() as runtime:
+        with anyio.fail_after(10):
+            await runtime.wait_for_commit(1.0)  # let the pool's first (empty) claim pass
+            for _ in range(50):
+                if runtime.pools["q"].actor.statistics().store_calls:  # type: ignore[union-attr]
+                    break
+                await anyio.sleep(0.01)
+            store = runtime.store_ref.actor
+            assert store is not None
+            before = store.statistics().transactions
+            handle = await record.enqueue(Item(7))
+            # Committed as claimed by this runtime: active under its owner, attempt 1,
+            # in the transaction of the enqueue itself (one commit, not two).
+            job = await handle.info()
+            assert job.state is JobState.ACTIVE
+            assert job.owner == runtime.owner.id
+            assert job.attempt == 1
+            await started.wait()
+            assert store.statistics().transactions - before <= 2  # the enqueue + the info read
+            release.set()
+            assert await handle.result() == 7
+    assert await counts(app, "q") == {"completed": 1}
+
+
+async def test_a_direct_claim_honours_the_queue_order_and_the_concurrency(
+    make_app: Callable[..., App],
+) -> None:
+    app = make_app(concurrency=2)
+    order: list[int] = []
+    release = anyio.Event()
+    two_started = anyio.Event()
+
+    @app.job(queue="q")
+    async def record(args: Item) -> int:
+        order.append(args.n)
+        if len(order) == 2:
+            two_started.set()
+        await release.wait()
+        return args.n
+
+    # Waiting before the runtime starts, at a better priority than what comes later.
+    early = await record.enqueue(Item(1), priority=0)
+    async with app.run():
+        with anyio.fail_after(10):
+            handles = [await record.enqueue(Item(n), priority=5) for n in (2, 3, 4)]
+            await two_started.wait()
+            await anyio.sleep(0.05)
+            assert order == [1, 2]  # two slots: the older, more urgent job first; no more
+            release.set()
+            assert [await h.result() for h in [early, *handles]] == [1, 2, 3, 4]
+    assert order == [1, 2, 3, 4]
+
+
+async def test_a_paused_queue_gets_no_direct_claim(make_app: Callable[..., App]) -> None:
+    app = make_app()
+
+    @app.job(queue="q")
+    async def record(args: Item) -> int:
+        return args.n
+
+    async with app.run():
+        with anyio.fail_after(10):
+            await app.queue("q").pause()
+            handle = await record.enqueue(Item(1))
+            await anyio.sleep(0.05)
+            assert await handle.status() is JobState.WAITING
+            await app.queue("q").resume()
+            assert await handle.result() == 1

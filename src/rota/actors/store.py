@@ -21,6 +21,7 @@ commits never count) and calls it on the event loop.
 Messages (all ``call``; the reply type follows the arrow; see ``rota.storage.engine``):
 
     Enqueue(jobs) → list[int]                 Claim(request) → list[Job]
+    EnqueueAndClaim(jobs, claim) → (list[int], list[Job])
     Renew(leases, ttl_ms) → Renewed           Complete(completion) → None | LeaseLost
     Fail(failure) → JobState | LeaseLost      SettleAndClaim(...) → Settled
     ReleaseOwner(owner, as_stall) → list[int] PromoteDue(queue) → int
@@ -67,6 +68,7 @@ __all__ = [
     "Complete",
     "Count",
     "Enqueue",
+    "EnqueueAndClaim",
     "Fail",
     "Get",
     "GetByKey",
@@ -105,6 +107,26 @@ class Enqueue(StoreOp, frozen=True):
 
     def apply(self, engine: Engine) -> list[int]:
         return engine.enqueue(self.jobs)
+
+
+class EnqueueAndClaim(StoreOp, frozen=True):
+    """Enqueue, then claim for an idle local pool, in one transaction (one commit): an
+    in-process enqueue to an idle queue starts its job without a second fsync. The claim
+    honours the queue's order, so it takes the new jobs only if nothing is ahead of them.
+    Out: (ids, claimed). A claim that fails claims nothing and never fails the enqueue."""
+
+    jobs: list[NewJob]
+    claim: ClaimRequest
+
+    def apply(self, engine: Engine) -> tuple[list[int], list[Job]]:
+        ids = engine.enqueue(self.jobs)
+        c = self.claim
+        try:
+            claimed = engine.claim(c.queue, c.owner, c.n, c.ttl_ms)
+        except Exception as exc:  # if it broke the transaction, the commit reports it
+            log.warning("claim after enqueue failed (the jobs wait for the pool): %r", exc)
+            claimed = []
+        return ids, claimed
 
 
 class Claim(StoreOp, frozen=True):
@@ -503,6 +525,13 @@ class StoreClient:
 
     async def enqueue(self, jobs: Sequence[NewJob]) -> list[int]:
         return cast(list[int], await self._call(Enqueue(list(jobs))))
+
+    async def enqueue_and_claim(
+        self, jobs: Sequence[NewJob], claim: ClaimRequest
+    ) -> tuple[list[int], list[Job]]:
+        return cast(
+            tuple[list[int], list[Job]], await self._call(EnqueueAndClaim(list(jobs), claim))
+        )
 
     async def claim(self, queue: str, owner: str, n: int, ttl_ms: int) -> list[Job]:
         return cast(list[Job], await self._call(Claim(ClaimRequest(queue, owner, n, ttl_ms))))

@@ -203,10 +203,14 @@ class WorkerPool(Actor):
         """One event per parked (idle) worker, set to wake it."""
         self.waking = 0
         """Workers woken and not yet running: while one is on its way, no other is woken."""
+        self.direct = 0
+        self.started = False
+        """Slots promised to in-flight direct claims (``direct_claim``)."""
 
     # -- actor ------------------------------------------------------------------------
 
     async def on_start(self) -> None:
+        self.started = True
         for i in range(self.concurrency):
             self.tasks.start_soon(self._worker, name=f"rota-worker-{self.queue}-{i}")
         self.tasks.start_soon(self._feeder, name=f"rota-feeder-{self.queue}")
@@ -297,7 +301,45 @@ class WorkerPool(Actor):
     # -- feeding ----------------------------------------------------------------------
 
     def _free(self) -> int:
-        return self.concurrency + self.prefetch - len(self.held)
+        return self.concurrency + self.prefetch - len(self.held) - self.direct
+
+    # -- direct claims (an in-process enqueue claims for an idle pool) ----------------
+
+    def direct_claim(self, n: int) -> ClaimRequest | None:
+        """A claim for up to ``n`` jobs that an in-process enqueue may make in its own
+        transaction, if this pool is idle: running, not paused, nothing buffered, and its
+        last claim found the queue empty (else its feeder claims anyway). The slots stay
+        promised until ``direct_claimed`` or ``direct_failed``."""
+        if self.draining or self.paused or self.maybe_work or self.ready or not self.started:
+            return None
+        free = min(n, self._free())
+        if free <= 0:
+            return None
+        self.direct += free
+        return ClaimRequest(self.queue, self.owner, free, self.lease_ttl_ms)
+
+    def direct_claimed(self, claim: ClaimRequest, jobs: Sequence[Job]) -> None:
+        """Take the jobs a direct claim got: they run as if the feeder had claimed them."""
+        self.direct -= claim.n
+        self.counts["claimed"] += len(jobs)
+        self._take(jobs)
+        if self.draining:  # stopping meanwhile: never started, handed back by on_stop (or,
+            self.wake.set()  # if it is past that, released with the owner's leases)
+
+    def direct_failed(self, claim: ClaimRequest) -> None:
+        """The direct claim's outcome is unknown (an error): free its slots, look again."""
+        self.direct -= claim.n
+        self.maybe_work = True
+        self.wake.set()
+
+    def _take(self, jobs: Sequence[Job]) -> None:
+        held, ready = self.held, self.ready
+        for job in jobs:
+            run = JobRun(job)
+            held[job.id] = run
+            ready.append(run)
+        if ready:
+            self._wake_worker()
 
     async def _feeder(self) -> None:
         # With prefetch, claim in batches of at least half the window while the buffer
@@ -337,13 +379,7 @@ class WorkerPool(Actor):
                 if len(settled.claimed) < claim.n:
                     self.maybe_work = False  # the queue is empty until someone says otherwise
                 self.counts["claimed"] += len(settled.claimed)
-                held, ready = self.held, self.ready
-                for job in settled.claimed:
-                    run = JobRun(job)
-                    held[job.id] = run
-                    ready.append(run)
-                if ready:
-                    self._wake_worker()
+                self._take(settled.claimed)
 
     def _settled(
         self, completions: Sequence[Completion], failures: Sequence[Failure], lost: list[int]
