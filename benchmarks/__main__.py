@@ -165,7 +165,7 @@ def figures(sizes: Sizes) -> list[Figure]:
         rows.append(
             Figure(
                 key,
-                f"drain {n:,} no-op jobs, steady (concurrency 100)",
+                f"drain {n:,} no-op jobs, steady (concurrency 100, prefetch 100)",
                 "jobs/s",
                 key,
                 key,

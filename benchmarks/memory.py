@@ -7,7 +7,7 @@ half a second and the largest reading is the figure (MB = 10^6 bytes). Then the 
 stopped (SIGTERM, graceful) and the backlog topped up.
 
 * rota: the real ``rota worker`` command (``python -m rota worker
-  benchmarks._worker_app:app``, the drain's settings: concurrency 100);
+  benchmarks._worker_app:app``, the drain's settings: concurrency 100, prefetch 100);
 * raw: ``python -m benchmarks.raw worker``: the raw drain loop in a bare Python process
   (the floor: an interpreter, sqlite3 and msgspec);
 * huey: a consumer with 2 worker threads in one process (``peer_huey.memory_worker``).
