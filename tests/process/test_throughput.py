@@ -43,7 +43,10 @@ def test_20000_jobs_through_two_worker_processes_run_exactly_once(harness: Harne
     assert {attempt for _, attempt, _ in starts} == {1}
     per_worker = {w.pid: sum(1 for _, _, pid in starts if pid == w.pid) for w in workers}
     print(f"jobs per worker process: {sorted(per_worker.values())}")
-    assert sum(per_worker.values()) == JOBS and all(per_worker.values())
+    assert sum(per_worker.values()) == JOBS
+    # Both share the work: a worker whose transactions run back to back must not starve
+    # the other of SQLite's write lock (it once got 0 of 20,000 under load).
+    assert min(per_worker.values()) >= JOBS // 20, per_worker
     assert all(harness.get(job_id).stalls == 0 for job_id in ids[:: JOBS // 100])
 
     for worker in workers:
