@@ -115,18 +115,20 @@ async def test_one_failing_operation_does_not_fail_its_batch(anyio_backend: str)
 class CommitFails:
     """An engine whose transactions cannot commit (a full disk, say)."""
 
-    threads: set[int] = set()
+    def __init__(self) -> None:
+        self.threads: set[int] = set()  # per instance: an earlier test's thread may
+        # still be closing its own engine while this one runs
 
     def migrate(self) -> int:
-        CommitFails.threads.add(threading.get_ident())
+        self.threads.add(threading.get_ident())
         return 1
 
     def close(self) -> None:
-        CommitFails.threads.add(threading.get_ident())
+        self.threads.add(threading.get_ident())
 
     @contextmanager
     def batch(self) -> Iterator[None]:
-        CommitFails.threads.add(threading.get_ident())
+        self.threads.add(threading.get_ident())
         yield
         raise StorageError("database or disk is full")
 
@@ -135,8 +137,13 @@ class CommitFails:
 
 
 async def test_failed_commit_fails_every_caller_and_crashes_the_store(anyio_backend: str) -> None:
-    CommitFails.threads = set()
-    ref = ActorRef("store", lambda: Store(lambda: CommitFails()))  # type: ignore[arg-type,return-value]
+    engines: list[CommitFails] = []
+
+    def open_engine() -> CommitFails:
+        engines.append(CommitFails())
+        return engines[-1]
+
+    ref = ActorRef("store", lambda: Store(open_engine))  # type: ignore[arg-type]
     store = StoreClient(ref)
     errors: list[BaseException] = []
 
@@ -157,8 +164,9 @@ async def test_failed_commit_fails_every_caller_and_crashes_the_store(anyio_back
     assert all(isinstance(e, StorageError) for e in errors), errors  # the truth, not "stopped"
     assert ref.statistics().crashes == 1
     # Every engine call happened on one thread, and not on the event loop's.
-    assert len(CommitFails.threads) == 1
-    assert threading.get_ident() not in CommitFails.threads
+    [engine] = engines
+    assert len(engine.threads) == 1
+    assert threading.get_ident() not in engine.threads
 
 
 async def test_restart_reopens_the_database_and_keeps_committed_jobs(
