@@ -56,7 +56,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
       finds the next one in memory. At shutdown they are handed back uncounted; but if the
       worker process *dies*, each counts a stall like the jobs that were running. For
       throughput set it near ``concurrency``: the Store claims the next batch while the
-      workers run this one (the benchmark drain: ~47,000 jobs/s with 100, ~33,000 with 0).
+      workers run this one (the benchmark drain: ~50,000 jobs/s with 100, ~33,000 with 0).
     * ``queue_config`` ({}): per-queue overrides, ``{"images": QueueConfig(concurrency=2)}``.
     * ``lease_ttl_s`` (30.0): how long a lease lasts without renewal; renewed every
       ttl/3. A worker that dies is noticed after at most this long (at once on the same
