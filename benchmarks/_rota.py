@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import anyio
+
 import rota
 from rota.domain.job import JobState
 from rota.storage.engine import Settled
@@ -189,3 +191,30 @@ def count_states(app: BenchApp, queue: str = QUEUE) -> dict[JobState, int]:
         return engine.count(queue)
     finally:
         engine.close()
+
+
+async def ping_idle_worker(
+    ping: Any,
+    starts: Starts,
+    pings: int,
+    gap_s: Callable[[], float],
+    *,
+    before: Callable[[], None] | None = None,
+    after: Callable[[float, float, float], None] | None = None,
+) -> None:
+    """Inside ``app.run()``: ``pings`` times, wait ``gap_s()``, enqueue a ``Ping`` stamped
+    with the time just before the call, and wait until its handler started (so the worker
+    is idle again). ``after(enqueued, returned, started)`` gets the three perf_counter
+    times of each ping."""
+    for i in range(pings):
+        await anyio.sleep(gap_s())
+        started = anyio.Event()
+        starts.notify = started.set
+        if before is not None:
+            before()
+        enqueued = time.perf_counter()
+        await ping.enqueue(Ping(i=i, t=enqueued))
+        returned = time.perf_counter()
+        await started.wait()
+        if after is not None:
+            after(enqueued, returned, starts.last)

@@ -29,7 +29,7 @@ from pathlib import Path
 import anyio
 import anyio.to_thread
 
-from ._rota import make_app
+from ._rota import make_app, ping_idle_worker
 from ._util import Ping, percentile, python_child, read_json_line, stop_child
 
 
@@ -44,12 +44,7 @@ def same_process(db: Path, sync: str, n: int) -> dict[str, float]:
 
     async def main() -> None:
         async with app.run():
-            for i in range(n):
-                await anyio.sleep(rng.uniform(0.001, 0.003))
-                started = anyio.Event()
-                starts.notify = started.set
-                await ping.enqueue(Ping(i=i, t=time.perf_counter()))
-                await started.wait()  # this ping has started: the worker is idle again
+            await ping_idle_worker(ping, starts, n, lambda: rng.uniform(0.001, 0.003))
 
     try:
         anyio.run(main, backend="trio")

@@ -26,8 +26,8 @@ import anyio
 
 import rota.actors.store as store_module
 
-from ._rota import TimedEngine, make_app
-from ._util import Ping, scratch_dir
+from ._rota import TimedEngine, make_app, ping_idle_worker
+from ._util import scratch_dir
 
 
 def measure(pings: int, sync: str) -> dict[str, Any]:
@@ -54,33 +54,23 @@ def measure(pings: int, sync: str) -> dict[str, Any]:
         with scratch_dir() as d:
             app, _, ping, starts = make_app(d / "bench.db", sync, pings)
 
+            def record(enqueued: float, returned: float, started: float) -> None:
+                rows.append(
+                    (
+                        marks["begin"] - enqueued,
+                        marks["commit"] - marks["begin"],
+                        marks["committed"] - marks["commit"],
+                        returned - marks["committed"],
+                        started - enqueued,
+                        marks.get("direct", 0.0),
+                    )
+                )
+
             async def main() -> None:
                 async with app.run():
-                    for i in range(pings):
-                        await anyio.sleep(0.001)
-                        started = anyio.Event()
-                        start = [0.0]
-
-                        def note(start: list[float] = start, started: Any = started) -> None:
-                            start[0] = time.perf_counter()
-                            started.set()
-
-                        starts.notify = note
-                        marks.clear()
-                        t0 = time.perf_counter()
-                        await ping.enqueue(Ping(i=i, t=t0))
-                        returned = time.perf_counter()
-                        await started.wait()
-                        rows.append(
-                            (
-                                marks["begin"] - t0,
-                                marks["commit"] - marks["begin"],
-                                marks["committed"] - marks["commit"],
-                                returned - marks["committed"],
-                                start[0] - t0,
-                                marks.get("direct", 0.0),
-                            )
-                        )
+                    await ping_idle_worker(
+                        ping, starts, pings, lambda: 0.001, before=marks.clear, after=record
+                    )
 
             try:
                 anyio.run(main, backend="trio")

@@ -27,13 +27,12 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import anyio
 
-from ._util import ROOT, Ping, scratch_dir
+from ._util import ROOT, scratch_dir
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -47,19 +46,14 @@ def run_drain(jobs: int, sync: str) -> None:
 
 
 def run_latency(pings: int, sync: str) -> None:
-    from ._rota import make_app
+    from ._rota import make_app, ping_idle_worker
 
     with scratch_dir() as d:
         app, _, ping, starts = make_app(d / "bench.db", sync, pings)
 
         async def main() -> None:
             async with app.run():
-                for i in range(pings):
-                    await anyio.sleep(0.001)
-                    started = anyio.Event()
-                    starts.notify = started.set
-                    await ping.enqueue(Ping(i=i, t=time.perf_counter()))
-                    await started.wait()
+                await ping_idle_worker(ping, starts, pings, lambda: 0.001)
 
         try:
             anyio.run(main, backend="trio")
