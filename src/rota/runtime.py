@@ -94,7 +94,6 @@ class Runtime:
             ),
             mailbox_size=4096,
         )
-        self.external_commits = 0
         self.store = StoreClient(self.store_ref)
         ttl_ms = round(config.lease_ttl_s * 1000)
         self.pools: dict[str, ActorRef[Actor]] = {}
@@ -207,7 +206,6 @@ class Runtime:
 
     def _external_commit(self) -> None:
         """Another connection committed (seen by the Store's thread): wake every queue."""
-        self.external_commits += 1
         self.wake(None)
 
     def _committed(self) -> None:

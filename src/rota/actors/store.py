@@ -36,7 +36,6 @@ Messages (all ``call``; the reply type follows the arrow; see ``rota.storage.eng
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable, Collection, Sequence
@@ -361,12 +360,11 @@ class _EngineThread:
         self._thread.start()
 
     def _main(self) -> None:
-        inbox = self._inbox
-        interval_s = math.inf if self._watch is None else self._watch[0]
+        inbox, watch = self._inbox, self._watch
         next_check = 0.0
         version: int | None = None
         while True:
-            if self._engine is None or self._watch is None:
+            if self._engine is None or watch is None:
                 item = inbox.get()
             else:
                 try:
@@ -382,10 +380,10 @@ class _EngineThread:
                 except BaseException as exc:  # handed to the loop, re-raised there
                     result, error = None, exc
                 self._tell(done, result, error)
-            if self._engine is not None and self._watch is not None:
+            if self._engine is not None and watch is not None:
                 now = time.monotonic()
                 if now >= next_check:
-                    next_check = now + interval_s
+                    next_check = now + watch[0]
                     version = self._check_version(version)
         engine, self._engine = self._engine, None
         if engine is not None:

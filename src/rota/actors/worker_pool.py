@@ -204,8 +204,9 @@ class WorkerPool(Actor):
         self.waking = 0
         """Workers woken and not yet running: while one is on its way, no other is woken."""
         self.direct = 0
-        self.started = False
         """Slots promised to in-flight direct claims (``direct_claim``)."""
+        self.started = False
+        """Set by on_start: before it, no direct claim (no worker would run the jobs)."""
 
     # -- actor ------------------------------------------------------------------------
 
