@@ -6,7 +6,7 @@ names may change.
 
 import logging as _logging
 
-from rota.app import App, Context, JobHandle, Registry
+from rota.app import App, Context, JobHandle, Registry, SyncContext
 from rota.config import Config
 from rota.domain.backoff import custom, exponential, fixed, linear
 from rota.domain.event import Event, EventKind, Progress
@@ -49,6 +49,7 @@ __all__ = [
     "RotaError",
     "StorageError",
     "SupervisorGaveUp",
+    "SyncContext",
     "Unrecoverable",
     "custom",
     "exponential",

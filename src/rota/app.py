@@ -27,58 +27,77 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import inspect
 import logging
 import os
 import re
+import sys
 import tempfile
 import threading
 import time
-import traceback
 import typing
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar, cast
 
 import anyio
+import anyio.from_thread
+import anyio.lowlevel
 import anyio.to_thread
 import msgspec
 
+from rota.actors._backend import current_backend
 from rota.actors.worker_pool import JobRun
 from rota.config import Config
 from rota.domain import lifecycle
 from rota.domain.backoff import Backoff, Custom, Exponential, Fixed, Linear
 from rota.domain.event import Event, EventKind, LogEntry, Progress
 from rota.domain.job import DEFAULT_QUEUE, FINISHED_STATES, Job, JobOptions, JobState, NewJob
-from rota.domain.outcome import FailureKind, Retry, Unrecoverable
+from rota.domain.outcome import FailureKind
 from rota.errors import ConfigError, JobFailed, PayloadError, did_you_mean
+from rota.execution import QueueRunners, attempt
+from rota.execution.processes import ProcessPool, ProcessSettings
+from rota.execution.threads import ThreadHooks, ThreadPool
+from rota.execution.wire import Hello, JobDone
 from rota.runtime import Runtime
 from rota.storage.engine import Completion, Engine, Failure
 from rota.storage.sqlite import SqliteEngine
 
-__all__ = ["App", "Context", "EventStream", "JobDefinition", "JobHandle", "QueueHandle", "Registry"]
+__all__ = [
+    "App",
+    "Context",
+    "EventStream",
+    "JobDefinition",
+    "JobHandle",
+    "Mode",
+    "QueueHandle",
+    "Registry",
+    "SyncContext",
+]
 
 log = logging.getLogger("rota.job")
 
 P = TypeVar("P", bound=msgspec.Struct)
+#: Where a handler runs: on the event loop, on a handler thread, or in a child process.
+Mode = Literal["async", "thread", "process"]
+_MODES: tuple[str, ...] = typing.get_args(Mode)
 R = TypeVar("R")
 
 _JSON = msgspec.json.Encoder()
 #: First poll delay when waiting for another connection's commits (then doubling).
 _FIRST_POLL_S = 0.002
-_MAX_ERROR_CHARS = 8000
 
 
 # -- inside a handler ---------------------------------------------------------------------
 
 
-class Context:
-    """What a running handler knows and can report. One per attempt."""
+class _ContextBase:
+    """What a running handler knows, in every mode."""
 
     __slots__ = ("_app", "_run", "attempt", "job", "job_id", "max_attempts", "name", "queue")
 
-    def __init__(self, app: App, run: JobRun) -> None:
-        job = run.job
+    def __init__(self, app: App, run: JobRun | None, job: Job) -> None:
         self._app = app
         self._run = run
         self.job: Job = job
@@ -87,6 +106,31 @@ class Context:
         self.queue: str = job.queue
         self.attempt: int = job.attempt
         self.max_attempts: int = job.max_attempts
+
+    def log(self, message: str) -> None:
+        """Append a line to the job's log (stored with the next progress report or when the
+        attempt ends) and to the ``rota.job`` logger."""
+        self._add_log(str(message))
+        log.info(message, extra=self._extra())
+
+    def _add_log(self, line: str) -> None:
+        assert self._run is not None
+        self._run.logs.append(line)
+
+    def _extra(self) -> dict[str, Any]:
+        return {"job_id": self.job_id, "queue": self.queue, "attempt": self.attempt}
+
+
+def _progress(
+    value: float | None, step: int | None, total: int | None, message: str | None
+) -> bytes:
+    return _JSON.encode(Progress(value=value, step=step, total=total, message=message))
+
+
+class Context(_ContextBase):
+    """What a running ``async def`` handler knows and can report. One per attempt."""
+
+    __slots__ = ()
 
     async def progress(
         self,
@@ -99,25 +143,51 @@ class Context:
         """Report progress: a number (a percentage, a count), and/or the step this attempt
         is at (``step`` of ``total``) with a message. Stored on the job and emitted as a
         ``progress`` event."""
-        progress = Progress(value=value, step=step, total=total, message=message)
-        await self._flush_logs()
-        await self._app._engine_call(
-            "set_progress", self.job_id, self._run.token, _JSON.encode(progress)
-        )
+        await self._report(_progress(value, step, total, message))
 
-    def log(self, message: str) -> None:
-        """Append a line to the job's log (stored with the next progress report or when the
-        attempt ends) and to the ``rota.job`` logger."""
-        self._run.logs.append(str(message))
-        log.info(message, extra=self._extra())
+    async def _report(self, data: bytes) -> None:
+        assert self._run is not None
+        await self._app._report_progress(self._run, data)
 
-    def _extra(self) -> dict[str, Any]:
-        return {"job_id": self.job_id, "queue": self.queue, "attempt": self.attempt}
 
-    async def _flush_logs(self) -> None:
-        logs, self._run.logs = self._run.logs, []
-        for line in logs:
-            await self._app._engine_call("add_log", self.job_id, self._run.token, line)
+class SyncContext(_ContextBase):
+    """What a running plain ``def`` handler knows and can report (thread mode, and sync
+    handlers in process mode). ``progress`` returns once the report is stored."""
+
+    __slots__ = ("_stop",)
+
+    def __init__(
+        self, app: App, run: JobRun | None, job: Job, stop: threading.Event | None = None
+    ) -> None:
+        super().__init__(app, run, job)
+        self._stop = stop
+
+    def progress(
+        self,
+        value: float | None = None,
+        *,
+        step: int | None = None,
+        total: int | None = None,
+        message: str | None = None,
+    ) -> None:
+        """Report progress (see ``Context.progress``); blocks this thread, never the
+        event loop, until it is stored."""
+        self._report(_progress(value, step, total, message))
+
+    @property
+    def cancelled(self) -> bool:
+        """True once nobody waits for this attempt any more (it timed out, was cancelled
+        or its lease was lost): a thread cannot be killed, so a long handler may check this
+        and return early. Whatever it returns then is dropped."""
+        return self._stop is not None and self._stop.is_set()
+
+    def _report(self, data: bytes) -> None:
+        app, run = self._app, self._run
+        assert run is not None
+        token = app._runtime_token
+        if token is None:
+            raise RuntimeError("progress() needs the runtime this job runs in; it has stopped")
+        anyio.from_thread.run(app._report_progress, run, data, token=token)
 
 
 # -- job definitions ------------------------------------------------------------------------
@@ -128,16 +198,22 @@ class JobDefinition(Generic[P, R]):
 
     def __init__(
         self,
-        fn: Callable[..., Awaitable[R]],
+        fn: Callable[..., Awaitable[R]] | Callable[..., R],
         *,
         name: str,
         payload_type: type[P],
         result_type: Any,
         options: JobOptions,
         takes_context: bool,
+        mode: Mode | None = None,
     ) -> None:
         self.fn = fn
         self.name = name
+        #: ``async def`` (runs on the event loop or in a child) or plain ``def`` (on a
+        #: handler thread or in a child)
+        self.is_async = inspect.iscoroutinefunction(fn)
+        #: the mode asked for at registration (None: by the handler's kind and its queue)
+        self.mode = mode
         self.payload_type = payload_type
         self.result_type = result_type
         self.options = options
@@ -150,7 +226,12 @@ class JobDefinition(Generic[P, R]):
         return f"<job {self.name!r} queue={self.options.queue!r}>"
 
     async def __call__(self, args: P, ctx: Context) -> R:
-        return await (self.fn(args, ctx) if self.takes_context else self.fn(args))
+        fn = cast(Callable[..., Awaitable[R]], self.fn)
+        return await (fn(args, ctx) if self.takes_context else fn(args))
+
+    def call_sync(self, args: P, ctx: SyncContext) -> R:
+        """Call a plain ``def`` handler."""
+        return cast(R, self.fn(args, ctx) if self.takes_context else self.fn(args))
 
     # payloads
 
@@ -454,6 +535,9 @@ class Registry:
     def job(self, fn: Callable[..., Awaitable[R]]) -> JobDefinition[Any, R]: ...
 
     @typing.overload
+    def job(self, fn: Callable[..., R]) -> JobDefinition[Any, R]: ...
+
+    @typing.overload
     def job(
         self,
         *,
@@ -464,11 +548,12 @@ class Registry:
         backoff: Backoff | None = None,
         timeout: float | None = None,
         max_stalls: int | None = None,
-    ) -> Callable[[Callable[..., Awaitable[R]]], JobDefinition[Any, R]]: ...
+        mode: Mode | None = None,
+    ) -> Callable[[Callable[..., Any]], JobDefinition[Any, Any]]: ...
 
     def job(
         self,
-        fn: Callable[..., Awaitable[Any]] | None = None,
+        fn: Callable[..., Any] | None = None,
         *,
         name: str | None = None,
         queue: str = DEFAULT_QUEUE,
@@ -477,15 +562,21 @@ class Registry:
         backoff: Backoff | None = None,
         timeout: float | None = None,
         max_stalls: int | None = None,
+        mode: Mode | None = None,
     ) -> Any:
-        """Register an ``async def handler(args: SomeStruct[, ctx: Context])``; usable as
-        ``@job`` or ``@job(queue=..., ...)``. Its payload type is the first parameter's
-        annotation; its result type is the return annotation."""
+        """Register a handler ``handler(args: SomeStruct[, ctx])``; usable as ``@job`` or
+        ``@job(queue=..., ...)``. Its payload type is the first parameter's annotation; its
+        result type is the return annotation.
 
-        def register(fn: Callable[..., Awaitable[Any]]) -> JobDefinition[Any, Any]:
+        Where it runs (``mode``): an ``async def`` handler on the event loop, a plain
+        ``def`` one on a handler thread; ``mode="process"`` runs either in the queue's
+        child processes (so does a queue configured with ``mode="process"``)."""
+
+        def register(fn: Callable[..., Any]) -> JobDefinition[Any, Any]:
             definition = _define(
                 fn,
                 name=name,
+                mode=mode,
                 queue=queue,
                 priority=priority,
                 max_attempts=max_attempts,
@@ -509,12 +600,25 @@ class Registry:
 
 
 def _define(
-    fn: Callable[..., Awaitable[Any]], *, name: str | None, **opts: Any
+    fn: Callable[..., Any], *, name: str | None, mode: Mode | None, **opts: Any
 ) -> JobDefinition[Any, Any]:
-    if not inspect.iscoroutinefunction(fn):
+    if not callable(fn) or inspect.isasyncgenfunction(fn) or inspect.isgeneratorfunction(fn):
+        raise ConfigError(f"job handler {fn!r} must be a function (async def or def)")
+    if mode is not None and mode not in _MODES:
         raise ConfigError(
-            f"job handler {fn.__qualname__} must be 'async def' (blocking handlers run on "
-            "the thread pool of a later release)"
+            f"job {fn.__qualname__}: unknown mode {mode!r}{did_you_mean(str(mode), _MODES)} "
+            f"(known: {', '.join(_MODES)})"
+        )
+    is_async = inspect.iscoroutinefunction(fn)
+    if mode == "async" and not is_async:
+        raise ConfigError(
+            f"job {fn.__qualname__}: mode 'async' needs an 'async def' handler; a plain def "
+            "handler runs in mode 'thread' (the default for it) or 'process'"
+        )
+    if mode == "thread" and is_async:
+        raise ConfigError(
+            f"job {fn.__qualname__}: mode 'thread' is for plain def handlers; an 'async def' "
+            "handler runs on the event loop (mode 'async') or in mode 'process'"
         )
     params = list(inspect.signature(fn).parameters.values())
     if not 1 <= len(params) <= 2:
@@ -544,6 +648,7 @@ def _define(
         result_type=result_type,
         options=job_options,
         takes_context=len(params) == 2,
+        mode=mode,
     )
 
 
@@ -572,9 +677,14 @@ class App:
         *,
         config: Config | None = None,
         clock: Callable[[], int] | None = None,
+        import_name: str | None = None,
         **options: Any,
     ) -> None:
         base = config if config is not None else Config()
+        #: how child processes (process mode) import this app: ``"package.module:app"``;
+        #: found by looking for the app among the imported modules if not given
+        self.import_name = import_name
+        self.thread_hooks = ThreadHooks()
         self.config = base.replace(database=str(database), where="rota.App", **options)
         #: ms since the epoch; tests pass ``rota.testing.Clock`` to control time
         self.clock: Callable[[], int] = clock if clock is not None else _now_ms
@@ -583,7 +693,7 @@ class App:
         #: ``Registry.job``)
         self.job = self.registry.job
         self._runtime: Runtime | None = None
-        self._runtime_token: object | None = None
+        self._runtime_token: anyio.lowlevel.EventLoopToken | None = None
         self._local = threading.local()
         self._engines: list[Engine] = []
         self._engines_lock = threading.Lock()
@@ -608,6 +718,29 @@ class App:
         for definition in registry.jobs.values():
             self.registry.add(definition)
             definition.app = self
+
+    def on_thread_start(self, fn: Callable[[], object]) -> Callable[[], object]:
+        """Register a per-thread start hook (a decorator): it runs on every thread that
+        runs sync handlers (each handler thread, and the main thread of each child
+        process), once, before that thread's first job. Open a connection per thread::
+
+            local = threading.local()
+
+            @app.on_thread_start
+            def connect() -> None:
+                local.db = sqlite3.connect("app.db")
+
+        An exception fails the job that was about to run (and is tried again before the
+        next job on that thread)."""
+        self.thread_hooks.start.append(fn)
+        return fn
+
+    def on_thread_stop(self, fn: Callable[[], object]) -> Callable[[], object]:
+        """Register a per-thread stop hook: it runs on the thread when the thread stops
+        (at shutdown, or when it is replaced), if its start hooks ran; stop hooks run in
+        reverse order of registration."""
+        self.thread_hooks.stop.append(fn)
+        return fn
 
     def definition(self, name: str) -> JobDefinition[Any, Any]:
         try:
@@ -656,17 +789,23 @@ class App:
                 f"{self.config.database!r}: a runtime works on its app's database"
             )
         queues = config.queues if config.queues is not None else self.queues
+        backend = current_backend()
         runtime = Runtime(
             config=config,
             queues=queues,
             engine_factory=lambda: self.engine(synchronous=config.synchronous),
-            execute=self._execute,
+            runners=lambda queue: self._runners(queue, config, backend),
         )
         body_error: Exception | None = None
         async with anyio.create_task_group() as tg:
-            await tg.start(runtime.run)
-            self._runtime = runtime
+            # Before the start: a sync handler may report progress as soon as jobs run.
             self._runtime_token = anyio.lowlevel.current_token()
+            try:
+                await tg.start(runtime.run)
+            except BaseException:
+                self._runtime_token = None
+                raise
+            self._runtime = runtime
             try:
                 yield runtime
             except Exception as exc:  # re-raised as itself below, not inside a group
@@ -692,10 +831,85 @@ class App:
 
     # -- executing (called by the WorkerPool) --
 
-    async def _execute(self, run: JobRun) -> Completion | Failure:
+    def mode(self, definition: JobDefinition[Any, Any], queue: str | None = None) -> Mode:
+        """Where ``definition``'s jobs run on ``queue`` (default: its own queue): the mode
+        it was registered with, else ``process`` if the queue is configured so, else by
+        the handler's kind (``async`` or ``thread``)."""
+        if definition.mode is not None:
+            return definition.mode
+        queue_mode = self.config.for_queue(queue or definition.options.queue).mode
+        if queue_mode is not None:
+            return queue_mode
+        return "async" if definition.is_async else "thread"
+
+    def _needs_processes(self, queue: str, config: Config) -> bool:
+        settings = config.for_queue(queue)
+        if settings.mode == "process":
+            return True
+        return any(
+            d.options.queue == queue and d.mode == "process" for d in self.registry.jobs.values()
+        )
+
+    def _runners(self, queue: str, config: Config, backend: str) -> QueueRunners:
+        """One queue's thread pool (always: threads start when a sync job needs one) and
+        process pool (if a job of the queue runs in process mode)."""
+        settings = config.for_queue(queue)
+        processes = None
+        if self._needs_processes(queue, config):
+            app_spec = self._import_spec()
+            hello = Hello(
+                app=app_spec,
+                path=list(sys.path),
+                database=str(Path(self.database_path).resolve()),
+                backend=backend,
+            )
+            processes = ProcessPool(
+                queue=queue,
+                settings=ProcessSettings(
+                    size=settings.processes,
+                    max_jobs_per_child=settings.max_jobs_per_child,
+                    kill_grace_s=config.kill_grace_s,
+                    start_timeout_s=config.child_start_timeout_s,
+                    max_restarts=config.child_max_restarts,
+                    restart_period_s=config.child_restart_period_s,
+                ),
+                hello=lambda: hello,
+            )
+        runners = QueueRunners(
+            queue=queue,
+            mode=settings.mode,
+            threads=ThreadPool(queue=queue, size=settings.concurrency, hooks=self.thread_hooks),
+            processes=processes,
+        )
+        runners.execute = functools.partial(self._execute, runners=runners)
+        return runners
+
+    def _import_spec(self) -> str:
+        """How a child process imports this app (``Hello.app``)."""
+        if self.import_name is not None:
+            return self.import_name
+        main_attr = None
+        for module_name, module in list(sys.modules.items()):
+            namespace = getattr(module, "__dict__", None)
+            if not isinstance(namespace, dict):
+                continue
+            for attr, value in list(namespace.items()):
+                if value is self:
+                    if module_name != "__main__":
+                        return f"{module_name}:{attr}"
+                    main_attr = attr
+        main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+        if main_attr is not None and main_file:
+            return f"path:{Path(main_file).resolve()}:{main_attr}"
+        raise ConfigError(
+            "process mode needs child processes to import this app, and it is not a "
+            "module-level variable of an importable module: define it at module level, "
+            "or pass App(..., import_name='package.module:app')"
+        )
+
+    async def _execute(self, run: JobRun, runners: QueueRunners) -> Completion | Failure:
         job = run.job
         definition = self.registry.jobs.get(job.name)
-        extra = {"job_id": job.id, "queue": job.queue, "attempt": job.attempt}
         if definition is None:
             return Failure(
                 job.id,
@@ -703,6 +917,10 @@ class App:
                 f"no handler registered for job {job.name!r} in this worker",
                 FailureKind.UNRECOVERABLE,
             )
+        # (a pool claims only its own queue's jobs: the queue's mode is the runners')
+        mode = definition.mode or runners.mode or ("async" if definition.is_async else "thread")
+        if mode == "process":
+            return await self._execute_in_child(run, definition, runners)
         try:
             args = definition.decode(job.payload)
         except msgspec.ValidationError as exc:
@@ -712,10 +930,12 @@ class App:
                 f"payload does not match {definition.payload_type.__name__}: {exc}",
                 FailureKind.UNRECOVERABLE,
             )
-        ctx = Context(self, run)
+        if mode == "thread":
+            return await self._execute_on_thread(run, definition, args, runners.threads)
+        ctx = Context(self, run, job)
         debug = log.isEnabledFor(logging.DEBUG)
         if debug:
-            log.debug("job %d started (attempt %d)", job.id, job.attempt, extra=extra)
+            log.debug("job %d started (attempt %d)", job.id, job.attempt, extra=ctx._extra())
         timeout_s = None if job.timeout_ms is None else job.timeout_ms / 1000
         try:
             if timeout_s is None:  # the common case: no scope to open and close per job
@@ -724,27 +944,108 @@ class App:
                 with anyio.move_on_after(timeout_s) as scope:
                     result = await definition(args, ctx)
                 if scope.cancelled_caught:
-                    log.warning("job %d timed out after %g s", job.id, timeout_s, extra=extra)
-                    return self._failure(definition, run, f"timed out after {timeout_s:g} s")
+                    return self._timed_out(definition, run, f"timed out after {timeout_s:g} s")
             data = None if result is None else _JSON.encode(result)
-        except Retry as retry:
-            delay_ms = None if retry.delay_s is None else round(retry.delay_s * 1000)
-            return self._failure(definition, run, f"retry requested: {retry.reason}", delay_ms)
-        except Unrecoverable as exc:
-            return Failure(
-                job.id, run.token, f"unrecoverable: {exc.reason}", FailureKind.UNRECOVERABLE
-            )
         except Exception as exc:
-            log.warning("job %d failed: %r", job.id, exc, extra=extra)
-            text = "".join(traceback.format_exception(exc))[-_MAX_ERROR_CHARS:]
-            return self._failure(definition, run, text)
+            return self._settle(definition, run, attempt.failed(job.id, exc))
         finally:
             if run.logs:
                 with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
-                    await ctx._flush_logs()
+                    await self._flush_logs(run)
         if debug:
-            log.debug("job %d completed", job.id, extra=extra)
+            log.debug("job %d completed", job.id, extra=ctx._extra())
         return Completion(job.id, run.token, data)
+
+    async def _execute_on_thread(
+        self, run: JobRun, definition: JobDefinition[Any, Any], args: Any, threads: ThreadPool
+    ) -> Completion | Failure:
+        job = run.job
+        stop = threading.Event()
+        ctx = SyncContext(self, run, job, stop)
+        timeout_s = None if job.timeout_ms is None else job.timeout_ms / 1000
+        try:
+            finished, done = await threads.run_sync(
+                functools.partial(
+                    attempt.run_sync, job.id, lambda: definition.call_sync(args, ctx)
+                ),
+                cancelled=stop,
+                timeout_s=timeout_s,
+            )
+        finally:
+            if run.logs:
+                with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                    await self._flush_logs(run)
+        if not finished or done is None:
+            return self._timed_out(
+                definition,
+                run,
+                f"timed out after {timeout_s:g} s (its thread cannot be killed: it was left "
+                "to finish alone and its result will be dropped)",
+            )
+        return self._settle(definition, run, done)
+
+    async def _execute_in_child(
+        self, run: JobRun, definition: JobDefinition[Any, Any], runners: QueueRunners
+    ) -> Completion | Failure:
+        job = run.job
+        pool = runners.processes
+        if pool is None:
+            return Failure(
+                job.id,
+                run.token,
+                f"job {job.name!r} runs in process mode, but queue {job.queue!r} has no "
+                "process pool in this worker (set mode='process' on the job's own queue, "
+                "or queue_config={...: {'mode': 'process'}})",
+                FailureKind.ERROR,
+            )
+        timeout_s = None if job.timeout_ms is None else job.timeout_ms / 1000
+
+        async def on_progress(data: bytes) -> None:
+            await self._report_progress(run, data)
+
+        def on_log(line: str) -> None:
+            run.logs.append(line)
+            log.info(line, extra={"job_id": job.id, "queue": job.queue, "attempt": job.attempt})
+
+        try:
+            done = await pool.run_job(
+                job, timeout_s=timeout_s, on_progress=on_progress, on_log=on_log
+            )
+        finally:
+            if run.logs:
+                with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                    await self._flush_logs(run)
+        if isinstance(done, str):
+            if done.startswith("timed out"):
+                return self._timed_out(definition, run, done)
+            # The child died: run the job again at once (it counts as an attempt).
+            return Failure(job.id, run.token, done, FailureKind.ERROR, 0)
+        return self._settle(definition, run, done)
+
+    def _timed_out(self, definition: JobDefinition[Any, Any], run: JobRun, text: str) -> Failure:
+        job = run.job
+        log.warning("job %d %s", job.id, text, extra={"job_id": job.id, "queue": job.queue})
+        return self._failure(definition, run, text)
+
+    def _settle(
+        self, definition: JobDefinition[Any, Any], run: JobRun, done: JobDone
+    ) -> Completion | Failure:
+        """The outcome to store for an attempt that ended by itself, in any mode."""
+        job = run.job
+        status = done.status
+        if status == "ok":
+            return Completion(job.id, run.token, done.result)
+        error = done.error or status
+        if status == "unrecoverable":
+            return Failure(job.id, run.token, error, FailureKind.UNRECOVERABLE)
+        if status == "error":
+            log.warning(
+                "job %d failed: %s",
+                job.id,
+                error.strip().splitlines()[-1] if error.strip() else error,
+                extra={"job_id": job.id, "queue": job.queue, "attempt": job.attempt},
+            )
+        return self._failure(definition, run, error, done.delay_ms)
 
     @staticmethod
     def _failure(
@@ -754,6 +1055,16 @@ class App:
         if delay_ms is None and isinstance(backoff, Custom):
             delay_ms = round(backoff.delay_s(run.job.attempt) * 1000)
         return Failure(run.job.id, run.token, error, FailureKind.ERROR, delay_ms)
+
+    async def _report_progress(self, run: JobRun, data: bytes) -> None:
+        """Store a progress report of a running job (its pending log lines first)."""
+        await self._flush_logs(run)
+        await self._engine_call("set_progress", run.job.id, run.token, data)
+
+    async def _flush_logs(self, run: JobRun) -> None:
+        logs, run.logs = run.logs, []
+        for line in logs:
+            await self._engine_call("add_log", run.job.id, run.token, line)
 
     # -- storage access (through the runtime's Store if one runs here, else directly) --
 

@@ -164,7 +164,8 @@ def cmd_info(args: argparse.Namespace) -> int:
             )
         _table(rows)
         owners = engine.list_owners()
-        print(f"\nowners: {len(owners)}")
+        note = "  (pools as of the last heartbeat)" if any(o.pools for o in owners) else ""
+        print(f"\nowners: {len(owners)}{note}")
         for owner in owners:
             age = (now - owner.heartbeat_at_ms) / 1000
             local = owner.host == socket.gethostname()
@@ -173,6 +174,8 @@ def cmd_info(args: argparse.Namespace) -> int:
                 f"  {owner.id}  pid {owner.pid}{alive}  queues {', '.join(owner.queues)}"
                 f"  heartbeat {age:.1f} s ago"
             )
+            for queue, pool in (owner.pools or {}).items():
+                print(f"    {queue}: {_describe_pool(pool)}")
     finally:
         engine.close()
     return 0
@@ -232,6 +235,45 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     finally:
         engine.close()
     return 0
+
+
+def _describe_pool(pool: Any) -> str:
+    """One queue's execution pools as a worker reported them (see ``Owner.pools``), e.g.
+    ``concurrency 10, running 3; threads 4/10 (1 busy, 0 abandoned); processes 2/2 pids
+    123,124 (1 busy, 57 jobs, 1 restarts, 0 recycled, 0 killed)``. Missing figures are
+    left out (``?`` in a fraction), unknown ones ignored: workers of other versions may
+    report more or less."""
+
+    def value(v: Any) -> str:
+        return "?" if v is None else str(v)
+
+    def counts(figures: dict[str, Any], names: Sequence[str]) -> str:
+        listed = ", ".join(f"{value(figures[n])} {n}" for n in names if n in figures)
+        return f" ({listed})" if listed else ""
+
+    if not isinstance(pool, dict):
+        return "no figures"
+    parts = []
+    head = ", ".join(f"{n} {value(pool[n])}" for n in ("concurrency", "running") if n in pool)
+    if head:
+        parts.append(head)
+    threads = pool.get("threads")
+    if isinstance(threads, dict):
+        parts.append(
+            f"threads {value(threads.get('alive'))}/{value(threads.get('size'))}"
+            + counts(threads, ("busy", "abandoned"))
+        )
+    processes = pool.get("processes")
+    if isinstance(processes, dict):
+        pids = processes.get("pids")
+        pids = pids if isinstance(pids, list) else None
+        parts.append(
+            f"processes {value(None if pids is None else len(pids))}"
+            f"/{value(processes.get('size'))}"
+            + (f" pids {','.join(str(pid) for pid in pids)}" if pids else "")
+            + counts(processes, ("busy", "jobs", "restarts", "recycled", "killed"))
+        )
+    return "; ".join(parts) or "no figures"
 
 
 def _table(rows: Sequence[Sequence[str]]) -> None:

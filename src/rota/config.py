@@ -33,10 +33,16 @@ class QueueConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     * ``prefetch``: jobs claimed ahead of free slots.
     * ``retain_completed_s`` / ``retain_completed`` / ``retain_failed_s`` /
       ``retain_failed``: retention of finished jobs (see ``Config``).
+    * ``mode`` (None or ``"process"``): ``"process"`` runs every job of the queue that
+      was not registered with a mode of its own in the queue's child processes.
+    * ``processes`` / ``max_jobs_per_child``: the queue's process pool (see ``Config``).
     """
 
     concurrency: int | None = None
     prefetch: int | None = None
+    mode: Literal["process"] | None = None
+    processes: int | None = None
+    max_jobs_per_child: int | None = None
     retain_completed_s: float | None = None
     retain_completed: int | None = None
     retain_failed_s: float | None = None
@@ -76,6 +82,19 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
       cancelled jobs (the dead-letter set).
     * ``retain_events_s`` (3600.0): events older than this are deleted.
     * ``retention_interval_s`` (60.0): how often retention runs.
+
+    Process mode (jobs with ``mode="process"``, or of a queue configured so):
+
+    * ``processes`` (None: the queue's ``concurrency``, at most the number of CPUs): child
+      processes per queue that runs process-mode jobs. Each runs one job at a time.
+    * ``max_jobs_per_child`` (None: no limit): a child is replaced after this many jobs
+      (bounds what a leaky handler can hold on to).
+    * ``kill_grace_s`` (5.0): a child whose job timed out or was cancelled gets SIGTERM,
+      then this long to exit, then SIGKILL.
+    * ``child_start_timeout_s`` (60.0): how long a new child may take to import the app.
+    * ``child_max_restarts`` (10) in ``child_restart_period_s`` (60.0): children that die
+      unexpectedly are restarted; more crashes than this within the period and the
+      queue's pool gives up (a crash loop stops the runtime with an error).
     """
 
     database: str = "rota.db"
@@ -95,6 +114,12 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     retain_failed: int | None = None
     retain_events_s: float = 3_600.0
     retention_interval_s: float = 60.0
+    processes: int | None = None
+    max_jobs_per_child: int | None = None
+    kill_grace_s: float = 5.0
+    child_start_timeout_s: float = 60.0
+    child_max_restarts: int = 10
+    child_restart_period_s: float = 60.0
 
     def __post_init__(self) -> None:
         _positive("concurrency", self.concurrency)
@@ -104,6 +129,16 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
         _positive("heartbeat_interval_s", self.heartbeat_interval_s)
         _positive("retention_interval_s", self.retention_interval_s)
         _positive("retain_events_s", self.retain_events_s)
+        _positive("child_start_timeout_s", self.child_start_timeout_s)
+        _positive("child_restart_period_s", self.child_restart_period_s)
+        for name in ("processes", "max_jobs_per_child"):
+            _positive_or_none(name, getattr(self, name))
+        if self.kill_grace_s < 0:
+            raise ConfigError(f"option 'kill_grace_s' must be >= 0, got {self.kill_grace_s}")
+        if self.child_max_restarts < 0:
+            raise ConfigError(
+                f"option 'child_max_restarts' must be >= 0, got {self.child_max_restarts}"
+            )
         for name in ("prefetch", "retain_completed", "retain_failed"):  # counts: >= 0
             value = getattr(self, name)
             if value is not None and value < 0:
@@ -115,6 +150,8 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
         for queue, qc in self.queue_config.items():
             if qc.concurrency is not None and qc.concurrency < 1:
                 raise ConfigError(f"queue {queue!r}: concurrency must be >= 1")
+            for name in ("processes", "max_jobs_per_child"):
+                _positive_or_none(f"queue_config[{queue!r}].{name}", getattr(qc, name))
 
     # -- building ---------------------------------------------------------------------
 
@@ -175,10 +212,15 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     def for_queue(self, queue: str) -> ResolvedQueue:
         """The effective settings of one queue."""
         qc = self.queue_config.get(queue, QueueConfig())
+        concurrency = qc.concurrency if qc.concurrency is not None else self.concurrency
+        processes = _pick(qc.processes, self.processes)
         return ResolvedQueue(
             name=queue,
-            concurrency=qc.concurrency if qc.concurrency is not None else self.concurrency,
+            concurrency=concurrency,
             prefetch=qc.prefetch if qc.prefetch is not None else self.prefetch,
+            mode=qc.mode,
+            processes=processes or max(1, min(concurrency, os.cpu_count() or 1)),
+            max_jobs_per_child=_pick(qc.max_jobs_per_child, self.max_jobs_per_child),
             retain_completed_s=_pick(qc.retain_completed_s, self.retain_completed_s),
             retain_completed=_pick(qc.retain_completed, self.retain_completed),
             retain_failed_s=_pick(qc.retain_failed_s, self.retain_failed_s),
@@ -192,6 +234,9 @@ class ResolvedQueue(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     concurrency: int
     prefetch: int
+    mode: Literal["process"] | None
+    processes: int
+    max_jobs_per_child: int | None
     retain_completed_s: float | None
     retain_completed: int | None
     retain_failed_s: float | None
@@ -205,6 +250,11 @@ def _pick(specific: Any, default: Any) -> Any:
 def _positive(name: str, value: float) -> None:
     if not value > 0:
         raise ConfigError(f"option {name!r} must be > 0, got {value!r}")
+
+
+def _positive_or_none(name: str, value: int | None) -> None:
+    if value is not None and value < 1:
+        raise ConfigError(f"option {name!r} must be >= 1 or None, got {value!r}")
 
 
 def _queue_config(queue: str, value: Any) -> QueueConfig:

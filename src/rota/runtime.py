@@ -10,6 +10,9 @@
     └── QueueSup[q] ...  rest_for_one, 5 restarts in 30 s, one per queue
         ├── Queue[q]         wake-ups (coalesced) and pause / resume
         ├── LockRenewer[q]   renews the pool's leases every ttl/3
+        ├── threads[q]       handler threads for sync jobs (started on demand)
+        ├── processes[q]     supervised child processes (if the queue has process jobs)
+        │   └── process[q:i] ...   one per child: a crash is a restart, counted
         └── WorkerPool[q]    runs the jobs; stopped first, so it drains under renewal
 
 Shutdown runs the tree backwards: each WorkerPool stops claiming, lets running jobs finish
@@ -26,7 +29,7 @@ import secrets
 import socket
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
@@ -37,7 +40,6 @@ from rota.actors.queue import Pause, Queue, Resume
 from rota.actors.scheduler import RetentionPolicy, Scheduler, SchedulerSettings, Sweep, SweepResult
 from rota.actors.store import Store, StoreClient
 from rota.actors.worker_pool import (
-    Executor,
     JobsAvailable,
     PoolStats,
     WorkerPool,
@@ -49,6 +51,9 @@ from rota.domain.job import NewJob
 from rota.errors import ActorNotRunning, MailboxFull
 from rota.storage.engine import Engine, LeaseRef
 from rota.supervisors import ChildSpec, Restart, Strategy, Supervisor
+
+if TYPE_CHECKING:
+    from rota.execution import QueueRunners
 
 __all__ = ["Runtime"]
 
@@ -68,7 +73,7 @@ class Runtime:
         config: Config,
         queues: Sequence[str],
         engine_factory: Callable[[], Engine],
-        execute: Executor,
+        runners: Callable[[str], QueueRunners],
         watch_other_processes: bool = True,
     ) -> None:
         if not queues:
@@ -99,9 +104,11 @@ class Runtime:
         self.pools: dict[str, ActorRef[Actor]] = {}
         self.queue_refs: dict[str, ActorRef[Actor]] = {}
         self.renewers: dict[str, ActorRef[Actor]] = {}
+        self.runners: dict[str, QueueRunners] = {}
         queue_sups = []
         for q in self.queues:
             settings = config.for_queue(q)
+            queue_runners = self.runners[q] = runners(q)
             pool: ActorRef[Actor] = ActorRef(
                 f"pool[{q}]",
                 _factory(
@@ -109,7 +116,7 @@ class Runtime:
                     queue=q,
                     owner=self.owner.id,
                     store=self.store,
-                    execute=execute,
+                    execute=queue_runners.execute,
                     concurrency=settings.concurrency,
                     prefetch=settings.prefetch,
                     lease_ttl_ms=ttl_ms,
@@ -131,6 +138,7 @@ class Runtime:
                     [
                         _actor_child(queue_ref, grace_s=5.0),
                         _actor_child(renewer, grace_s=5.0),
+                        *queue_runners.children(),  # threads, processes: up before the pool
                         _actor_child(pool, grace_s=grace),
                     ],
                     strategy=Strategy.REST_FOR_ONE,
@@ -165,6 +173,7 @@ class Runtime:
                 owner=self.owner,
                 settings=scheduler_settings,
                 wake=self.wake,
+                describe=self.describe_pools,
             ),
         )
         self.queue_sups = queue_sups
@@ -279,6 +288,19 @@ class Runtime:
     async def pool_statistics(self) -> dict[str, WorkerPoolStatistics]:
         return {q: await ref.call(PoolStats()) for q, ref in self.pools.items()}
 
+    def describe_pools(self) -> dict[str, Any]:
+        """Each queue's slots, handler threads and child processes, as JSON-able data
+        (recorded with the owner's heartbeat: ``rota info`` shows it)."""
+        described: dict[str, Any] = {}
+        for q, runners in self.runners.items():
+            pool = self.pools[q].actor
+            entry: dict[str, Any] = {"concurrency": self.config.for_queue(q).concurrency}
+            if isinstance(pool, WorkerPool):
+                entry["running"] = pool.running
+            entry.update(runners.describe())
+            described[q] = entry
+        return described
+
     def _queue(self, queue: str) -> ActorRef[Actor]:
         try:
             return self.queue_refs[queue]
@@ -297,7 +319,16 @@ class Runtime:
         return {
             "owner": self.owner.id,
             "actors": {ref.name: ref.statistics() for ref in refs},
-            "supervisors": [self.root.statistics(), *(s.statistics() for s in self.queue_sups)],
+            "supervisors": [
+                self.root.statistics(),
+                *(s.statistics() for s in self.queue_sups),
+                *(
+                    r.processes.supervisor.statistics()
+                    for r in self.runners.values()
+                    if r.processes is not None
+                ),
+            ],
+            "pools": self.describe_pools(),
         }
 
 

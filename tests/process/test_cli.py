@@ -7,11 +7,15 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from proc_harness import Harness, wait_until
 
+from rota.cli import main
+from rota.domain.event import Owner
 from rota.domain.job import JobState
+from rota.storage.sqlite import SqliteEngine
 
 
 def rota(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -75,6 +79,70 @@ def test_info_shows_counts_per_queue_and_live_owners(
     worker.kill()  # its owner row stays behind, its pid gone
     result = rota("info", "--db", str(harness.db))
     assert f"pid {worker.pid} (gone)" in result.stdout
+
+
+#: What a worker reports of its pools, with figures missing and unknown ones added.
+POOLS = {
+    "images": {
+        "concurrency": 10, "running": 3,
+        "threads": {"size": 10, "alive": 4, "busy": 1, "abandoned": 0},
+        "processes": {"size": 2, "pids": [123, 124], "busy": 1, "jobs": 57,
+                      "restarts": 1, "recycled": 0, "killed": 0, "new": "x"},
+    },
+    "mail": {"concurrency": 5, "running": 0, "future": {"size": 1}},
+    "odd": {"threads": {"size": 2}, "processes": {"busy": 0}},
+    "broken": 5,
+}  # fmt: skip
+
+
+def test_info_shows_each_owners_pools_as_of_its_last_heartbeat(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = str(tmp_path / "info.db")
+    engine = SqliteEngine(db)
+    engine.migrate()
+    now = engine.now_ms()
+    base = {"host": "elsewhere", "started_at_ms": now, "heartbeat_at_ms": now}
+    engine.register_owner(  # the older owner: listed first
+        Owner(id="quiet", pid=1, queues=["mail"], **{**base, "started_at_ms": now - 1})
+    )
+    engine.register_owner(
+        Owner(id="busy", pid=2, queues=["images", "mail", "odd", "broken"], pools=POOLS, **base)
+    )
+    engine.close()
+
+    assert main(["info", "--db", db]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert out.count("(pools as of the last heartbeat)") == 1
+    quiet = next(i for i, line in enumerate(lines) if line.startswith("  quiet  pid 1 "))
+    busy = next(i for i, line in enumerate(lines) if line.startswith("  busy  pid 2 "))
+    assert busy == quiet + 1  # an owner without pools has no pool lines
+    assert lines[busy + 1 : busy + 5] == [
+        "    images: concurrency 10, running 3; threads 4/10 (1 busy, 0 abandoned); "
+        "processes 2/2 pids 123,124 (1 busy, 57 jobs, 1 restarts, 0 recycled, 0 killed)",
+        "    mail: concurrency 5, running 0",  # no threads / processes parts
+        "    odd: threads ?/2; processes ?/? (0 busy)",  # missing figures tolerated
+        "    broken: no figures",
+    ]
+    assert lines[busy + 5 :] == []
+
+
+def test_info_without_pools_says_nothing_of_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = str(tmp_path / "info.db")
+    engine = SqliteEngine(db)
+    engine.migrate()
+    now = engine.now_ms()
+    engine.register_owner(
+        Owner(id="w", host="elsewhere", pid=1, started_at_ms=now, heartbeat_at_ms=now)
+    )
+    engine.close()
+    assert main(["info", "--db", db]) == 0
+    out = capsys.readouterr().out
+    assert "pools as of" not in out
+    assert out.splitlines()[-1].startswith("  w  pid 1  queues ")
 
 
 def test_jobs_list_filters_by_state(harness: Harness, busy: dict[str, int]) -> None:

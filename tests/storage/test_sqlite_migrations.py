@@ -1,16 +1,18 @@
-"""SqliteEngine: migrating a schema version 1 database to version 2."""
+"""SqliteEngine: migrating a schema version 1 database to version 2 and on, and a
+version 2 database to version 3."""
 
 from __future__ import annotations
 
 import hashlib
 import sqlite3
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from rota.domain import JobState
 from rota.domain.backoff import encode_backoff
-from rota.domain.event import EventKind
+from rota.domain.event import EventKind, Owner
 from rota.domain.job import NewJob
 from rota.errors import StorageError
 from rota.storage import schema as sql
@@ -19,8 +21,9 @@ from rota.storage.sqlite import SqliteEngine
 MakeJob = Callable[..., NewJob]
 OpenEngine = Callable[..., SqliteEngine]
 
-#: Migration 1 as shipped: it must never change (add the next migration instead).
+#: Migrations 1 and 2 as shipped: they must never change (add the next migration instead).
 MIGRATION_1_SHA256 = "00df3c4690df6653fdf0f7e487fc5c71565307c5e0f6f6476745764ff7f1f490"
+MIGRATION_2_SHA256 = "2a1619f17e891128221e279e9353cdb84098bc28b92606618fd41b69938cea26"
 
 
 def create_v1(path: str, jobs: list[NewJob]) -> None:
@@ -61,9 +64,12 @@ def test_migration_1_is_never_edited() -> None:
     text = "\n".join(sql.MIGRATIONS[0].statements)
     assert sql.MIGRATIONS[0].version == 1
     assert hashlib.sha256(text.encode()).hexdigest() == MIGRATION_1_SHA256
+    text = "\n".join(sql.MIGRATIONS[1].statements)
+    assert sql.MIGRATIONS[1].version == 2
+    assert hashlib.sha256(text.encode()).hexdigest() == MIGRATION_2_SHA256
 
 
-def test_a_v1_database_migrates_to_v2_and_keeps_its_jobs(
+def test_a_v1_database_migrates_to_the_latest_version_and_keeps_its_jobs(
     file_path: str, open_engine: OpenEngine, make_job: MakeJob
 ) -> None:
     jobs = [make_job(b"1"), make_job(b"2"), make_job(b"3", queue="q"),
@@ -75,8 +81,8 @@ def test_a_v1_database_migrates_to_v2_and_keeps_its_jobs(
     engine = SqliteEngine(file_path)
     try:
         assert engine._schema_version() == 1
-        assert engine.migrate() == sql.SCHEMA_VERSION == 2
-        assert engine.migrate() == 2
+        assert engine.migrate() == sql.SCHEMA_VERSION == 3
+        assert engine.migrate() == 3
         after = engine._conn.execute("SELECT * FROM rota_jobs ORDER BY id").fetchall()
         assert [row[:-1] for row in after] == before  # every v1 column kept, to the byte
         assert [row[-1] for row in after] == [None] * 4  # progress is NULL
@@ -119,9 +125,9 @@ def test_migration_2_is_applied_once(
     engine = open_engine(file_path)  # migrates
     seen: list[str] = []
     engine._conn.set_trace_callback(seen.append)
-    assert engine.migrate() == 2
+    assert engine.migrate() == sql.SCHEMA_VERSION
     assert not any("ALTER" in s or "CREATE" in s for s in seen)
-    assert engine._conn.execute(sql.SELECT_SCHEMA_VERSION).fetchone()[0] == 2
+    assert engine._conn.execute(sql.SELECT_SCHEMA_VERSION).fetchone()[0] == sql.SCHEMA_VERSION
 
 
 def test_a_migration_2_that_fails_midway_leaves_the_database_at_version_1(
@@ -141,5 +147,67 @@ def test_a_migration_2_that_fails_midway_leaves_the_database_at_version_1(
         assert "progress" not in columns  # the ALTER TABLE before the failure was undone
         names = {n for (n,) in engine._conn.execute("SELECT name FROM sqlite_master")}
         assert not names & {"rota_owners", "rota_queues", "rota_logs"}
+    finally:
+        engine.close()
+
+
+# The owners table as schema version 2 wrote it (UPSERT_OWNER now also writes pools).
+V2_INSERT_OWNER = (
+    "INSERT INTO rota_owners (id, host, pid, started_at_ms, heartbeat_at_ms, queues) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+
+
+def create_v2(path: str, owners: list[tuple[Any, ...]]) -> None:
+    """A database at schema version 2, as rota left it, holding ``owners`` (rows of
+    V2_INSERT_OWNER)."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        for migration in sql.MIGRATIONS[:2]:
+            for statement in migration.statements:
+                conn.execute(statement)
+        conn.execute(sql.SET_SCHEMA_VERSION, (2,))
+        conn.execute("COMMIT")
+        conn.executemany(V2_INSERT_OWNER, owners)
+    finally:
+        conn.close()
+
+
+def test_a_v2_database_migrates_to_v3_and_keeps_its_owners(file_path: str) -> None:
+    create_v2(
+        file_path,
+        [("w1", "h1", 11, 100, 150, '["q1", "q2"]'), ("w2", "h2", 22, 200, 250, "[]")],
+    )
+    engine = SqliteEngine(file_path)
+    try:
+        assert engine._schema_version() == 2
+        assert engine.migrate() == 3
+        assert engine._schema_version() == 3
+        columns = [row[1] for row in engine._conn.execute("PRAGMA table_info(rota_owners)")]
+        assert columns[-1] == "pools"
+        assert engine.list_owners() == [
+            Owner(id="w1", host="h1", pid=11, started_at_ms=100, heartbeat_at_ms=150,
+                  queues=["q1", "q2"]),
+            Owner(id="w2", host="h2", pid=22, started_at_ms=200, heartbeat_at_ms=250,
+                  queues=[]),
+        ]  # fmt: skip
+        assert all(o.pools is None for o in engine.list_owners())
+        engine.heartbeat("w2", {"q": {"running": 1}})  # the new column is in use
+        assert [o.pools for o in engine.list_owners()] == [None, {"q": {"running": 1}}]
+    finally:
+        engine.close()
+
+
+def test_a_migration_3_that_fails_leaves_the_database_at_version_2(file_path: str) -> None:
+    create_v2(file_path, [("w1", "h1", 11, 100, 150, "[]")])
+    with sqlite3.connect(file_path) as raw:  # a column in the way of migration 3
+        raw.execute("ALTER TABLE rota_owners ADD COLUMN pools TEXT")
+    raw.close()
+    engine = SqliteEngine(file_path)
+    try:
+        with pytest.raises(StorageError, match="apply migration 3"):
+            engine.migrate()
+        assert engine._schema_version() == 2
     finally:
         engine.close()

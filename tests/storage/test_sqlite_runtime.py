@@ -394,6 +394,56 @@ def test_owners_are_registered_replaced_heartbeaten_and_removed(
     assert [o.id for o in engine.list_owners()] == ["c", "b"]
 
 
+POOLS: dict[str, Any] = {
+    "images": {
+        "concurrency": 10, "running": 3,
+        "threads": {"size": 10, "alive": 4, "busy": 1, "abandoned": 0},
+        "processes": {"size": 2, "pids": [123, 124], "busy": 1, "jobs": 57,
+                      "restarts": 1, "recycled": 0, "killed": 0},
+    },
+}  # fmt: skip
+
+
+def test_a_heartbeat_with_pools_stores_them_and_one_without_keeps_them(
+    engine: SqliteEngine, clock: FakeClock
+) -> None:
+    engine.register_owner(owner("a", 10))
+    engine.register_owner(owner("b", 20, pools={"q": {"running": 0}}))
+    assert [o.pools for o in engine.list_owners()] == [None, {"q": {"running": 0}}]
+    clock.advance(100)
+    engine.heartbeat("a", POOLS)
+    [a, b] = engine.list_owners()
+    assert (a.heartbeat_at_ms, a.pools) == (clock.now_ms, POOLS)
+    assert b.pools == {"q": {"running": 0}}  # another owner's pools are untouched
+    clock.advance(100)
+    engine.heartbeat("a")  # no pools: the last ones reported stay
+    assert (engine.list_owners()[0].heartbeat_at_ms, engine.list_owners()[0].pools) == (
+        clock.now_ms, POOLS,
+    )  # fmt: skip
+    engine.heartbeat("a", {})  # an empty report replaces them
+    assert engine.list_owners()[0].pools == {}
+    engine.heartbeat("unknown", POOLS)  # no-op, no error
+    assert [o.id for o in engine.list_owners()] == ["a", "b"]
+    engine.register_owner(owner("b", 20))  # registering again replaces the pools too
+    assert engine.list_owners()[1].pools is None
+
+
+@pytest.mark.parametrize(
+    "stored", [b"{not json", b"[1, 2]", b'"text"', 42], ids=["garbage", "array", "string", "int"]
+)
+def test_unreadable_pools_read_as_none_with_a_warning(
+    engine: SqliteEngine, stored: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine.register_owner(owner("a", 10, pools=POOLS))
+    engine.register_owner(owner("b", 20, pools=POOLS))
+    engine._conn.execute("UPDATE rota_owners SET pools = ? WHERE id = 'a'", (stored,))
+    with caplog.at_level("WARNING", logger="rota.storage"):
+        owners = engine.list_owners()
+    assert [(o.id, o.pools) for o in owners] == [("a", None), ("b", POOLS)]
+    assert owners[0] == owner("a", 10)  # every other field read as usual
+    assert [r.getMessage() for r in caplog.records if "owner a" in r.getMessage()] != []
+
+
 # --- data_version ---------------------------------------------------------------------
 
 

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import anyio.lowlevel
 
-__all__ = ["LoopScheduler", "current_loop_scheduler"]
+__all__ = ["LoopScheduler", "current_backend", "current_loop_scheduler"]
 
 
 class LoopScheduler(Protocol):
@@ -32,3 +32,9 @@ def current_loop_scheduler() -> LoopScheduler:
     if schedule is None:  # pragma: no cover - a backend AnyIO may add later
         raise RuntimeError(f"no thread-safe scheduler on event loop token {native!r}")
     return schedule  # type: ignore[no-any-return]
+
+
+def current_backend() -> str:
+    """The running event loop's AnyIO backend name: ``"trio"`` or ``"asyncio"``."""
+    native = anyio.lowlevel.current_token().native_token
+    return "trio" if hasattr(native, "run_sync_soon") else "asyncio"

@@ -23,7 +23,7 @@ import msgspec
 
 from rota.actors.kernel import Actor, ActorRef
 from rota.actors.store import StoreClient
-from rota.actors.worker_pool import CancelJobs, CurrentLeases
+from rota.actors.worker_pool import CancelJobs, CurrentLeases, WorkerPool
 from rota.errors import ActorNotRunning, CallTimeout, StorageError
 from rota.storage.engine import LeaseRef
 
@@ -75,7 +75,7 @@ class LockRenewer(Actor):
         """Renew every lease of the pool once (also callable directly, e.g. by tests)."""
         self.ticks += 1
         try:
-            leases = cast(list[LeaseRef], await self.pool.call(CurrentLeases()))
+            leases = await self._leases()
             if not leases:
                 return
             result = await self.store.renew(leases, self.lease_ttl_ms)
@@ -85,13 +85,30 @@ class LockRenewer(Actor):
         self.renewed += len(result.renewed)
         self.lost += len(result.lost)
         self.cancel_requested += len(result.cancel_requested)
+        if result.lost:
+            await self._cancel(CancelJobs(result.lost, "lost"))
+        if result.cancel_requested:
+            await self._cancel(CancelJobs(result.cancel_requested, "cancel"))
+
+    async def _cancel(self, message: CancelJobs) -> None:
         try:
-            if result.lost:
-                await self.pool.cast(CancelJobs(result.lost, "lost"))
-            if result.cancel_requested:
-                await self.pool.cast(CancelJobs(result.cancel_requested, "cancel"))
+            await self.pool.cast(message)
         except ActorNotRunning:
-            pass  # the pool restarted: it holds none of these any more
+            pool = self.pool.actor
+            if isinstance(pool, WorkerPool) and pool.draining:
+                await pool.handle(message)  # stopping: its running jobs still listen
+            # else the pool restarted: it holds none of these any more
+
+    async def _leases(self) -> list[LeaseRef]:
+        try:
+            return cast(list[LeaseRef], await self.pool.call(CurrentLeases()))
+        except ActorNotRunning:
+            # A pool that is stopping takes no more messages but still runs its jobs for
+            # the shutdown grace period: their leases must go on being renewed.
+            pool = self.pool.actor
+            if isinstance(pool, WorkerPool) and pool.draining:
+                return pool.current_leases()
+            raise
 
     def statistics(self) -> LockRenewerStatistics:
         return LockRenewerStatistics(

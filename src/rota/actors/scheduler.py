@@ -10,7 +10,10 @@ jobs in about a second rather than a lease ttl). Then, on its own timers:
 * every ``scheduler_interval_s``: promote due delayed jobs, rescue expired leases (each a
   stall: it counts as an attempt and follows the job's backoff; past ``max_stalls`` the
   job fails as poison); queues that gained ready jobs are woken;
-* every ``heartbeat_interval_s``: record that the owner is alive;
+* every ``heartbeat_interval_s``: record that the owner is alive, with what its
+  ``describe`` callback reports of its execution pools (for ``rota info``; also recorded
+  at registration); a ``describe`` that raises, or reports what JSON cannot hold, is
+  logged and the heartbeat goes without pools (the last ones reported stay);
 * every ``retention_interval_s``: delete finished jobs past their queue's retention, and
   old events.
 
@@ -51,6 +54,7 @@ __all__ = [
 log = logging.getLogger("rota.scheduler")
 
 _TRANSIENT = (ActorNotRunning, CallTimeout, StorageError)
+_JSON: Final = msgspec.json.Encoder()
 
 
 class Sweep(msgspec.Struct, frozen=True):
@@ -141,16 +145,20 @@ class Scheduler(Actor):
         owner: Owner,
         settings: SchedulerSettings,
         wake: Callable[[Sequence[str] | None], None],
+        describe: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.store = store
         self.owner = owner
         self.settings = settings
         self.wake = wake
+        self.describe = describe
         self.sweeps = self.promoted = self.rescued = 0
         self.released_dead: list[int] = []
 
     async def on_start(self) -> None:
-        await self.store.register_owner(self.owner)
+        pools = self._pools()
+        owner = self.owner if pools is None else msgspec.structs.replace(self.owner, pools=pools)
+        await self.store.register_owner(owner)
         await self._release_dead_owners()
         s = self.settings
         self.tasks.start_soon(self._every, s.scheduler_interval_s, self.sweep)
@@ -211,7 +219,25 @@ class Scheduler(Actor):
         return SweepResult(promoted, rescued.requeued, rescued.failed, rescued.cancelled)
 
     async def _heartbeat(self) -> None:
-        await self.store.heartbeat(self.owner.id)
+        await self.store.heartbeat(self.owner.id, self._pools())
+
+    def _pools(self) -> dict[str, Any] | None:
+        """What ``describe`` reports now, or None: no callback, or it failed (logged: a
+        broken report must not stop the heartbeat, nor crash the Scheduler)."""
+        if self.describe is None:
+            return None
+        try:
+            pools = self.describe()
+            _JSON.encode(pools)  # what the engine cannot store fails here, not there
+        except Exception as exc:
+            log.warning("describing the pools failed (heartbeat without them): %r", exc)
+            return None
+        if not isinstance(pools, dict):
+            log.warning(
+                "describe() returned %s, not a dict: heartbeat without pools", type(pools).__name__
+            )
+            return None
+        return pools
 
     async def apply_retention(self) -> int:
         """Delete finished jobs past their retention, and old events; returns jobs deleted."""

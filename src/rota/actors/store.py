@@ -605,8 +605,8 @@ class StoreClient:
     async def register_owner(self, owner: Owner) -> None:
         await self.call("register_owner", owner)
 
-    async def heartbeat(self, owner_id: str) -> None:
-        await self.call("heartbeat", owner_id)
+    async def heartbeat(self, owner_id: str, pools: dict[str, Any] | None = None) -> None:
+        await self.call("heartbeat", owner_id, pools)
 
     async def remove_owner(self, owner_id: str) -> None:
         await self.call("remove_owner", owner_id)

@@ -274,7 +274,7 @@ class WorkerPool(Actor):
                     if run is not None:
                         run.cancel(reason)
             case CurrentLeases():
-                return [LeaseRef(run.job.id, run.token) for run in self.held.values()]
+                return self.current_leases()
             case SetPaused(paused):
                 # Claims honour the stored flag (so a resume from any process works); here
                 # only what this pool already holds must not start while paused.
@@ -288,6 +288,10 @@ class WorkerPool(Actor):
             case _:
                 return TypeError(f"WorkerPool does not handle {message!r}")
         return None
+
+    def current_leases(self) -> list[LeaseRef]:
+        """Every lease held: running and buffered jobs."""
+        return [LeaseRef(run.job.id, run.token) for run in self.held.values()]
 
     def statistics(self) -> WorkerPoolStatistics:
         return WorkerPoolStatistics(

@@ -8,6 +8,7 @@ stream (in id order) from the database.
 from __future__ import annotations
 
 import enum
+from typing import Any
 
 import msgspec
 
@@ -73,3 +74,6 @@ class Owner(msgspec.Struct, frozen=True, kw_only=True):
     started_at_ms: int
     heartbeat_at_ms: int
     queues: list[str] = []
+    pools: dict[str, Any] | None = None
+    """Its execution pools as of its last heartbeat (JSON-able, by queue name: concurrency,
+    running, ``threads`` and ``processes`` figures); None until first reported."""

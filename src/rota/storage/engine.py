@@ -36,7 +36,9 @@ Operations, one sentence each:
 Runtime support (schema version 2):
 
 * ``register_owner`` / ``heartbeat`` / ``remove_owner`` / ``list_owners``: the runtimes
-  that hold leases, so a restart can release a dead same-host owner's leases at once.
+  that hold leases, so a restart can release a dead same-host owner's leases at once;
+  each may report its execution pools with the heartbeat (schema version 3), for
+  ``rota info``.
 * ``set_paused`` / ``paused_queues``: a paused queue is persisted; ``claim`` and
   ``settle_and_claim`` of a paused queue claim nothing, in every process.
 * ``set_progress`` / ``add_log`` / ``logs``: progress and log lines of a running job,
@@ -56,7 +58,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from contextlib import AbstractContextManager
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import msgspec
 
@@ -263,8 +265,9 @@ class Engine(Protocol):
         """Record (or replace) a runtime that will hold leases."""
         ...
 
-    def heartbeat(self, owner_id: str) -> None:
-        """Set the owner's heartbeat to now; ``StorageError``-free no-op if it is unknown."""
+    def heartbeat(self, owner_id: str, pools: dict[str, Any] | None = None) -> None:
+        """Set the owner's heartbeat to now, and its pools to ``pools`` unless None (then
+        they stay as they were); ``StorageError``-free no-op if the owner is unknown."""
         ...
 
     def remove_owner(self, owner_id: str) -> None:

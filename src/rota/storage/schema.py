@@ -47,6 +47,10 @@ queues, the log lines and the events. It adds no column to an index and no index
 ``rota_jobs``: the hot paths write the same indexes as in version 1, plus one event row
 per transition (``SqliteEngine(record_events=False)`` skips them).
 
+Schema version 3 (execution pools) adds ``rota_owners.pools``: each runtime's execution
+pools as JSON (per queue: concurrency, running jobs, thread and process pool figures),
+written at registration and with the heartbeat; NULL until first reported.
+
 Job ids are assigned by the engine, not by SQLite's rowid algorithm, so that they are
 never reused even after the newest job is deleted (before each prune, remove or drain,
 ``rota_meta.id_floor`` records the highest id stored); this costs one read per enqueue
@@ -76,6 +80,7 @@ __all__ = [
     "DRAIN_QUEUE",
     "EVENT_COLUMNS",
     "HEARTBEAT_OWNER",
+    "HEARTBEAT_OWNER_POOLS",
     "INSERT_ENQUEUED_EVENTS",
     "INSERT_EVENT",
     "INSERT_JOB_EVENTS",
@@ -268,6 +273,14 @@ CREATE TABLE rota_events (
 
 _INDEXES_2: Final = ("CREATE INDEX rota_logs_job ON rota_logs (job_id)",)
 
+# --- migration 3: execution pools ---------------------------------------------------------
+
+# An owner's execution pools as of its last report (JSON object: queue name -> concurrency,
+# running, threads and processes figures; see rota.domain.event.Owner.pools); NULL until
+# first reported. Existing owners read NULL (ADD COLUMN with no default rewrites nothing).
+# In no index: a heartbeat writes the row only.
+_ADD_OWNER_POOLS: Final = "ALTER TABLE rota_owners ADD COLUMN pools BLOB"
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(
         1,
@@ -292,6 +305,7 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             *_INDEXES_2,
         ),
     ),
+    Migration(3, "owners' execution pools", (_ADD_OWNER_POOLS,)),
 )
 
 #: The newest version this code knows.
@@ -575,24 +589,32 @@ SELECT_PAUSED: Final = "SELECT name FROM rota_queues WHERE paused"
 
 # --- owners -----------------------------------------------------------------------------
 
-# In: id, host, pid, started_at_ms, heartbeat_at_ms, queues (JSON array). Effect: records
-# the owner, replacing every field of an owner with the same id. Out: nothing.
+# In: id, host, pid, started_at_ms, heartbeat_at_ms, queues (JSON array), pools (JSON
+# object or NULL). Effect: records the owner, replacing every field of an owner with the
+# same id. Out: nothing.
 UPSERT_OWNER: Final = (
-    "INSERT INTO rota_owners (id, host, pid, started_at_ms, heartbeat_at_ms, queues) "
-    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET host = excluded.host, "
+    "INSERT INTO rota_owners (id, host, pid, started_at_ms, heartbeat_at_ms, queues, pools) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET host = excluded.host, "
     "pid = excluded.pid, started_at_ms = excluded.started_at_ms, "
-    "heartbeat_at_ms = excluded.heartbeat_at_ms, queues = excluded.queues"
+    "heartbeat_at_ms = excluded.heartbeat_at_ms, queues = excluded.queues, "
+    "pools = excluded.pools"
 )
 
-# In: now, owner id. Effect: the owner's heartbeat is now; an unknown owner: nothing.
+# In: now, owner id. Effect: the owner's heartbeat is now (its pools stay as they were);
+# an unknown owner: nothing.
 HEARTBEAT_OWNER: Final = "UPDATE rota_owners SET heartbeat_at_ms = ? WHERE id = ?"
+
+# In: now, pools (JSON object), owner id. Effect: the owner's heartbeat is now and its
+# pools are these, in one write; an unknown owner: nothing.
+HEARTBEAT_OWNER_POOLS: Final = "UPDATE rota_owners SET heartbeat_at_ms = ?, pools = ? WHERE id = ?"
 
 # In: owner id. Effect: forgets the owner (nothing if unknown). Keeps: idempotent.
 DELETE_OWNER: Final = "DELETE FROM rota_owners WHERE id = ?"
 
-# Out: every owner, oldest first (by start time, then id), in Owner field order.
+# Out: every owner, oldest first (by start time, then id), in Owner field order (pools:
+# JSON or NULL).
 LIST_OWNERS: Final = (
-    "SELECT id, host, pid, started_at_ms, heartbeat_at_ms, queues FROM rota_owners "
+    "SELECT id, host, pid, started_at_ms, heartbeat_at_ms, queues, pools FROM rota_owners "
     "ORDER BY started_at_ms, id"
 )
 

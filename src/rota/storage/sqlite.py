@@ -75,6 +75,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import math
 import os
 import random
@@ -105,6 +106,8 @@ from rota.storage.engine import (
 from rota.storage.schema import Migration
 
 __all__ = ["SqliteEngine"]
+
+log = logging.getLogger("rota.storage")
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -167,6 +170,7 @@ _KINDS: Final = {kind.value: kind for kind in EventKind}
 _CLAIM_ORDER: Final = itemgetter(5, 6, 0)  # priority, run_at_ms, id in JOB_COLUMNS
 _JSON: Final = msgspec.json.Encoder()
 _QUEUE_NAMES: Final = msgspec.json.Decoder(list[str])
+_POOLS: Final = msgspec.json.Decoder(dict[str, Any])
 
 #: An event row as INSERT_EVENT takes it: at_ms, kind, job id, queue, name, attempt, data.
 _EventRow = tuple[int, str, int, str, str, int, bytes | None]
@@ -187,6 +191,18 @@ _OUTCOME_KIND: Final = {
 
 # SQLite primary result codes (the low byte of an extended code).
 _BUSY, _LOCKED, _READONLY, _IOERR, _CORRUPT, _FULL, _CANTOPEN, _NOTADB = 5, 6, 8, 10, 11, 13, 14, 26
+
+
+def _pools(owner_id: str, data: Any) -> dict[str, Any] | None:
+    """An owner's stored pools, or None: NULL, or a value that is not a JSON object (a
+    corrupt value is reported, and must not hide the owners from ``rota info``)."""
+    if data is None:
+        return None
+    try:
+        return _POOLS.decode(data)
+    except (msgspec.DecodeError, TypeError) as exc:
+        log.warning("owner %s: unreadable pools ignored: %r", owner_id, exc)
+        return None
 
 
 @functools.lru_cache(maxsize=256)
@@ -1088,12 +1104,17 @@ class SqliteEngine:
                 owner.started_at_ms,
                 owner.heartbeat_at_ms,
                 _JSON.encode(owner.queues).decode(),
+                None if owner.pools is None else _JSON.encode(owner.pools),
             ),
         )
 
     @_write("record an owner's heartbeat")
-    def heartbeat(self, owner_id: str) -> None:
-        self._conn.execute(sql.HEARTBEAT_OWNER, (self._clock(), owner_id))
+    def heartbeat(self, owner_id: str, pools: dict[str, Any] | None = None) -> None:
+        if pools is None:
+            self._conn.execute(sql.HEARTBEAT_OWNER, (self._clock(), owner_id))
+        else:
+            encoded = _JSON.encode(pools)
+            self._conn.execute(sql.HEARTBEAT_OWNER_POOLS, (self._clock(), encoded, owner_id))
 
     @_write("remove an owner")
     def remove_owner(self, owner_id: str) -> None:
@@ -1206,8 +1227,9 @@ class SqliteEngine:
                 started_at_ms=started_at_ms,
                 heartbeat_at_ms=heartbeat_at_ms,
                 queues=_QUEUE_NAMES.decode(queues),
+                pools=_pools(id_, pools),
             )
-            for id_, host, pid, started_at_ms, heartbeat_at_ms, queues in self._conn.execute(
-                sql.LIST_OWNERS
-            ).fetchall()
+            for id_, host, pid, started_at_ms, heartbeat_at_ms, queues, pools in (
+                self._conn.execute(sql.LIST_OWNERS).fetchall()
+            )
         ]

@@ -1,0 +1,52 @@
+"""One attempt's ending, the same in every mode: a ``JobDone`` built from what the
+handler returned or raised. The event loop, a handler thread and a child process all
+classify exceptions here, so a ``Retry`` or an ``Unrecoverable`` means the same wherever
+the handler ran."""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+import msgspec
+
+from rota.domain.outcome import Retry, Unrecoverable
+from rota.execution.wire import JobDone
+
+__all__ = ["MAX_ERROR_CHARS", "failed", "run_async", "run_sync"]
+
+#: An attempt's error text keeps the end of a traceback (the part that names the cause).
+MAX_ERROR_CHARS: Final = 8000
+
+_JSON = msgspec.json.Encoder()
+
+
+def failed(job_id: int, exc: BaseException) -> JobDone:
+    """How a handler's exception ends its attempt."""
+    if isinstance(exc, Retry):
+        delay_ms = None if exc.delay_s is None else round(exc.delay_s * 1000)
+        return JobDone(job_id, "retry", error=f"retry requested: {exc.reason}", delay_ms=delay_ms)
+    if isinstance(exc, Unrecoverable):
+        return JobDone(job_id, "unrecoverable", error=f"unrecoverable: {exc.reason}")
+    text = "".join(traceback.format_exception(exc))[-MAX_ERROR_CHARS:]
+    return JobDone(job_id, "error", error=text)
+
+
+def _ok(job_id: int, result: Any) -> JobDone:
+    return JobDone(job_id, "ok", result=None if result is None else _JSON.encode(result))
+
+
+def run_sync(job_id: int, call: Callable[[], Any]) -> JobDone:
+    """Run a sync handler call to its ``JobDone`` (its result encoded as JSON)."""
+    try:
+        return _ok(job_id, call())
+    except Exception as exc:
+        return failed(job_id, exc)
+
+
+async def run_async(job_id: int, call: Callable[[], Awaitable[Any]]) -> JobDone:
+    try:
+        return _ok(job_id, await call())
+    except Exception as exc:
+        return failed(job_id, exc)

@@ -1,0 +1,194 @@
+"""A process-mode child: ``python -m rota.execution.child``, started by a ``ProcessPool``.
+
+It keeps the two pipes it was started with for the protocol (``wire.py``) and moves its
+stdin to ``/dev/null`` and its stdout to stderr, so that a handler's ``print`` shows up in
+the worker's output instead of corrupting a frame. It ignores SIGINT (Ctrl-C in a terminal
+reaches the whole process group: the parent shuts down gracefully and ends its children),
+and exits if its parent dies (a watchdog thread sees it re-parented), so that an orphan
+never runs on with a job the database has given to someone else.
+
+Then: read ``Hello``, import the app (``module:attr``, or ``path:/file.py:attr`` for a
+script the parent runs as ``__main__``), answer ``Ready``, and run ``RunJob`` after
+``RunJob`` until ``Exit`` or the end of the pipe. Sync handlers run on the main thread
+(after the app's per-thread start hooks); async handlers on one event loop kept for the
+child's life, in a thread of its own (an AnyIO blocking portal on the parent's backend).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import runpy
+import signal
+import sys
+import threading
+import time
+import traceback
+
+import anyio.from_thread
+import msgspec
+
+from rota.app import App, Context, SyncContext
+from rota.execution import attempt, wire
+
+
+class _Channel:
+    """The child's end of the protocol: one writer at a time."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.lock = threading.Lock()
+
+    def send(self, message: wire.ChildMessage) -> None:
+        with self.lock:
+            wire.write_frame(self.fd, message)
+
+
+def _load(spec: str) -> App:
+    """The app object named by ``Hello.app``."""
+    if spec.startswith("path:"):
+        path, _, attr = spec.removeprefix("path:").rpartition(":")
+        namespace = runpy.run_path(path, run_name="__rota_main__")
+        app = namespace[attr]
+        # Its jobs were named after the module "__main__" in the parent.
+        for name, definition in list(app.registry.jobs.items()):
+            if name.startswith("__rota_main__."):
+                app.registry.jobs["__main__." + name.removeprefix("__rota_main__.")] = definition
+    else:
+        module_name, _, attr = spec.partition(":")
+        module = __import__(module_name, fromlist=["_"])
+        app = getattr(module, attr or "app")
+    if not isinstance(app, App):
+        raise TypeError(f"{spec!r} is a {type(app).__name__}, not a rota.App")
+    return app
+
+
+def _watch_parent(parent: int) -> None:
+    while True:
+        time.sleep(0.5)
+        if os.getppid() != parent:
+            os._exit(70)
+
+
+class _Runner:
+    def __init__(self, app: App, channel: _Channel, backend: str) -> None:
+        self.app = app
+        self.channel = channel
+        self.backend = backend
+        self.stack = contextlib.ExitStack()
+        self.portal: anyio.from_thread.BlockingPortal | None = None
+        self.hooks_ran = False
+
+    def run(self, message: wire.RunJob) -> wire.JobDone:
+        app, job = self.app, message.job
+        definition = app.registry.jobs.get(job.name)
+        if definition is None:
+            return wire.JobDone(
+                job.id,
+                "unrecoverable",
+                error=f"no handler registered for job {job.name!r} in the child process",
+            )
+        try:
+            args = definition.decode(job.payload)
+        except msgspec.ValidationError as exc:
+            return wire.JobDone(
+                job.id,
+                "unrecoverable",
+                error=f"payload does not match {definition.payload_type.__name__}: {exc}",
+            )
+        if definition.is_async:
+            ctx = _ChildContext(app, None, job)
+            ctx._channel = self.channel
+            done: wire.JobDone = self._portal().call(
+                attempt.run_async, job.id, lambda: definition(args, ctx)
+            )
+            return done
+        if not self.hooks_ran:
+            for hook in app.thread_hooks.start:
+                try:
+                    hook()
+                except Exception as exc:
+                    return attempt.failed(job.id, exc)
+            self.hooks_ran = True
+        sync_ctx = _ChildSyncContext(app, None, job)
+        sync_ctx._channel = self.channel
+        return attempt.run_sync(job.id, lambda: definition.call_sync(args, sync_ctx))
+
+    def _portal(self) -> anyio.from_thread.BlockingPortal:
+        if self.portal is None:
+            self.portal = self.stack.enter_context(
+                anyio.from_thread.start_blocking_portal(self.backend)
+            )
+        return self.portal
+
+    def close(self) -> None:
+        if self.hooks_ran:
+            for hook in reversed(self.app.thread_hooks.stop):
+                try:
+                    hook()
+                except Exception:
+                    traceback.print_exc()
+        self.stack.close()
+
+
+class _ChildContext(Context):
+    """An async handler's context in a child: reports travel to the parent."""
+
+    __slots__ = ("_channel",)
+    _channel: _Channel
+
+    async def _report(self, data: bytes) -> None:
+        self._channel.send(wire.ProgressReport(self.job_id, data))
+
+    def _add_log(self, line: str) -> None:
+        self._channel.send(wire.LogLine(self.job_id, line))
+
+
+class _ChildSyncContext(SyncContext):
+    """A sync handler's context in a child: reports travel to the parent."""
+
+    __slots__ = ("_channel",)
+    _channel: _Channel
+
+    def _report(self, data: bytes) -> None:
+        self._channel.send(wire.ProgressReport(self.job_id, data))
+
+    def _add_log(self, line: str) -> None:
+        self._channel.send(wire.LogLine(self.job_id, line))
+
+
+def main() -> int:
+    proto_in, proto_out = os.dup(0), os.dup(1)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    os.dup2(2, 1)  # print() in a handler goes to stderr, never into a frame
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
+    channel = _Channel(proto_out)
+    hello = wire.read_frame(proto_in)
+    if not isinstance(hello, wire.Hello):
+        return 2
+    try:
+        sys.path[:] = [*hello.path, *(p for p in sys.path if p not in hello.path)]
+        app = _load(hello.app)
+        app.database_path = hello.database
+    except BaseException:
+        channel.send(wire.StartFailed(traceback.format_exc()[-attempt.MAX_ERROR_CHARS :]))
+        return 3
+    channel.send(wire.Ready(os.getpid()))
+    runner = _Runner(app, channel, hello.backend)
+    try:
+        while True:
+            message = wire.read_frame(proto_in)
+            if message is None or isinstance(message, wire.Exit):
+                break
+            if isinstance(message, wire.RunJob):
+                channel.send(runner.run(message))
+    finally:
+        runner.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,440 @@
+"""Process mode: handlers run in a supervised pool of child processes.
+
+One pool per queue that needs it, of ``processes`` children. Each child is a fresh Python
+(``python -m rota.execution.child``) that imports the app's module and runs one job at a
+time; parent and child talk in msgspec messages over pipes (``rota.execution.wire``),
+never pickle. A job's payload goes to the child as stored, its result comes back encoded:
+nothing of the parent's memory is shared.
+
+Supervision (the pool is a ``Supervisor`` in the queue's subtree, before the WorkerPool,
+so that it starts first and stops last)::
+
+    processes[q]     one_for_one, child_max_restarts in child_restart_period_s
+    ├── process[q:0] keeps one child process alive
+    └── process[q:1] ...
+
+* A child that dies on its own (a crash: SIGKILL, a segfault, ``os._exit``, the OOM
+  killer) fails the job it was running with ``delay 0``, so the job is released and runs
+  again at once (it counts as an attempt: a job that kills its child every time runs out
+  of attempts instead of looping), and its slot *crashes*: the supervisor starts a new
+  child and counts a restart. More than ``child_max_restarts`` crashes within
+  ``child_restart_period_s`` and the pool gives up, which its parent supervisor sees as a
+  crash of its own (a crash loop ends in the runtime stopping with an error, not in a
+  busy loop of forks).
+* A child the pool stops on purpose is replaced without counting a restart: a job's
+  timeout (SIGTERM, ``kill_grace_s``, then SIGKILL; the attempt fails and is retried per
+  the job's policy), a job cancelled or whose lease was lost (the same), and recycling
+  after ``max_jobs_per_child`` jobs (asked to exit between jobs).
+* A child that cannot start (its import fails, it does not answer within
+  ``child_start_timeout_s``) is a failed start: at the runtime's start that error stops
+  ``app.run()`` at once, naming the cause; later, it counts as a restart.
+
+Progress and log lines a handler reports in a child travel to the parent in order, ahead
+of the job's outcome, and are stored like those of any other job.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import anyio.abc
+import msgspec
+from anyio.streams.buffered import BufferedByteReceiveStream
+
+from rota.domain.job import Job
+from rota.execution import wire
+from rota.supervisors import ChildSpec, Restart, Strategy, Supervisor
+
+__all__ = ["ChildCrashed", "ChildStartFailed", "ProcessPool", "ProcessSettings", "describe_exit"]
+
+log = logging.getLogger("rota.worker")
+
+
+class ChildCrashed(Exception):
+    """A child process died while the pool did not expect it to."""
+
+
+class ChildStartFailed(Exception):
+    """A child process could not start (its import failed, it exited, it did not answer)."""
+
+
+class ProcessSettings(msgspec.Struct, frozen=True, kw_only=True):
+    size: int
+    max_jobs_per_child: int | None = None
+    kill_grace_s: float = 5.0
+    start_timeout_s: float = 60.0
+    max_restarts: int = 10
+    restart_period_s: float = 60.0
+
+
+def describe_exit(returncode: int | None) -> str:
+    if returncode is None:
+        return "still running"
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exited with code {returncode}"
+
+
+class _Child:
+    """One live child process and its pipes."""
+
+    __slots__ = ("exited", "jobs", "pid", "process", "reader", "retiring", "returncode")
+
+    def __init__(self, process: anyio.abc.Process) -> None:
+        self.process = process
+        self.pid = process.pid
+        assert process.stdout is not None
+        self.reader = BufferedByteReceiveStream(process.stdout)
+        self.jobs = 0
+        self.retiring: str | None = None
+        """Why the pool is ending this child on purpose (None: it is not)."""
+        self.exited = anyio.Event()
+        self.returncode: int | None = None
+
+    async def send(self, message: wire.ParentMessage) -> None:
+        assert self.process.stdin is not None
+        await self.process.stdin.send(wire.encode(message))
+
+    async def receive(self) -> wire.ChildMessage | None:
+        """The next message; None once the child's end of the pipe is closed (it died)."""
+        try:
+            header = await self.reader.receive_exactly(wire.HEADER_SIZE)
+            body = await self.reader.receive_exactly(wire.frame_length(header))
+        except (
+            anyio.EndOfStream,
+            anyio.IncompleteRead,
+            anyio.BrokenResourceError,
+            anyio.ClosedResourceError,
+        ):
+            return None
+        return wire.decode_child(body)
+
+    def signal(self, signum: signal.Signals) -> None:
+        if self.returncode is None:
+            try:
+                self.process.send_signal(signum)
+            except ProcessLookupError:
+                pass
+
+
+class _Waiter:
+    __slots__ = ("child", "event")
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self.child: _Child | None = None
+
+
+class _Slot:
+    """A supervised child of the pool's supervisor: keeps one child process alive."""
+
+    def __init__(self, pool: ProcessPool, index: int) -> None:
+        self.pool = pool
+        self.index = index
+        self.name = f"process[{pool.queue}:{index}]"
+        self.child: _Child | None = None
+        self.stopping = False
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        self.stopping = False
+        started = False
+        pool = self.pool
+        try:
+            while True:
+                child = self.child = await pool._spawn()
+                if not started:
+                    task_status.started()
+                    started = True
+                pool._add_idle(child)
+                child.returncode = await child.process.wait()
+                child.exited.set()
+                pool._discard(child)
+                if self.stopping:
+                    return
+                if child.retiring is not None:
+                    log.info(
+                        "queue %s: child %d %s (%s); starting another",
+                        pool.queue,
+                        child.pid,
+                        describe_exit(child.returncode),
+                        child.retiring,
+                    )
+                    continue
+                raise ChildCrashed(
+                    f"queue {pool.queue!r}: child process {child.pid} "
+                    f"{describe_exit(child.returncode)}"
+                )
+        finally:
+            last, self.child = self.child, None
+            if last is not None and last.returncode is None:
+                pool._discard(last)
+                with anyio.CancelScope(shield=True):
+                    await pool._end(last, "stopped")
+
+    async def request_stop(self) -> None:
+        """Ask the child to exit (after its job, if it has one: the WorkerPool, stopped
+        first, has already ended every job)."""
+        self.stopping = True
+        child = self.child
+        if child is None or child.returncode is not None:
+            return
+        child.retiring = "stopped"
+        if self.pool._take_idle(child):
+            try:
+                await child.send(wire.Exit())
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                pass
+        else:
+            child.signal(signal.SIGTERM)
+
+
+class ProcessPool:
+    """A queue's child processes; see the module docstring."""
+
+    def __init__(
+        self, *, queue: str, settings: ProcessSettings, hello: Callable[[], wire.Hello]
+    ) -> None:
+        self.queue = queue
+        self.settings = settings
+        self.hello = hello
+        self._idle: deque[_Child] = deque()
+        self._waiters: deque[_Waiter] = deque()
+        self._children: set[_Child] = set()
+        self.slots = [_Slot(self, i) for i in range(settings.size)]
+        self.supervisor = Supervisor(
+            f"processes[{queue}]",
+            [
+                ChildSpec(
+                    slot.name,
+                    slot.run,
+                    restart=Restart.PERMANENT,
+                    stop=slot.request_stop,
+                    grace_s=settings.kill_grace_s + 1.0,
+                )
+                for slot in self.slots
+            ],
+            strategy=Strategy.ONE_FOR_ONE,
+            max_restarts=settings.max_restarts,
+            period_s=settings.restart_period_s,
+        )
+        self.counts = {"jobs": 0, "killed": 0, "recycled": 0, "crashed_jobs": 0}
+
+    def child_spec(self) -> ChildSpec:
+        return self.supervisor.child_spec(grace_s=self.settings.kill_grace_s + 5.0)
+
+    # -- children ----------------------------------------------------------------------
+
+    async def _spawn(self) -> _Child:
+        try:
+            process = await anyio.open_process(
+                [sys.executable, "-m", "rota.execution.child"],
+                stdin=-1,
+                stdout=-1,
+                stderr=None,  # the child's stderr (and its stdout, moved there) is ours
+            )
+        except OSError as exc:
+            raise ChildStartFailed(f"queue {self.queue!r}: cannot start a child: {exc}") from exc
+        child = _Child(process)
+        try:
+            with anyio.fail_after(self.settings.start_timeout_s):
+                await child.send(self.hello())
+                answer = await child.receive()
+        except TimeoutError:
+            await self._end(child, "start timeout", grace_s=0)
+            raise ChildStartFailed(
+                f"queue {self.queue!r}: child {child.pid} did not start within "
+                f"{self.settings.start_timeout_s:g} s"
+            ) from None
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._end(child, "start cancelled", grace_s=0)
+            raise
+        if isinstance(answer, wire.Ready):
+            self._children.add(child)
+            log.debug("queue %s: child %d ready", self.queue, child.pid)
+            return child
+        await self._end(child, "start failed", grace_s=1.0)
+        if isinstance(answer, wire.StartFailed):
+            raise ChildStartFailed(
+                f"queue {self.queue!r}: a child process could not load the app:\n{answer.error}"
+            )
+        raise ChildStartFailed(
+            f"queue {self.queue!r}: child {child.pid} {describe_exit(child.returncode)} "
+            f"before it was ready (answer: {answer!r})"
+        )
+
+    async def _end(self, child: _Child, reason: str, grace_s: float | None = None) -> None:
+        """Make a child exit: SIGTERM, ``grace_s`` (default ``kill_grace_s``), SIGKILL;
+        returns once it is gone."""
+        if child.retiring is None:
+            child.retiring = reason
+        grace_s = self.settings.kill_grace_s if grace_s is None else grace_s
+        if child.returncode is None:
+            child.signal(signal.SIGTERM)
+            with anyio.move_on_after(grace_s):
+                child.returncode = await child.process.wait()
+            if child.returncode is None:
+                child.signal(signal.SIGKILL)
+                child.returncode = await child.process.wait()
+        child.exited.set()
+        for stream in (child.process.stdin, child.process.stdout):
+            if stream is not None:
+                await stream.aclose()
+
+    def _add_idle(self, child: _Child) -> None:
+        """A child is free: hand it to the longest-waiting job, else keep it idle."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.event.is_set():
+                waiter.child = child
+                waiter.event.set()
+                return
+        self._idle.append(child)
+
+    def _take_idle(self, child: _Child) -> bool:
+        try:
+            self._idle.remove(child)
+        except ValueError:
+            return False
+        return True
+
+    def _discard(self, child: _Child) -> None:
+        self._take_idle(child)
+        self._children.discard(child)
+
+    async def _acquire(self) -> _Child:
+        """A live child for one job: an idle one, else the first to come free (jobs are
+        served in the order they asked)."""
+        while True:
+            if self._idle:
+                child = self._idle.popleft()
+            else:
+                waiter = _Waiter()
+                self._waiters.append(waiter)
+                try:
+                    await waiter.event.wait()
+                except BaseException:
+                    if waiter.child is not None:  # handed over as we were cancelled
+                        self._add_idle(waiter.child)
+                    else:
+                        waiter.event.set()  # skipped by _add_idle from now on
+                    raise
+                assert waiter.child is not None
+                child = waiter.child
+            if child.returncode is None and child.retiring is None:
+                return child
+
+    # -- running jobs ------------------------------------------------------------------
+
+    async def run_job(
+        self,
+        job: Job,
+        *,
+        timeout_s: float | None,
+        on_progress: Callable[[bytes], Awaitable[None]],
+        on_log: Callable[[str], None],
+    ) -> wire.JobDone | str:
+        """Run one job in a child: its ``JobDone``, or, if it did not end by itself, why
+        (a text for the attempt's error: the child died, or the timeout killed it).
+        Cancelling the caller ends the child (SIGTERM, grace, SIGKILL) and propagates."""
+        child = await self._acquire()
+        message = wire.RunJob(job)
+        try:
+            with anyio.move_on_after(timeout_s if timeout_s is not None else float("inf")):
+                try:
+                    await child.send(message)
+                except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    pass  # it died already: the read below sees the end of its pipe
+                done = await self._converse(child, on_progress, on_log)
+                if done is None:
+                    return await self._died(child, job)
+                await self._done(child)
+                return done
+        except wire.FrameError as exc:
+            with anyio.CancelScope(shield=True):
+                await self._end(child, "protocol error")
+            return f"child process {child.pid} broke the protocol: {exc}"
+        except BaseException:
+            self.counts["killed"] += 1
+            with anyio.CancelScope(shield=True):
+                await self._end(child, "job cancelled")
+            raise
+        # the timeout
+        self.counts["killed"] += 1
+        with anyio.CancelScope(shield=True):
+            await self._end(child, "timeout")
+        return (
+            f"timed out after {timeout_s:g} s: child process {child.pid} was stopped "
+            f"({describe_exit(child.returncode)})"
+        )
+
+    async def _converse(
+        self,
+        child: _Child,
+        on_progress: Callable[[bytes], Awaitable[None]],
+        on_log: Callable[[str], None],
+    ) -> wire.JobDone | None:
+        """Relay a running job's reports until its ``JobDone`` (None: the child died)."""
+        while True:
+            answer = await child.receive()
+            if answer is None or isinstance(answer, wire.JobDone):
+                return answer
+            if isinstance(answer, wire.ProgressReport):
+                await on_progress(answer.progress)
+            elif isinstance(answer, wire.LogLine):
+                on_log(answer.message)
+            else:
+                raise wire.FrameError(f"unexpected message during a job: {answer!r}")
+
+    async def _died(self, child: _Child, job: Job) -> str:
+        with anyio.move_on_after(self.settings.kill_grace_s):
+            await child.exited.wait()
+        self.counts["crashed_jobs"] += 1
+        text = (
+            f"child process {child.pid} {describe_exit(child.returncode)} while running "
+            f"job {job.id} (attempt {job.attempt})"
+        )
+        log.warning("queue %s: %s; the job runs again at once", self.queue, text)
+        return text
+
+    async def _done(self, child: _Child) -> None:
+        child.jobs += 1
+        self.counts["jobs"] += 1
+        limit = self.settings.max_jobs_per_child
+        if limit is None or child.jobs < limit:
+            self._add_idle(child)
+            return
+        # Recycle: it exits between jobs; its slot starts another (not a restart).
+        child.retiring = "recycled"
+        self.counts["recycled"] += 1
+        try:
+            await child.send(wire.Exit())
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            child.signal(signal.SIGTERM)
+
+    # -- observing ---------------------------------------------------------------------
+
+    def statistics(self) -> dict[str, Any]:
+        sup = self.supervisor.statistics()
+        return {
+            "size": self.settings.size,
+            "pids": sorted(child.pid for child in self._children if child.returncode is None),
+            "busy": len(self._children) - len(self._idle),
+            "jobs": self.counts["jobs"],
+            "restarts": sup.total_restarts,
+            "recycled": self.counts["recycled"],
+            "killed": self.counts["killed"],
+            "crashed_jobs": self.counts["crashed_jobs"],
+            "gave_up": sup.gave_up,
+        }
