@@ -53,6 +53,8 @@ def load_app(spec: str) -> Any:
     app = getattr(module, attribute or "app", None)
     if app is None:
         raise ConfigError(f"module {module_name!r} has no attribute {attribute or 'app'!r}")
+    if getattr(app, "import_name", "") is None:  # process-mode children import it the same way
+        app.import_name = f"{module_name}:{attribute or 'app'}"
     return app
 
 

@@ -108,7 +108,7 @@ class LockRenewer(Actor):
             pool = self.pool.actor
             if isinstance(pool, WorkerPool) and pool.draining:
                 return pool.current_leases()
-            raise
+            return []  # stopped or restarting: it runs no job, so it holds no lease
 
     def statistics(self) -> LockRenewerStatistics:
         return LockRenewerStatistics(

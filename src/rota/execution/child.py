@@ -2,10 +2,11 @@
 
 It keeps the two pipes it was started with for the protocol (``wire.py``) and moves its
 stdin to ``/dev/null`` and its stdout to stderr, so that a handler's ``print`` shows up in
-the worker's output instead of corrupting a frame. It ignores SIGINT (Ctrl-C in a terminal
-reaches the whole process group: the parent shuts down gracefully and ends its children),
-and exits if its parent dies (a watchdog thread sees it re-parented), so that an orphan
-never runs on with a job the database has given to someone else.
+the worker's output instead of corrupting a frame. It runs in a session of its own (so a
+Ctrl-C or a SIGTERM sent to the worker's process group reaches only the worker, which
+shuts down gracefully and then ends its children) and ignores SIGINT besides; it exits if
+its parent dies (a watchdog thread sees it re-parented), so that an orphan never runs on
+with a job the database has given to someone else.
 
 Then: read ``Hello``, import the app (``module:attr``, or ``path:/file.py:attr`` for a
 script the parent runs as ``__main__``), answer ``Ready``, and run ``RunJob`` after

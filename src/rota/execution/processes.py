@@ -242,6 +242,11 @@ class ProcessPool:
                 stdin=-1,
                 stdout=-1,
                 stderr=None,  # the child's stderr (and its stdout, moved there) is ours
+                # Its own session: a signal meant for the worker's process group (Ctrl-C
+                # in a terminal, `timeout`, `kill -- -PGID`) must not kill a child in the
+                # middle of a job the worker is still finishing gracefully. The worker ends
+                # its children itself; a child whose worker is gone exits on its own.
+                start_new_session=True,
             )
         except OSError as exc:
             raise ChildStartFailed(f"queue {self.queue!r}: cannot start a child: {exc}") from exc
