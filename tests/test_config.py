@@ -36,6 +36,14 @@ def test_unknown_option_suggests_the_closest() -> None:
         ({"shutdown_grace_s": -1}, "shutdown_grace_s"),
         ({"queue_config": {"images": {"concurrency": 0}}}, "images"),
         ({"queue_config": {"images": {"concurency": 2}}}, "did you mean 'concurrency'"),
+        ({"queue_config": {"images": {"mode": "thread"}}}, "images"),
+        ({"queue_config": {"images": {"processes": 0}}}, r"images.*processes"),
+        ({"processes": 0}, "processes"),
+        ({"max_jobs_per_child": 0}, "max_jobs_per_child"),
+        ({"kill_grace_s": -1}, "kill_grace_s"),
+        ({"child_max_restarts": -1}, "child_max_restarts"),
+        ({"child_restart_period_s": 0}, "child_restart_period_s"),
+        ({"child_start_timeout_s": 0}, "child_start_timeout_s"),
     ],
 )
 def test_invalid_values_name_the_option(options: dict[str, object], message: str) -> None:
@@ -53,6 +61,26 @@ def test_per_queue_settings_fall_back_to_app_defaults() -> None:
     assert (images.concurrency, images.prefetch, images.retain_completed) == (2, 0, 100)
     assert (mail.concurrency, mail.retain_completed) == (8, 5)
     assert (other.concurrency, other.prefetch) == (8, 0)
+
+
+def test_process_settings_per_queue(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    config = Config.from_options(
+        concurrency=10,
+        max_jobs_per_child=50,
+        queue_config={
+            "cpu": {"mode": "process"},
+            "small": {"concurrency": 2, "mode": "process", "max_jobs_per_child": 3},
+            "fixed": {"processes": 7},
+        },
+    )
+    cpu, small, fixed, other = (config.for_queue(q) for q in ("cpu", "small", "fixed", "x"))
+    # processes: the queue's concurrency, at most the CPUs, unless set
+    assert (cpu.mode, cpu.processes, cpu.max_jobs_per_child) == ("process", 4, 50)
+    assert (small.mode, small.processes, small.max_jobs_per_child) == ("process", 2, 3)
+    assert (fixed.mode, fixed.processes) == (None, 7)
+    assert (other.mode, other.processes) == (None, 4)
+    assert Config.from_options(processes=3).for_queue("q").processes == 3
 
 
 def test_environment_variables() -> None:
