@@ -971,6 +971,8 @@ class App:
                 cancelled=stop,
                 timeout_s=timeout_s,
             )
+        except Exception as exc:  # a per-thread start hook failed: this attempt fails
+            finished, done = True, attempt.failed(job.id, exc)
         finally:
             if run.logs:
                 with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
