@@ -156,6 +156,11 @@ class _Slot:
                 if not started:
                     task_status.started()
                     started = True
+                if self.stopping:
+                    # Asked to stop while this child was starting (request_stop found no
+                    # child to end): it gets no job; the finally ends it. Otherwise the
+                    # stop would wait out its whole grace for a child that never exits.
+                    return
                 pool._add_idle(child)
                 child.returncode = await child.process.wait()
                 child.exited.set()

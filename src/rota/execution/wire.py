@@ -165,18 +165,24 @@ HEADER_SIZE: Final = _HEADER.size
 
 
 def _read_exactly(fd: int, n: int) -> bytes | None:
+    """``n`` bytes; None if the stream ends before the first one; ``FrameError`` if it ends
+    after some of them (a truncated frame)."""
     chunks = []
+    wanted = n
     while n:
         chunk = os.read(fd, min(n, 1 << 20))
         if not chunk:
-            return None
+            if n == wanted:
+                return None
+            raise FrameError("the stream ended inside a frame")
         chunks.append(chunk)
         n -= len(chunk)
     return b"".join(chunks)
 
 
 def read_frame(fd: int) -> ParentMessage | None:
-    """The next message from the parent; None at end of stream (the parent is gone)."""
+    """The next message from the parent; None at end of stream between frames (the parent
+    is gone); ``FrameError`` if it ends inside one."""
     header = _read_exactly(fd, HEADER_SIZE)
     if header is None:
         return None
