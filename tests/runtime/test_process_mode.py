@@ -444,3 +444,33 @@ async def test_a_child_that_cannot_import_the_app_stops_app_run_at_start(
     assert caught.group_contains(ChildStartFailed, match="could not load the app")
     assert caught.group_contains(ChildStartFailed, match=cause)
     assert (await handle.info()).state is JobState.WAITING  # nothing ran
+
+
+async def test_jobs_interrupted_by_a_pool_restart_run_again_at_once_uncounted(
+    new_app: Callable[..., App], tmp_path: Path
+) -> None:
+    # A job blocks in one child while a crash loop in the other makes the process pool give
+    # up (child_max_restarts=0): the queue supervisor restarts the pool and the WorkerPool.
+    # The blocked job was interrupted cleanly: it must run again at once, not wait for its
+    # lease (ttl 5 s here) to expire and be rescued as a stall.
+    app = new_app(processes=2, concurrency=2, child_max_restarts=0, lease_ttl_s=5.0)
+    log = tmp_path / "blocked.log"
+    async with app.run() as runtime:
+        [queue_sup] = runtime.queue_sups
+        blocked = await modes_app.script.enqueue(Script(str(log), crash_attempts=[1]))
+        await wait_for(lambda: log.exists(), what="the blocked job started")
+        crasher = await modes_app.script.enqueue(
+            Script(str(tmp_path / "crasher.log"), crash_attempts=[1], how="kill"),
+            max_attempts=1,
+        )
+        t0 = time.monotonic()
+        await wait_for(
+            lambda: queue_sup.statistics().restarts["processes[procs]"] >= 1,
+            what="the process pool restarted by its queue supervisor",
+        )
+        assert await blocked.result(timeout=5) > 0  # attempt 2 completes
+        took = time.monotonic() - t0
+        job = await blocked.info()
+        assert (await crasher.info()).state is JobState.FAILED
+    assert (job.state, job.attempt, job.stalls) == (JobState.COMPLETED, 2, 0)
+    assert took < 4.0  # well inside the 5 s ttl: released, not rescued

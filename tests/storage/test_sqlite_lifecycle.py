@@ -254,6 +254,21 @@ def test_unclaim_hands_back_unstarted_jobs_uncounted_and_skips_lost_leases(
     assert engine.get(second.id) == second
 
 
+def test_release_takes_back_interrupted_attempts_uncounted_and_skips_lost_leases(
+    engine: SqliteEngine, make_job: MakeJob
+) -> None:
+    first = claimed(engine, make_job)
+    second = claimed(engine, make_job)
+    assert first.token is not None
+    released = engine.release([LeaseRef(first.id, first.token), LeaseRef(second.id, 1)])
+    assert released == [first.id]  # the stale token of the second changes nothing
+    stored = engine.get(first.id)
+    # ready at once, in its old place; the interrupted attempt stays counted, no stall
+    assert (stored.state, stored.attempt, stored.stalls) == (JobState.WAITING, 1, 0)
+    assert (stored.owner, stored.run_at_ms) == (None, first.run_at_ms)
+    assert engine.get(second.id) == second
+
+
 def test_release_of_a_job_asked_to_cancel_ends_it_cancelled(
     engine: SqliteEngine, make_job: MakeJob
 ) -> None:

@@ -269,6 +269,7 @@ CALLABLE: Final = frozenset(
         "remove",
         "drain",
         "unclaim",
+        "release",
     }
 )
 
@@ -655,3 +656,6 @@ class StoreClient:
 
     async def unclaim(self, leases: Sequence[LeaseRef]) -> list[int]:
         return cast(list[int], await self.call("unclaim", list(leases)))
+
+    async def release(self, leases: Sequence[LeaseRef]) -> list[int]:
+        return cast(list[int], await self.call("release", list(leases)))

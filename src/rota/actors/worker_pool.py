@@ -192,6 +192,8 @@ class WorkerPool(Actor):
         self.maybe_work = True
         self.wake = _Signal()
         self.idle = _Signal()
+        self.store_lock = anyio.Lock()
+        """Held by the feeder's Store call, and by on_stop's last settlements."""
         self.grace_scope: anyio.CancelScope | None = None
         self.aborted = False
         self.counts = dict.fromkeys(
@@ -229,13 +231,33 @@ class WorkerPool(Actor):
         with anyio.move_on_after(grace_s) as self.grace_scope:
             while self.running:
                 await self.idle.wait()
+        interrupted = []
         for run in list(self.held.values()):
-            if run.started_at:  # the unstarted ones are handed back below
+            if run.started_at and run.cancel_reason is None:  # unstarted: handed back below
                 run.cancel("shutdown")
+                interrupted.append(run)
         while self.running:
             await self.idle.wait(0.05)
-        await self._flush()
-        await self._hand_back_unstarted()
+        async with self.store_lock:  # after the feeder's call in flight, if any
+            await self._flush()
+            await self._hand_back_unstarted()
+            await self._release(interrupted)
+
+    async def _release(self, runs: list[JobRun]) -> None:
+        """Jobs this stop interrupted run again at once, uncounted (as at the runtime's
+        shutdown, which would release them anyway; but a pool restarted by its supervisor
+        must not leave them to expire and be rescued as stalls)."""
+        leases = [LeaseRef(run.job.id, run.token) for run in runs if run.job.id in self.held]
+        if not leases:
+            return
+        with anyio.CancelScope(shield=True):
+            try:
+                await self.store.release(leases)
+            except (StorageError, ActorNotRunning, CallTimeout) as exc:
+                log.warning("queue %s: could not release interrupted jobs: %r", self.queue, exc)
+                return
+        for lease in leases:
+            self.held.pop(lease.job_id, None)
 
     def abort(self) -> None:
         """Cut the shutdown grace period short: cancel running jobs now (they are released
@@ -372,23 +394,30 @@ class WorkerPool(Actor):
                 # nothing to do, or settlements that can ride with the next claim
                 await self.wake.wait()
                 continue
-            completions, failures = self.completions, self.failures
-            self.completions, self.failures = [], []
-            try:
-                settled = await self.store.settle_and_claim(completions, failures, claim)
-            except (StorageError, ActorNotRunning, CallTimeout) as exc:
-                # The Store restarts under its supervisor; keep what is unsettled and retry.
-                log.warning("queue %s: store call failed (%r); retrying", self.queue, exc)
-                self.completions[:0] = completions
-                self.failures[:0] = failures
+            # Under the lock: on_stop takes it before its last settlements and hand-backs,
+            # so a claim in flight when the pool starts stopping is handed back too.
+            async with self.store_lock:
+                if self.draining:
+                    break  # on_stop settles what is left
+                completions, failures = self.completions, self.failures
+                self.completions, self.failures = [], []
+                try:
+                    settled = await self.store.settle_and_claim(completions, failures, claim)
+                except (StorageError, ActorNotRunning, CallTimeout) as exc:
+                    # The Store restarts under its supervisor; keep what is unsettled.
+                    log.warning("queue %s: store call failed (%r); retrying", self.queue, exc)
+                    self.completions[:0] = completions
+                    self.failures[:0] = failures
+                    settled = None
+                if settled is not None:
+                    self._settled(completions, failures, settled.lost)
+                    if claim is not None:
+                        if len(settled.claimed) < claim.n:
+                            self.maybe_work = False  # empty until someone says otherwise
+                        self.counts["claimed"] += len(settled.claimed)
+                        self._take(settled.claimed)
+            if settled is None:
                 await anyio.sleep(STORE_RETRY_S)
-                continue
-            self._settled(completions, failures, settled.lost)
-            if claim is not None:
-                if len(settled.claimed) < claim.n:
-                    self.maybe_work = False  # the queue is empty until someone says otherwise
-                self.counts["claimed"] += len(settled.claimed)
-                self._take(settled.claimed)
 
     def _settled(
         self, completions: Sequence[Completion], failures: Sequence[Failure], lost: list[int]

@@ -27,6 +27,7 @@ Operations, one sentence each:
   the next jobs in one transaction (the fast path); lost leases are reported, not raised.
 * ``release_owner(owner, as_stall)``: take back every lease an owner holds.
 * ``unclaim(leases)``: hand back leases whose attempt never started.
+* ``release(leases)``: take back leases whose attempt was interrupted cleanly.
 * ``promote_due(queue)``: move delayed jobs whose time has come to waiting.
 * ``rescue_expired()``: treat every expired lease as a stall (see ``lifecycle.stall``).
 * ``cancel(job_id)``: cancel a waiting or delayed job, or ask an active one to stop.
@@ -204,6 +205,13 @@ class Engine(Protocol):
         """Hand back leases whose attempt never started (``lifecycle.unclaim``): waiting
         again, attempt not counted, no event. Leases no longer held are skipped; returns
         the ids handed back."""
+        ...
+
+    def release(self, leases: Sequence[LeaseRef]) -> list[int]:
+        """Take back leases whose attempt this worker interrupted cleanly (its pool
+        restarts): waiting again at once, in their old place, nothing counted against
+        them (``lifecycle.release`` without a stall). Leases no longer held are skipped;
+        returns the ids released."""
         ...
 
     def promote_due(self, queue: str | None = None) -> int:

@@ -952,6 +952,22 @@ class SqliteEngine:
                 handed_back.append(job.id)
         return handed_back
 
+    @_write("release interrupted jobs")
+    def release(self, leases: Sequence[LeaseRef]) -> list[int]:
+        now = self._clock()
+        released = []
+        events: list[_EventRow] = []
+        for lease in leases:
+            row = self._conn.execute(sql.SELECT_HELD_JOB, (lease.job_id, lease.token)).fetchone()
+            if row is None:
+                continue  # no longer held (settled, rescued, taken over): leave it
+            job = _job(row)
+            after = lifecycle.release(job, now, as_stall=False)
+            if self._take_back(job, after, now, False, events):
+                released.append(job.id)
+        self._record(events)
+        return released
+
     @_write("promote due jobs")
     def promote_due(self, queue: str | None = None) -> int:
         now = self._clock()
