@@ -6,8 +6,10 @@
     python -m benchmarks --quick             # small sizes, 1 run: a smoke test (< 1 min)
     python -m benchmarks --only drain,latency --sync FULL --runs 5
     python -m benchmarks --json /tmp/bench.json
+    python -m benchmarks --only modes --sync FULL   # the execution modes alone
 
-Groups (``--only``): enqueue, enqueue_many, drain, latency, claims, memory. Every figure
+Groups (``--only``): enqueue, enqueue_many, drain, latency, claims, memory, modes (rota
+only, durable runs only: async, thread and process handlers). Every figure
 is the median of ``--runs`` runs with min-max; within a run the systems take turns
 (raw, rota, huey) so that a noisy moment of the shared machine hits them alike. The table
 at the end (Markdown) compares rota with the raw loop and with huey measured in the same
@@ -36,11 +38,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import claims, latency, memory, peer_huey, raw, rota_bench
+from . import claims, latency, memory, modes, peer_huey, raw, rota_bench
 from ._util import ROOT, SCRATCH, SYNC_MODES, Sample, scratch_dir
 from .backlog import Backlogs
 
-GROUPS = ("enqueue", "enqueue_many", "drain", "latency", "claims", "memory")
+GROUPS = ("enqueue", "enqueue_many", "drain", "latency", "claims", "memory", "modes")
 SYSTEMS = ("raw", "rota", "huey")
 
 
@@ -59,12 +61,38 @@ class Sizes:
     backlog: int  # the large backlog (claims and memory)
     claim_jobs: int  # jobs claimed+completed per claims measurement
     memory_settle_s: float  # a worker runs this long before its RSS is read
+    modes_noop: tuple[int, int, int]  # no-op jobs per mode: async, thread, process
+    modes_cpu: int  # CPU-bound jobs per mode
 
 
 FULL_SIZES = Sizes(
-    5_000, 10_000, 50_000, (20_000, 100_000), 200, 100, 10_000, 1_000_000, 5_000, 2.0
+    5_000,
+    10_000,
+    50_000,
+    (20_000, 100_000),
+    200,
+    100,
+    10_000,
+    1_000_000,
+    5_000,
+    2.0,
+    (50_000, 10_000, 10_000),
+    100,
 )
-QUICK_SIZES = Sizes(500, 1_000, 5_000, (2_000, 10_000), 50, 20, 10_000, 100_000, 2_000, 0.5)
+QUICK_SIZES = Sizes(
+    500,
+    1_000,
+    5_000,
+    (2_000, 10_000),
+    50,
+    20,
+    10_000,
+    100_000,
+    2_000,
+    0.5,
+    (5_000, 1_000, 1_000),
+    20,
+)
 
 
 def short(n: int) -> str:
@@ -240,6 +268,47 @@ def figures(sizes: Sizes) -> list[Figure]:
             lower_is_better=True,
         ),
     ]
+    return rows + mode_figures(sizes)
+
+
+def mode_figures(sizes: Sizes) -> list[Figure]:
+    """The execution modes (rota only): jobs/s per mode, and ratios taken per run."""
+    noop = dict(zip(modes.MODES, sizes.modes_noop, strict=True))
+    rows = [
+        Figure(
+            f"modes_noop_{mode}",
+            f"modes: no-op, {mode} ({short(noop[mode])} jobs; concurrency 100, prefetch 100"
+            + (", 2 processes)" if mode == "process" else ")"),
+            "jobs/s",
+        )
+        for mode in modes.MODES
+    ]
+    rows += [
+        Figure("modes_noop_thread_async", "modes: no-op, thread / async (same run)", "x"),
+        Figure("modes_noop_process_async", "modes: no-op, process / async (same run)", "x"),
+    ]
+    ms = round(modes.CPU_JOB_S * 1000)
+    # raw: the same jobs without rota, one after another in one process (the bound of
+    # async and thread modes) and split between 2 plain processes (process mode's).
+    rows += [
+        Figure(
+            f"modes_spin_{mode}",
+            f"modes: CPU-bound {ms} ms, {mode} ({sizes.modes_cpu} jobs; concurrency 2, prefetch 2"
+            + (", 2 processes; raw: 2 processes)" if mode == "process" else "; raw: 1 process)"),
+            "jobs/s",
+            "modes_spin_raw2" if mode == "process" else "modes_spin_raw1",
+        )
+        for mode in modes.MODES
+    ]
+    rows += [
+        Figure(
+            "modes_spin_process_thread",
+            "modes: CPU-bound, process / thread (same run; raw: 2 processes / 1)",
+            "x",
+            "modes_spin_raw_ratio",
+        ),
+        Figure("modes_spin_process_async", "modes: CPU-bound, process / async (same run)", "x"),
+    ]
     return rows
 
 
@@ -252,6 +321,7 @@ class Case:
     system: str
     label: str
     run: Callable[[str], dict[str, Any]]  # sync -> {figure key: value, "extra": {...}}
+    syncs: tuple[str, ...] = SYNC_MODES  # the synchronous modes it runs in
 
 
 def _in_tmp(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -466,6 +536,28 @@ def cases(sizes: Sizes, backlogs: Backlogs) -> list[Case]:
             "huey",
             f"RSS, {large} waiting",
             lambda y: _rss(large, memory.huey(backlogs.huey(), y, s.memory_settle_s)),
+        ),
+        # Durable runs only: what the modes cost does not hang on the fsync.
+        Case(
+            "modes",
+            "rota",
+            "modes, no-op: async, thread, process",
+            lambda y: modes.noop(y, dict(zip(modes.MODES, s.modes_noop, strict=True))),
+            syncs=("FULL",),
+        ),
+        Case(
+            "modes",
+            "raw",
+            "modes, CPU-bound: 1 process, 2 processes",
+            lambda y: modes.raw_cpu(y, s.modes_cpu),
+            syncs=("FULL",),
+        ),
+        Case(
+            "modes",
+            "rota",
+            "modes, CPU-bound: async, thread, process",
+            lambda y: modes.cpu(y, s.modes_cpu),
+            syncs=("FULL",),
         ),
     ]
     return out
@@ -729,7 +821,9 @@ def main(argv: list[str] | None = None) -> int:
         for key in (f.key, f.raw, f.huey):
             if key:
                 units.setdefault(key, f.unit)
-    total = len(selected) * args.runs * len(args.modes)
+    total = sum(args.runs for c in selected for sync in args.modes if sync in c.syncs)
+    if "modes" in args.groups and "FULL" not in args.modes and "rota" in systems:
+        notes.append("the modes group runs in synchronous=FULL runs only (--sync FULL)")
     began = time.monotonic()
     started_at = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     with Progress(total) as progress:
@@ -738,7 +832,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for sync in args.modes:
                 for group in args.groups:
-                    group_cases = [c for c in selected if c.group == group]
+                    group_cases = [c for c in selected if c.group == group and sync in c.syncs]
                     for run in range(args.runs):
                         for case in group_cases:
                             _run_case(case, sync, run, args.runs, samples, units, errors, progress)
@@ -758,6 +852,8 @@ def main(argv: list[str] | None = None) -> int:
     for sync in args.modes:
         rows = build_rows(figs, samples, sync)
         tables[sync] = rows
+        if not rows:  # nothing ran in this mode (e.g. --only modes: FULL runs only)
+            continue
         print(
             f"\nsynchronous={sync}"
             + (
