@@ -57,7 +57,7 @@ from rota.domain.job import DEFAULT_QUEUE, FINISHED_STATES, Job, JobOptions, Job
 from rota.domain.outcome import FailureKind
 from rota.errors import ConfigError, JobFailed, PayloadError, did_you_mean
 from rota.execution import QueueRunners, attempt
-from rota.execution.processes import ProcessPool, ProcessSettings
+from rota.execution.processes import Interrupted, ProcessPool, ProcessSettings
 from rota.execution.threads import ThreadHooks, ThreadPool
 from rota.execution.wire import Hello, JobDone
 from rota.runtime import Runtime
@@ -118,7 +118,12 @@ class _ContextBase:
         self._run.logs.append(line)
 
     def _extra(self) -> dict[str, Any]:
-        return {"job_id": self.job_id, "queue": self.queue, "attempt": self.attempt}
+        return _job_extra(self.job)
+
+
+def _job_extra(job: Job) -> dict[str, Any]:
+    """A job's fields in log records (``extra``)."""
+    return {"job_id": job.id, "queue": job.queue, "attempt": job.attempt}
 
 
 def _progress(
@@ -228,6 +233,11 @@ class JobDefinition(Generic[P, R]):
     async def __call__(self, args: P, ctx: Context) -> R:
         fn = cast(Callable[..., Awaitable[R]], self.fn)
         return await (fn(args, ctx) if self.takes_context else fn(args))
+
+    def mode_on(self, queue_mode: Mode | None) -> Mode:
+        """Where its jobs run on a queue configured with ``queue_mode``: the mode it was
+        registered with, else the queue's, else by the handler's kind."""
+        return self.mode or queue_mode or ("async" if self.is_async else "thread")
 
     def call_sync(self, args: P, ctx: SyncContext) -> R:
         """Call a plain ``def`` handler."""
@@ -835,19 +845,13 @@ class App:
         """Where ``definition``'s jobs run on ``queue`` (default: its own queue): the mode
         it was registered with, else ``process`` if the queue is configured so, else by
         the handler's kind (``async`` or ``thread``)."""
-        if definition.mode is not None:
-            return definition.mode
-        queue_mode = self.config.for_queue(queue or definition.options.queue).mode
-        if queue_mode is not None:
-            return queue_mode
-        return "async" if definition.is_async else "thread"
+        return definition.mode_on(self.config.for_queue(queue or definition.options.queue).mode)
 
     def _needs_processes(self, queue: str, config: Config) -> bool:
-        settings = config.for_queue(queue)
-        if settings.mode == "process":
-            return True
-        return any(
-            d.options.queue == queue and d.mode == "process" for d in self.registry.jobs.values()
+        queue_mode = config.for_queue(queue).mode
+        return queue_mode == "process" or any(
+            d.options.queue == queue and d.mode_on(queue_mode) == "process"
+            for d in self.registry.jobs.values()
         )
 
     def _runners(self, queue: str, config: Config, backend: str) -> QueueRunners:
@@ -856,13 +860,6 @@ class App:
         settings = config.for_queue(queue)
         processes = None
         if self._needs_processes(queue, config):
-            app_spec = self._import_spec()
-            hello = Hello(
-                app=app_spec,
-                path=list(sys.path),
-                database=str(Path(self.database_path).resolve()),
-                backend=backend,
-            )
             processes = ProcessPool(
                 queue=queue,
                 settings=ProcessSettings(
@@ -873,7 +870,12 @@ class App:
                     max_restarts=config.child_max_restarts,
                     restart_period_s=config.child_restart_period_s,
                 ),
-                hello=lambda: hello,
+                hello=Hello(
+                    app=self._import_spec(),
+                    path=list(sys.path),
+                    database=str(Path(self.database_path).resolve()),
+                    backend=backend,
+                ),
             )
         runners = QueueRunners(
             queue=queue,
@@ -918,7 +920,7 @@ class App:
                 FailureKind.UNRECOVERABLE,
             )
         # (a pool claims only its own queue's jobs: the queue's mode is the runners')
-        mode = definition.mode or runners.mode or ("async" if definition.is_async else "thread")
+        mode = definition.mode_on(runners.mode)
         if mode == "process":
             return await self._execute_in_child(run, definition, runners)
         try:
@@ -936,7 +938,7 @@ class App:
         debug = log.isEnabledFor(logging.DEBUG)
         if debug:
             log.debug("job %d started (attempt %d)", job.id, job.attempt, extra=ctx._extra())
-        timeout_s = None if job.timeout_ms is None else job.timeout_ms / 1000
+        timeout_s = job.timeout_s
         try:
             if timeout_s is None:  # the common case: no scope to open and close per job
                 result = await definition(args, ctx)
@@ -950,8 +952,7 @@ class App:
             return self._settle(definition, run, attempt.failed(job.id, exc))
         finally:
             if run.logs:
-                with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
-                    await self._flush_logs(run)
+                await self._flush_logs_at_end(run)
         if debug:
             log.debug("job %d completed", job.id, extra=ctx._extra())
         return Completion(job.id, run.token, data)
@@ -962,7 +963,7 @@ class App:
         job = run.job
         stop = threading.Event()
         ctx = SyncContext(self, run, job, stop)
-        timeout_s = None if job.timeout_ms is None else job.timeout_ms / 1000
+        timeout_s = job.timeout_s
         try:
             finished, done = await threads.run_sync(
                 functools.partial(
@@ -975,8 +976,7 @@ class App:
             finished, done = True, attempt.failed(job.id, exc)
         finally:
             if run.logs:
-                with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
-                    await self._flush_logs(run)
+                await self._flush_logs_at_end(run)
         if not finished or done is None:
             return self._timed_out(
                 definition,
@@ -1000,33 +1000,28 @@ class App:
                 "or queue_config={...: {'mode': 'process'}})",
                 FailureKind.ERROR,
             )
-        timeout_s = None if job.timeout_ms is None else job.timeout_ms / 1000
 
         async def on_progress(data: bytes) -> None:
             await self._report_progress(run, data)
 
         def on_log(line: str) -> None:
             run.logs.append(line)
-            log.info(line, extra={"job_id": job.id, "queue": job.queue, "attempt": job.attempt})
+            log.info(line, extra=_job_extra(job))
 
         try:
-            done = await pool.run_job(
-                job, timeout_s=timeout_s, on_progress=on_progress, on_log=on_log
-            )
+            done = await pool.run_job(job, on_progress=on_progress, on_log=on_log)
         finally:
             if run.logs:
-                with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
-                    await self._flush_logs(run)
-        if isinstance(done, str):
-            if done.startswith("timed out"):
-                return self._timed_out(definition, run, done)
+                await self._flush_logs_at_end(run)
+        if isinstance(done, Interrupted):
+            if done.timed_out:
+                return self._timed_out(definition, run, done.error)
             # The child died: run the job again at once (it counts as an attempt).
-            return Failure(job.id, run.token, done, FailureKind.ERROR, 0)
+            return Failure(job.id, run.token, done.error, FailureKind.ERROR, 0)
         return self._settle(definition, run, done)
 
     def _timed_out(self, definition: JobDefinition[Any, Any], run: JobRun, text: str) -> Failure:
-        job = run.job
-        log.warning("job %d %s", job.id, text, extra={"job_id": job.id, "queue": job.queue})
+        log.warning("job %d %s", run.job.id, text, extra=_job_extra(run.job))
         return self._failure(definition, run, text)
 
     def _settle(
@@ -1045,7 +1040,7 @@ class App:
                 "job %d failed: %s",
                 job.id,
                 error.strip().splitlines()[-1] if error.strip() else error,
-                extra={"job_id": job.id, "queue": job.queue, "attempt": job.attempt},
+                extra=_job_extra(job),
             )
         return self._failure(definition, run, error, done.delay_ms)
 
@@ -1067,6 +1062,12 @@ class App:
         logs, run.logs = run.logs, []
         for line in logs:
             await self._engine_call("add_log", run.job.id, run.token, line)
+
+    async def _flush_logs_at_end(self, run: JobRun) -> None:
+        """Store an ended attempt's last log lines, even while it is being cancelled; a
+        failure to store them must not change how the attempt ended."""
+        with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+            await self._flush_logs(run)
 
     # -- storage access (through the runtime's Store if one runs here, else directly) --
 

@@ -90,25 +90,27 @@ class LockRenewer(Actor):
         if result.cancel_requested:
             await self._cancel(CancelJobs(result.cancel_requested, "cancel"))
 
+    def _draining_pool(self) -> WorkerPool | None:
+        """The pool, while it stops: it takes no more messages, but runs its jobs for the
+        shutdown grace period, so their leases must still be renewed and their cancels
+        delivered. None once it has stopped (or restarted): it holds no lease then."""
+        pool = self.pool.actor
+        return pool if isinstance(pool, WorkerPool) and pool.draining else None
+
     async def _cancel(self, message: CancelJobs) -> None:
         try:
             await self.pool.cast(message)
         except ActorNotRunning:
-            pool = self.pool.actor
-            if isinstance(pool, WorkerPool) and pool.draining:
-                await pool.handle(message)  # stopping: its running jobs still listen
-            # else the pool restarted: it holds none of these any more
+            pool = self._draining_pool()
+            if pool is not None:
+                await pool.handle(message)
 
     async def _leases(self) -> list[LeaseRef]:
         try:
             return cast(list[LeaseRef], await self.pool.call(CurrentLeases()))
         except ActorNotRunning:
-            # A pool that is stopping takes no more messages but still runs its jobs for
-            # the shutdown grace period: their leases must go on being renewed.
-            pool = self.pool.actor
-            if isinstance(pool, WorkerPool) and pool.draining:
-                return pool.current_leases()
-            return []  # stopped or restarting: it runs no job, so it holds no lease
+            pool = self._draining_pool()
+            return [] if pool is None else pool.current_leases()
 
     def statistics(self) -> LockRenewerStatistics:
         return LockRenewerStatistics(

@@ -247,17 +247,26 @@ class WorkerPool(Actor):
         """Jobs this stop interrupted run again at once, uncounted (as at the runtime's
         shutdown, which would release them anyway; but a pool restarted by its supervisor
         must not leave them to expire and be rescued as stalls)."""
-        leases = [LeaseRef(run.job.id, run.token) for run in runs if run.job.id in self.held]
-        if not leases:
-            return
+        held = [run for run in runs if run.job.id in self.held]
+        if held:
+            await self._give_back(held, self.store.release, "release interrupted jobs")
+
+    async def _give_back(
+        self,
+        runs: list[JobRun],
+        give_back: Callable[[list[LeaseRef]], Awaitable[object]],
+        what: str,
+    ) -> None:
+        """Return the jobs' leases through the Store (``unclaim`` or ``release``) and stop
+        holding them. If the Store fails, they are not renewed any more: their leases
+        expire and the jobs are rescued."""
         with anyio.CancelScope(shield=True):
             try:
-                await self.store.release(leases)
+                await give_back([LeaseRef(run.job.id, run.token) for run in runs])
             except (StorageError, ActorNotRunning, CallTimeout) as exc:
-                log.warning("queue %s: could not release interrupted jobs: %r", self.queue, exc)
-                return
-        for lease in leases:
-            self.held.pop(lease.job_id, None)
+                log.warning("queue %s: could not %s: %r", self.queue, what, exc)
+        for run in runs:
+            self.held.pop(run.job.id, None)
 
     def abort(self) -> None:
         """Cut the shutdown grace period short: cancel running jobs now (they are released
@@ -274,15 +283,7 @@ class WorkerPool(Actor):
             return
         for run in runs:
             run.cancel("handed back")  # a worker that takes it from the buffer skips it
-        unstarted = [LeaseRef(run.job.id, run.token) for run in runs]
-        with anyio.CancelScope(shield=True):
-            try:
-                await self.store.unclaim(unstarted)
-            except (StorageError, ActorNotRunning, CallTimeout) as exc:
-                # Not renewed any more, their leases expire and the jobs are rescued.
-                log.warning("queue %s: could not hand back unstarted jobs: %r", self.queue, exc)
-        for run in runs:
-            self.held.pop(run.job.id, None)
+        await self._give_back(runs, self.store.unclaim, "hand back unstarted jobs")
         self.wake.set()  # slots freed: settlements waiting to ride with a claim may go
 
     async def handle(self, message: Any) -> Any:

@@ -165,3 +165,8 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def finished(self) -> bool:
         return self.state in FINISHED_STATES
+
+    @property
+    def timeout_s(self) -> float | None:
+        """An attempt's time limit in seconds (None: none)."""
+        return None if self.timeout_ms is None else self.timeout_ms / 1000

@@ -18,6 +18,7 @@ child's life, in a thread of its own (an AnyIO blocking portal on the parent's b
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import runpy
 import signal
@@ -105,11 +106,10 @@ class _Runner:
             )
             return done
         if not self.hooks_ran:
-            for hook in app.thread_hooks.start:
-                try:
-                    hook()
-                except Exception as exc:
-                    return attempt.failed(job.id, exc)
+            try:
+                app.thread_hooks.run_start()
+            except Exception as exc:
+                return attempt.failed(job.id, exc)
             self.hooks_ran = True
         sync_ctx = _ChildSyncContext(app, None, job)
         sync_ctx._channel = self.channel
@@ -124,11 +124,7 @@ class _Runner:
 
     def close(self) -> None:
         if self.hooks_ran:
-            for hook in reversed(self.app.thread_hooks.stop):
-                try:
-                    hook()
-                except Exception:
-                    traceback.print_exc()
+            self.app.thread_hooks.run_stop(f"child process {os.getpid()}")
         self.stack.close()
 
 
@@ -165,6 +161,10 @@ def main() -> int:
     os.close(devnull)
     os.dup2(2, 1)  # print() in a handler goes to stderr, never into a frame
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Warnings and errors (a failing stop hook) go to stderr, the worker's output.
+    logging.basicConfig(
+        level=logging.WARNING, format="rota child %(process)d: %(levelname)s %(name)s: %(message)s"
+    )
     threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
     channel = _Channel(proto_out)
     hello = wire.read_frame(proto_in)

@@ -40,7 +40,7 @@ import signal
 import sys
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 import anyio.abc
@@ -51,7 +51,14 @@ from rota.domain.job import Job
 from rota.execution import wire
 from rota.supervisors import ChildSpec, Restart, Strategy, Supervisor
 
-__all__ = ["ChildCrashed", "ChildStartFailed", "ProcessPool", "ProcessSettings", "describe_exit"]
+__all__ = [
+    "ChildCrashed",
+    "ChildStartFailed",
+    "Interrupted",
+    "ProcessPool",
+    "ProcessSettings",
+    "describe_exit",
+]
 
 log = logging.getLogger("rota.worker")
 
@@ -62,6 +69,14 @@ class ChildCrashed(Exception):
 
 class ChildStartFailed(Exception):
     """A child process could not start (its import failed, it exited, it did not answer)."""
+
+
+class Interrupted(NamedTuple):
+    """A job that did not end by itself in its child: ``timed_out`` (its timeout stopped
+    the child), else its child died or broke the protocol. ``error`` says which."""
+
+    error: str
+    timed_out: bool
 
 
 class ProcessSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -207,9 +222,7 @@ class _Slot:
 class ProcessPool:
     """A queue's child processes; see the module docstring."""
 
-    def __init__(
-        self, *, queue: str, settings: ProcessSettings, hello: Callable[[], wire.Hello]
-    ) -> None:
+    def __init__(self, *, queue: str, settings: ProcessSettings, hello: wire.Hello) -> None:
         self.queue = queue
         self.settings = settings
         self.hello = hello
@@ -258,7 +271,7 @@ class ProcessPool:
         child = _Child(process)
         try:
             with anyio.fail_after(self.settings.start_timeout_s):
-                await child.send(self.hello())
+                await child.send(self.hello)
                 answer = await child.receive()
         except TimeoutError:
             await self._end(child, "start timeout", grace_s=0)
@@ -351,17 +364,16 @@ class ProcessPool:
         self,
         job: Job,
         *,
-        timeout_s: float | None,
         on_progress: Callable[[bytes], Awaitable[None]],
         on_log: Callable[[str], None],
-    ) -> wire.JobDone | str:
-        """Run one job in a child: its ``JobDone``, or, if it did not end by itself, why
-        (a text for the attempt's error: the child died, or the timeout killed it).
-        Cancelling the caller ends the child (SIGTERM, grace, SIGKILL) and propagates."""
+    ) -> wire.JobDone | Interrupted:
+        """Run one job in a child, under the job's timeout: its ``JobDone``, or why it did
+        not end by itself. Cancelling the caller ends the child (SIGTERM, grace, SIGKILL)
+        and propagates."""
         child = await self._acquire()
         message = wire.RunJob(job)
         try:
-            with anyio.move_on_after(timeout_s if timeout_s is not None else float("inf")):
+            with anyio.move_on_after(job.timeout_s):
                 try:
                     await child.send(message)
                 except (anyio.BrokenResourceError, anyio.ClosedResourceError):
@@ -374,7 +386,7 @@ class ProcessPool:
         except wire.FrameError as exc:
             with anyio.CancelScope(shield=True):
                 await self._end(child, "protocol error")
-            return f"child process {child.pid} broke the protocol: {exc}"
+            return Interrupted(f"child process {child.pid} broke the protocol: {exc}", False)
         except BaseException:
             self.counts["killed"] += 1
             with anyio.CancelScope(shield=True):
@@ -384,9 +396,10 @@ class ProcessPool:
         self.counts["killed"] += 1
         with anyio.CancelScope(shield=True):
             await self._end(child, "timeout")
-        return (
-            f"timed out after {timeout_s:g} s: child process {child.pid} was stopped "
-            f"({describe_exit(child.returncode)})"
+        return Interrupted(
+            f"timed out after {job.timeout_s:g} s: child process {child.pid} was stopped "
+            f"({describe_exit(child.returncode)})",
+            timed_out=True,
         )
 
     async def _converse(
@@ -407,7 +420,7 @@ class ProcessPool:
             else:
                 raise wire.FrameError(f"unexpected message during a job: {answer!r}")
 
-    async def _died(self, child: _Child, job: Job) -> str:
+    async def _died(self, child: _Child, job: Job) -> Interrupted:
         with anyio.move_on_after(self.settings.kill_grace_s):
             await child.exited.wait()
         self.counts["crashed_jobs"] += 1
@@ -416,7 +429,7 @@ class ProcessPool:
             f"job {job.id} (attempt {job.attempt})"
         )
         log.warning("queue %s: %s; the job runs again at once", self.queue, text)
-        return text
+        return Interrupted(text, timed_out=False)
 
     async def _done(self, child: _Child) -> None:
         child.jobs += 1

@@ -51,6 +51,22 @@ class ThreadHooks:
         self.start = list(start)
         self.stop = list(stop)
 
+    def run_start(self) -> None:
+        """Run the start hooks on this thread; the first that raises stops them (its
+        exception propagates: it fails the job about to run, and they run again before
+        the next one)."""
+        for hook in self.start:
+            hook()
+
+    def run_stop(self, where: str) -> None:
+        """Run the stop hooks on this thread, in reverse order; one that raises is logged
+        and the others still run."""
+        for hook in reversed(self.stop):
+            try:
+                hook()
+            except Exception:
+                log.exception("%s: a per-thread stop hook failed", where)
+
 
 class _Call:
     """One job handed to a thread, and the way back to the loop."""
@@ -77,18 +93,12 @@ class _HandlerThread(pykka.ThreadingActor):
 
     def _set_up(self) -> None:
         threading.current_thread().name = f"rota-thread-{self.pool.queue}-{self.index}"
-        for hook in self.pool.hooks.start:
-            hook()
+        self.pool.hooks.run_start()
         self.set_up = True
 
     def on_stop(self) -> None:
-        if not self.set_up:
-            return
-        for hook in reversed(self.pool.hooks.stop):
-            try:
-                hook()
-            except Exception:
-                log.exception("queue %s: a per-thread stop hook failed", self.pool.queue)
+        if self.set_up:
+            self.pool.hooks.run_stop(f"queue {self.pool.queue}")
 
     def on_receive(self, message: Any) -> None:
         call: _Call = message
@@ -116,8 +126,9 @@ class ThreadPool:
         self._all: set[pykka.ActorRef[Any]] = set()
         self._abandoned: dict[pykka.ActorRef[Any], _Call] = {}
         self._next_index = 0
+        """Threads started so far (also the next one's index in its name)."""
         self._stopped = False
-        self.counts = {"jobs": 0, "abandoned": 0, "started": 0}
+        self.jobs = 0
 
     # -- lifetime (a supervised child of the queue's supervisor) ------------------------
 
@@ -175,7 +186,6 @@ class ThreadPool:
         index, self._next_index = self._next_index, self._next_index + 1
         ref = _HandlerThread.start(self, index)
         self._all.add(ref)
-        self.counts["started"] += 1
         return ref
 
     async def run_sync(
@@ -189,7 +199,7 @@ class ThreadPool:
         call = _Call(fn, cancelled)
         ref.tell(call)
         try:
-            with anyio.move_on_after(timeout_s if timeout_s is not None else float("inf")):
+            with anyio.move_on_after(timeout_s):
                 await call.done.wait()
         except BaseException:  # cancelled: the job is stopped, its thread left behind
             self._abandon(ref, call)
@@ -197,7 +207,7 @@ class ThreadPool:
         if not call.done.is_set():
             self._abandon(ref, call)
             return False, None
-        self.counts["jobs"] += 1
+        self.jobs += 1
         if not self._stopped:
             self._idle.append(ref)
         if call.error is not None:
@@ -220,7 +230,6 @@ class ThreadPool:
         call.abandoned = True
         call.cancelled.set()
         self._all.discard(ref)
-        self.counts["abandoned"] += 1
         if not call.done.is_set():
             self._abandoned[ref] = call
             log.warning(
@@ -237,5 +246,5 @@ class ThreadPool:
             "alive": len(self._all),
             "busy": len(self._all) - len(self._idle),
             "abandoned": len(self._abandoned),
-            "jobs": self.counts["jobs"],
+            "jobs": self.jobs,
         }
