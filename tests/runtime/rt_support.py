@@ -8,7 +8,8 @@ function could not be found.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any, Final
 
 import anyio
@@ -103,3 +104,23 @@ async def wait_state(handle: JobHandle[Any], *states: JobState, timeout: float =
 async def counts(app: App, queue: str) -> dict[str, int]:
     """The queue's counts keyed by state name, without the zeros."""
     return {str(state): n for state, n in (await app.queue(queue).counts()).items() if n}
+
+
+@asynccontextmanager
+async def heartbeat(gaps: list[float]) -> AsyncIterator[None]:
+    """A task that ticks every 10 ms meanwhile; appends each gap between ticks."""
+
+    async def tick() -> None:
+        last = time.monotonic()
+        while True:
+            await anyio.sleep(0.01)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(tick)
+        try:
+            yield
+        finally:
+            tg.cancel_scope.cancel()

@@ -13,8 +13,7 @@ import os
 import signal
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ import anyio
 import modes_app
 import pytest
 from modes_app import Empty, Report, Reported, Script, Span, Spin
-from rt_support import wait_for
+from rt_support import heartbeat, wait_for
 
 import rota
 from rota.app import App
@@ -83,26 +82,6 @@ def calibrate(seconds: float) -> int:
         if took > 0.05:
             return int(loops * seconds / took)
         loops *= 4
-
-
-@asynccontextmanager
-async def heartbeat(gaps: list[float]) -> AsyncIterator[None]:
-    """A task that ticks every 10 ms meanwhile; appends each gap between ticks."""
-
-    async def tick() -> None:
-        last = time.monotonic()
-        while True:
-            await anyio.sleep(0.01)
-            now = time.monotonic()
-            gaps.append(now - last)
-            last = now
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(tick)
-        try:
-            yield
-        finally:
-            tg.cancel_scope.cancel()
 
 
 async def run_spins(

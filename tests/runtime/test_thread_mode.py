@@ -16,7 +16,7 @@ from typing import Any
 import anyio
 import msgspec
 import pytest
-from rt_support import Doubled, Item, wait_for, wait_state
+from rt_support import Doubled, Item, heartbeat, wait_for, wait_state
 
 import rota
 from rota.app import App, Context, SyncContext
@@ -197,26 +197,11 @@ async def test_the_event_loop_keeps_ticking_while_a_sync_handler_blocks(
         return args.n
 
     gaps: list[float] = []
-    blocking = anyio.Event()
-
-    async def heartbeat() -> None:
-        last = time.monotonic()
-        while True:
-            await anyio.sleep(0.01)
-            now = time.monotonic()
-            gaps.append(now - last)
-            last = now
-            if entered.is_set():
-                blocking.set()
-
     handle = await block.enqueue(Item(7))
-    async with app.run(), anyio.create_task_group() as tg:
-        tg.start_soon(heartbeat)
-        with anyio.fail_after(BLOCK_S):
-            await blocking.wait()
+    async with app.run(), heartbeat(gaps):
+        await wait_for(entered.is_set, timeout=BLOCK_S, what="the handler blocking")
         ticks_before = len(gaps)
         assert await handle.result(timeout=BLOCK_S) == 7
-        tg.cancel_scope.cancel()
     ticks_during = len(gaps) - ticks_before
     assert ticks_during >= 10  # the loop ran all along the 0.5 s the handler blocked
     assert max(gaps) < 0.25
