@@ -85,10 +85,13 @@ class LockRenewer(Actor):
         self.renewed += len(result.renewed)
         self.lost += len(result.lost)
         self.cancel_requested += len(result.cancel_requested)
+        tokens = {lease.job_id: lease.token for lease in leases}
         if result.lost:
-            await self._cancel(CancelJobs(result.lost, "lost"))
+            lost = [LeaseRef(job_id, tokens[job_id]) for job_id in result.lost]
+            await self._cancel(CancelJobs(lost, "lost"))
         if result.cancel_requested:
-            await self._cancel(CancelJobs(result.cancel_requested, "cancel"))
+            asked = [LeaseRef(job_id, tokens[job_id]) for job_id in result.cancel_requested]
+            await self._cancel(CancelJobs(asked, "cancel"))
 
     def _draining_pool(self) -> WorkerPool | None:
         """The pool, while it stops: it takes no more messages, but runs its jobs for the

@@ -22,8 +22,9 @@ A handler that raises is a ``Failure`` message, never a crash: only infrastructu
 Messages:
 
     JobsAvailable()             cast   there may be jobs to claim (coalesced)
-    CancelJobs(ids, reason)     cast   stop those jobs: "lost" (do not settle) or "cancel"
-                                       (settle as CANCELLED)
+    CancelJobs(leases, reason)  cast   stop those attempts (matched by job id *and* token):
+                                       "lost" (do not settle) or "cancel" (settle as
+                                       CANCELLED)
     CurrentLeases() → list[LeaseRef]   every lease held, running or buffered
     SetPaused(paused)           cast   stop / resume claiming (settlements go on)
     PoolStats() → WorkerPoolStatistics
@@ -74,7 +75,11 @@ class JobsAvailable(msgspec.Struct, frozen=True):
 
 
 class CancelJobs(msgspec.Struct, frozen=True):
-    job_ids: list[int]
+    """Stop the attempts holding these leases. A lease names one attempt: after a pause
+    longer than the ttl the same job may have been claimed again (a new token), and a
+    notice about the old lease must not stop the new attempt."""
+
+    leases: list[LeaseRef]
     reason: Literal["lost", "cancel"]
 
 
@@ -247,7 +252,7 @@ class WorkerPool(Actor):
         """Jobs this stop interrupted run again at once, uncounted (as at the runtime's
         shutdown, which would release them anyway; but a pool restarted by its supervisor
         must not leave them to expire and be rescued as stalls)."""
-        held = [run for run in runs if run.job.id in self.held]
+        held = [run for run in runs if self.held.get(run.job.id) is run]
         if held:
             await self._give_back(held, self.store.release, "release interrupted jobs")
 
@@ -266,7 +271,8 @@ class WorkerPool(Actor):
             except (StorageError, ActorNotRunning, CallTimeout) as exc:
                 log.warning("queue %s: could not %s: %r", self.queue, what, exc)
         for run in runs:
-            self.held.pop(run.job.id, None)
+            if self.held.get(run.job.id) is run:
+                del self.held[run.job.id]
 
     def abort(self) -> None:
         """Cut the shutdown grace period short: cancel running jobs now (they are released
@@ -291,10 +297,10 @@ class WorkerPool(Actor):
             case JobsAvailable():
                 self.maybe_work = True
                 self.wake.set()
-            case CancelJobs(job_ids, reason):
-                for job_id in job_ids:
-                    run = self.held.get(job_id)
-                    if run is not None:
+            case CancelJobs(leases, reason):
+                for lease in leases:
+                    run = self.held.get(lease.job_id)
+                    if run is not None and run.job.token == lease.token:
                         run.cancel(reason)
             case CurrentLeases():
                 return self.current_leases()
@@ -364,6 +370,12 @@ class WorkerPool(Actor):
     def _take(self, jobs: Sequence[Job]) -> None:
         held, ready = self.held, self.ready
         for job in jobs:
+            old = held.get(job.id)
+            if old is not None:
+                # Claimed again while an earlier attempt of it is still here (a pause
+                # longer than the ttl: its lease expired and it was rescued): that
+                # attempt's lease is gone, so it must not be settled.
+                old.cancel("lost")
             run = JobRun(job)
             held[job.id] = run
             ready.append(run)
@@ -520,7 +532,9 @@ class WorkerPool(Actor):
                 outcome = None  # released (not counted against it) by the runtime
         finally:
             self.running -= 1
-            if outcome is not None or run.cancel_reason in ("lost", "cancel"):
+            if (outcome is not None or run.cancel_reason in ("lost", "cancel")) and (
+                self.held.get(job.id) is run
+            ):
                 del self.held[job.id]
             if self.draining:
                 self.idle.set()
