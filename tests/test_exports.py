@@ -14,6 +14,7 @@ def test_public_names_are_pinned() -> None:
         "Config",
         "ConfigError",
         "Context",
+        "CorruptRow",
         "Event",
         "EventKind",
         "JobFailed",

@@ -47,7 +47,7 @@ import anyio.lowlevel
 import anyio.to_thread
 import msgspec
 
-from rota.actors._backend import current_backend
+from rota.actors._backend import current_backend, is_cancellation
 from rota.actors.worker_pool import JobRun
 from rota.config import Config
 from rota.domain import lifecycle
@@ -55,7 +55,7 @@ from rota.domain.backoff import Backoff, Custom, Exponential, Fixed, Linear
 from rota.domain.event import Event, EventKind, LogEntry, Progress
 from rota.domain.job import DEFAULT_QUEUE, FINISHED_STATES, Job, JobOptions, JobState, NewJob
 from rota.domain.outcome import FailureKind
-from rota.errors import ConfigError, JobFailed, PayloadError, did_you_mean
+from rota.errors import ConfigError, CorruptRow, JobFailed, PayloadError, did_you_mean
 from rota.execution import QueueRunners, attempt
 from rota.execution.processes import Interrupted, ProcessPool, ProcessSettings
 from rota.execution.threads import ThreadHooks, ThreadPool
@@ -318,6 +318,14 @@ class JobDefinition(Generic[P, R]):
         jobs = [self.new_job(args, now, **options) for args in many]
         ids = app._direct(lambda engine: engine.enqueue(jobs))
         return [JobHandle(app, job_id, self) for job_id in ids]
+
+
+def bad_payload(job: Job, definition: JobDefinition[Any, Any], exc: msgspec.DecodeError) -> str:
+    """Why a stored payload cannot be run: it does not match the job's schema (e.g. the
+    schema changed since it was enqueued), or the row is corrupt (not JSON at all)."""
+    if isinstance(exc, msgspec.ValidationError):
+        return f"payload does not match {definition.payload_type.__name__}: {exc}"
+    return str(CorruptRow(job.id, "payload", f"not valid JSON ({exc})"))
 
 
 def _payload_error(name: str, exc: msgspec.ValidationError) -> PayloadError:
@@ -925,13 +933,9 @@ class App:
             return await self._execute_in_child(run, definition, runners)
         try:
             args = definition.decode(job.payload)
-        except msgspec.ValidationError as exc:
-            return Failure(
-                job.id,
-                run.token,
-                f"payload does not match {definition.payload_type.__name__}: {exc}",
-                FailureKind.UNRECOVERABLE,
-            )
+        except msgspec.DecodeError as exc:
+            error = bad_payload(job, definition, exc)
+            return Failure(job.id, run.token, error, FailureKind.UNRECOVERABLE)
         if mode == "thread":
             return await self._execute_on_thread(run, definition, args, runners.threads)
         ctx = Context(self, run, job)
@@ -948,7 +952,9 @@ class App:
                 if scope.cancelled_caught:
                     return self._timed_out(definition, run, f"timed out after {timeout_s:g} s")
             data = None if result is None else _JSON.encode(result)
-        except Exception as exc:
+        except BaseException as exc:  # SystemExit too: it ends the attempt, not the worker
+            if is_cancellation(exc):
+                raise
             return self._settle(definition, run, attempt.failed(job.id, exc))
         finally:
             if run.logs:
@@ -972,7 +978,9 @@ class App:
                 cancelled=stop,
                 timeout_s=timeout_s,
             )
-        except Exception as exc:  # a per-thread start hook failed: this attempt fails
+        except BaseException as exc:  # a per-thread start hook failed: this attempt fails
+            if is_cancellation(exc):
+                raise
             finished, done = True, attempt.failed(job.id, exc)
         finally:
             if run.logs:
@@ -1049,8 +1057,25 @@ class App:
         definition: JobDefinition[Any, Any], run: JobRun, error: str, delay_ms: int | None = None
     ) -> Failure:
         backoff = definition.options.backoff
-        if delay_ms is None and isinstance(backoff, Custom):
-            delay_ms = round(backoff.delay_s(run.job.attempt) * 1000)
+        if (
+            delay_ms is None
+            and isinstance(backoff, Custom)
+            and run.job.attempt < run.job.max_attempts
+        ):
+            try:
+                delay_ms = round(backoff.delay_s(run.job.attempt) * 1000)
+            except Exception as exc:  # a broken policy fails the job, never the pool
+                text = (
+                    f"{error.rstrip()}\nno retry: the backoff policy {backoff.fn!r} of job "
+                    f"{definition.name!r} failed for attempt {run.job.attempt}: {exc!r}"
+                )
+                log.warning(
+                    "job %d: its backoff policy failed (%r): failed without a retry",
+                    run.job.id,
+                    exc,
+                    extra=_job_extra(run.job),
+                )
+                return Failure(run.job.id, run.token, text, FailureKind.UNRECOVERABLE)
         return Failure(run.job.id, run.token, error, FailureKind.ERROR, delay_ms)
 
     async def _report_progress(self, run: JobRun, data: bytes) -> None:

@@ -5,8 +5,10 @@
     RotaError                     base of everything rota raises on purpose
     ├── ConfigError               an unknown or invalid option ("did you mean ...?")
     ├── StorageError              the database cannot do what was asked: full disk, corrupt
-    │                             file, locked past the retry budget, failed migration.
-    │                             Nothing already committed is lost.
+    │   │                         file, locked past the retry budget, failed migration.
+    │   │                         Nothing already committed is lost.
+    │   └── CorruptRow            one job row cannot be read back (names the job and the
+    │                             column); a worker fails that job and goes on
     ├── LeaseLost                 a renew / complete / fail carried a token that no longer
     │                             holds the job's lease (it expired and was taken over):
     │                             nothing was changed (fencing)
@@ -39,6 +41,7 @@ __all__ = [
     "ActorNotRunning",
     "CallTimeout",
     "ConfigError",
+    "CorruptRow",
     "JobFailed",
     "JobNotFound",
     "LeaseLost",
@@ -77,6 +80,17 @@ class StorageError(RotaError):
     retry budget, or a failed migration. The operation that raised changed nothing;
     everything committed before it is kept.
     """
+
+
+class CorruptRow(StorageError):
+    """A stored job row that cannot be read back: a column that does not decode (a
+    backoff that is not a policy, a payload that is not JSON, an unknown state). Workers
+    fail such a job for good, with this error, and go on with the others."""
+
+    def __init__(self, job_id: int, column: str, detail: str) -> None:
+        super().__init__(f"corrupt row: job {job_id}, column {column!r}: {detail}")
+        self.job_id = job_id
+        self.column = column
 
 
 class LeaseLost(RotaError):

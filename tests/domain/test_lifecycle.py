@@ -152,7 +152,7 @@ def test_release_graceful_requeues_at_once_in_its_place_without_stall() -> None:
     assert (released.state, released.stalls, released.attempt, released.run_at_ms) == (
         JobState.WAITING,
         0,
-        1,
+        0,  # the interrupted attempt is taken back: max_attempts=1 still allows a run
         job.run_at_ms,  # its old place in the queue, not the back of it
     )
 

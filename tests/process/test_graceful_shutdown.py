@@ -44,14 +44,14 @@ def test_sigterm_completes_short_jobs_releases_long_ones_and_exits_0(harness: Ha
         None,
         None,
     )
-    assert released.attempt == 1  # the interrupted attempt stays counted
+    assert released.attempt == 0  # the interrupted attempt is taken back, uncounted
     assert harness.engine.list_owners() == []  # the owner removed itself
 
     # The next run picks the released job up at once and completes it.
     again = harness.start_worker(**options)
-    harness.wait_started(long, 2, timeout_s=5)
+    assert harness.wait_started(long, 2, timeout_s=5)[1] == 1  # attempt 1 again
     done = harness.wait_state(long, JobState.COMPLETED, timeout_s=10)
-    assert (done.attempt, done.stalls) == (2, 0)
+    assert (done.attempt, done.stalls) == (1, 0)
     assert harness.start_counts() == {long: 2, short: 1}
     again.send(signal.SIGTERM)
     assert again.wait(5) == 0  # nothing running: it stops at once
@@ -81,7 +81,7 @@ def test_second_signal_stops_at_once(harness: Harness) -> None:
 
     # The lease keeps the job safe: the next start runs it again.
     harness.start_worker(**options)
-    assert harness.wait_started(job_id, 2, timeout_s=5)[1] == 2
+    assert harness.wait_started(job_id, 2, timeout_s=5)[1] == 1  # released uncounted
 
 
 def test_graceful_restarts_do_not_use_up_attempts_of_jobs_that_never_started(

@@ -208,6 +208,27 @@ async def test_a_child_that_exits_or_segfaults_mid_job_is_restarted_and_the_job_
         assert (stats["restarts"], stats["crashed_jobs"], stats["pids"]) == (1, 1, [new_pid])
 
 
+async def test_a_handler_that_calls_sys_exit_fails_its_attempt_and_its_child_lives_on(
+    new_app: Callable[..., App], tmp_path: Path
+) -> None:
+    log = tmp_path / "starts"
+    app = new_app(processes=1)
+    async with app.run() as runtime:
+        pool = pool_of(runtime)
+        handle = await modes_app.script.enqueue(
+            Script(str(log), crash_attempts=[1, 2], how="sys.exit")
+        )
+        pid = await handle.result(timeout=10)
+        assert [(a, p) for a, p, _ in started(log)] == [(1, pid), (2, pid), (3, pid)]
+        retrying = [e for e in events_of(app, handle.id) if e.kind is EventKind.RETRYING]
+        assert len(retrying) == 2
+        last = (retrying[0].data or b"").decode().strip().splitlines()[-1]
+        assert "the handler raised SystemExit(3)" in last
+        assert "a job cannot stop its worker" in last
+        stats = pool.statistics()  # sys.exit ended the attempt, not the child
+        assert (stats["restarts"], stats["crashed_jobs"], stats["pids"]) == (0, 0, [pid])
+
+
 # -- a hung child: the hard timeout ---------------------------------------------------------
 
 
@@ -425,18 +446,20 @@ async def test_a_child_that_cannot_import_the_app_stops_app_run_at_start(
     assert (await handle.info()).state is JobState.WAITING  # nothing ran
 
 
-async def test_jobs_interrupted_by_a_pool_restart_run_again_at_once_uncounted(
+async def test_jobs_interrupted_by_a_pool_restart_run_again_at_once_without_a_stall(
     new_app: Callable[..., App], tmp_path: Path
 ) -> None:
     # A job blocks in one child while a crash loop in the other makes the process pool give
     # up (child_max_restarts=0): the queue supervisor restarts the pool and the WorkerPool.
-    # The blocked job was interrupted cleanly: it must run again at once, not wait for its
-    # lease (ttl 5 s here) to expire and be rescued as a stall.
+    # The blocked job must run again at once, not wait for its lease (ttl 5 s here) to
+    # expire and be rescued as a stall.
     app = new_app(processes=2, concurrency=2, child_max_restarts=0, lease_ttl_s=5.0)
     log = tmp_path / "blocked.log"
     async with app.run() as runtime:
         [queue_sup] = runtime.queue_sups
-        blocked = await modes_app.script.enqueue(Script(str(log), crash_attempts=[1]))
+        blocked = await modes_app.script.enqueue(
+            Script(str(log), crash_attempts=[1], how="block-once")
+        )
         await wait_for(lambda: log.exists(), what="the blocked job started")
         crasher = await modes_app.script.enqueue(
             Script(str(tmp_path / "crasher.log"), crash_attempts=[1], how="kill"),
@@ -447,9 +470,12 @@ async def test_jobs_interrupted_by_a_pool_restart_run_again_at_once_uncounted(
             lambda: queue_sup.statistics().restarts["processes[procs]"] >= 1,
             what="the process pool restarted by its queue supervisor",
         )
-        assert await blocked.result(timeout=5) > 0  # attempt 2 completes
+        assert await blocked.result(timeout=5) > 0  # it runs again, and completes
         took = time.monotonic() - t0
         job = await blocked.info()
         assert (await crasher.info()).state is JobState.FAILED
+    # The giving-up supervisor stopped the child that ran it: that attempt counts (its
+    # child died under it), but it is not a stall, and it ran again at once.
+    assert [attempt for attempt, _, _ in started(log)] == [1, 2]
     assert (job.state, job.attempt, job.stalls) == (JobState.COMPLETED, 2, 0)
     assert took < 4.0  # well inside the 5 s ttl: released, not rescued

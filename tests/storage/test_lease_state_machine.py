@@ -5,8 +5,14 @@ model's copy of the job and the operation to the engine, and the two must agree 
 field. Several owners claim, renew, complete and fail; owners crash (forget their leases,
 or are released as dead); the clock moves; the rescue sweep runs.
 
-Invariants: no completion or renewal by a non-holder; every job in exactly one state;
-attempts never decrease; a holder that keeps renewing is never rescued; no job is lost;
+Owners also stop cleanly (their leases handed back uncounted) and pools crash (their
+running jobs released as stalls).
+
+Invariants: no completion or renewal by a non-holder; every job in exactly one state; a
+job's attempt number is exactly the attempts counted against it (claims, less the clean
+hand-backs), so it never exceeds ``max_attempts``, and an attempt that ends without a
+settlement (a dead owner, a crashed pool, an expired lease) is counted; stalls never
+exceed ``max_stalls + 1``; a holder that keeps renewing is never rescued; no job is lost;
 the event stream is exactly the events of the model's transitions, in order.
 """
 
@@ -85,7 +91,8 @@ class LeaseLifecycle(RuleBasedStateMachine):
         self.engine = SqliteEngine(":memory:", clock=self.clock, rng=random.Random(0))
         self.engine.migrate()
         self.model: dict[int, Job] = {}
-        self.max_attempt_seen: dict[int, int] = {}
+        self.counted: dict[int, int] = {}
+        """Attempts counted against each job: claims, less clean hand-backs."""
         self.held: dict[str, set[tuple[int, int]]] = {o: set() for o in (*OWNERS, STEADY)}
         self.events: list[tuple[EventKind, int, int, bytes | None]] = []
 
@@ -167,6 +174,7 @@ class LeaseLifecycle(RuleBasedStateMachine):
                 lifecycle.claim(self.model[job.id], owner, job.token, self.clock.now, TTL_MS)
             )
             self.emit(EventKind.ACTIVE, self.model[job.id])
+            self.counted[job.id] = self.counted.get(job.id, 0) + 1
             self.held[owner].add((job.id, job.token))
             out.append((owner, job.id, job.token))
         return multiple(*out)
@@ -249,6 +257,42 @@ class LeaseLifecycle(RuleBasedStateMachine):
                 self.expect(lifecycle.release(job, self.clock.now, as_stall=True))
                 self.stalled(job, self.model[job.id])
 
+    @rule(owner=st.sampled_from(OWNERS))
+    def shut_down_owner(self, owner: str) -> None:
+        """The owner stops cleanly: every lease it holds is handed back, uncounted (a job
+        asked to cancel ends cancelled)."""
+        self.held[owner].clear()
+        ids = self.engine.release_owner(owner, as_stall=False)
+        mine = [j for j in self.model.values() if j.state is JobState.ACTIVE and j.owner == owner]
+        assert sorted(ids) == sorted(j.id for j in mine)
+        for job in mine:
+            after = lifecycle.release(job, self.clock.now, as_stall=False)
+            self.expect(after)
+            if after.state is JobState.WAITING:
+                self.counted[job.id] -= 1
+            else:
+                self.emit(EventKind.CANCELLED, after, after.error)
+
+    @rule(owner=st.sampled_from(OWNERS), crashed=st.booleans())
+    def pool_stops(self, owner: str, crashed: bool) -> None:
+        """The owner's pool stops with its jobs running: cleanly (handed back
+        uncounted), or because it crashed (released as stalls: counted)."""
+        refs = sorted(self.held[owner])
+        self.held[owner].clear()
+        ids = self.engine.release([LeaseRef(j, t) for j, t in refs], as_stall=crashed)
+        holding = sorted(j for j, t in refs if self.holds(j, t))
+        assert sorted(ids) == holding
+        for job_id in holding:
+            job = self.model[job_id]
+            after = lifecycle.release(job, self.clock.now, as_stall=crashed)
+            self.expect(after)
+            if crashed:
+                self.stalled(job, after)
+            elif after.state is JobState.WAITING:
+                self.counted[job_id] -= 1
+            else:
+                self.emit(EventKind.CANCELLED, after, after.error)
+
     @rule(ms=st.sampled_from([1, 1_000, TTL_MS // 2, TTL_MS - 1]), sweep=st.booleans())
     def tick(self, ms: int, sweep: bool) -> None:
         """Time passes; the steady owner renews first, as its renewer would (every ttl/3);
@@ -323,10 +367,11 @@ class LeaseLifecycle(RuleBasedStateMachine):
         assert got == self.events
 
     @invariant()
-    def attempts_never_decrease(self) -> None:
+    def every_attempt_counts_once_and_none_runs_past_max_attempts(self) -> None:
         for job_id, job in self.model.items():
-            assert job.attempt >= self.max_attempt_seen.get(job_id, 0)
-            self.max_attempt_seen[job_id] = job.attempt
+            assert job.attempt == self.counted.get(job_id, 0), f"job {job_id}"
+            assert job.attempt <= job.max_attempts, f"job {job_id}: attempt {job.attempt}"
+            assert job.stalls <= job.max_stalls + 1, f"job {job_id}: {job.stalls} stalls"
 
 
 LeaseLifecycle.TestCase.settings = settings(

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from rota.domain import FailureKind, JobState, backoff, lifecycle
+from rota.domain.event import EventKind
 from rota.domain.job import Job, NewJob
 from rota.errors import JobNotFound
 from rota.storage.engine import Failure, LeaseRef
@@ -234,10 +235,11 @@ def test_release_owner_clean_requeues_at_once_without_counting(
     assert engine.release_owner("w", as_stall=False) == [job.id]
     stored = engine.get(job.id)
     assert stored == lifecycle.release(job, clock.now_ms, as_stall=False)
-    assert (stored.state, stored.stalls, stored.attempt) == (JobState.WAITING, 0, 1)
+    # the interrupted attempt is taken back: it runs again as attempt 1
+    assert (stored.state, stored.stalls, stored.attempt) == (JobState.WAITING, 0, 0)
     assert (stored.owner, stored.token, stored.run_at_ms) == (None, None, job.run_at_ms)
     [again] = engine.claim("default", "w2", 1, TTL)
-    assert (again.id, again.attempt) == (job.id, 2)
+    assert (again.id, again.attempt) == (job.id, 1)
 
 
 def test_unclaim_hands_back_unstarted_jobs_uncounted_and_skips_lost_leases(
@@ -263,10 +265,25 @@ def test_release_takes_back_interrupted_attempts_uncounted_and_skips_lost_leases
     released = engine.release([LeaseRef(first.id, first.token), LeaseRef(second.id, 1)])
     assert released == [first.id]  # the stale token of the second changes nothing
     stored = engine.get(first.id)
-    # ready at once, in its old place; the interrupted attempt stays counted, no stall
-    assert (stored.state, stored.attempt, stored.stalls) == (JobState.WAITING, 1, 0)
+    # ready at once, in its old place; the interrupted attempt is taken back, no stall
+    assert (stored.state, stored.attempt, stored.stalls) == (JobState.WAITING, 0, 0)
     assert (stored.owner, stored.run_at_ms) == (None, first.run_at_ms)
     assert engine.get(second.id) == second
+
+
+def test_release_as_stall_counts_the_interrupted_attempt(
+    engine: SqliteEngine, make_job: MakeJob
+) -> None:
+    """A pool that crashed releases its running jobs as stalls: whatever crashed it may be
+    one of them, so the attempt counts and ``max_stalls`` ends a job that keeps doing it."""
+    job = claimed(engine, make_job, max_stalls=0)
+    assert job.token is not None
+    assert engine.release([LeaseRef(job.id, job.token)], as_stall=True) == [job.id]
+    stored = engine.get(job.id)
+    assert (stored.state, stored.attempt, stored.stalls) == (JobState.FAILED, 1, 1)
+    assert stored.error is not None and "failed as poison after 1 stalls" in stored.error
+    kinds = [e.kind for e in engine.events(0) if e.job_id == job.id]
+    assert kinds[-2:] == [EventKind.STALLED, EventKind.FAILED]
 
 
 def test_release_of_a_job_asked_to_cancel_ends_it_cancelled(

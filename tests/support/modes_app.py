@@ -16,6 +16,7 @@ import atexit
 import ctypes
 import os
 import signal
+import sys
 import time
 
 import msgspec
@@ -45,7 +46,8 @@ class Script(msgspec.Struct, frozen=True):
     """The attempts that misbehave (``how``); the others return the child's pid."""
     how: str = "block"
     """``block`` (sleep for a minute), ``hang`` (ignore SIGTERM, then sleep for a minute),
-    ``exit`` (``os._exit(3)``), ``segfault``, ``kill`` (SIGKILL itself)."""
+    ``block-once`` (block, unless the log shows it ran before), ``exit`` (``os._exit(3)``),
+    ``sys.exit`` (``sys.exit(3)``), ``segfault``, ``kill`` (SIGKILL itself)."""
 
 
 class Report(msgspec.Struct, frozen=True):
@@ -100,13 +102,17 @@ def script(args: Script, ctx: rota.SyncContext) -> int:
 def run_script(args: Script, attempt: int) -> int:
     if attempt in args.crash_attempts and args.how == "hang":
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a sync handler has the main thread
+    if args.how == "block-once" and os.path.exists(args.log):
+        args = msgspec.structs.replace(args, crash_attempts=[])  # it ran before: not again
     record(args.log, attempt)
     if attempt in args.crash_attempts:
         match args.how:
-            case "block" | "hang":
+            case "block" | "block-once" | "hang":
                 time.sleep(60)
             case "exit":
                 os._exit(3)
+            case "sys.exit":
+                sys.exit(3)
             case "segfault":
                 ctypes.string_at(0)
             case "kill":

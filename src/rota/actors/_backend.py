@@ -12,9 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import anyio
 import anyio.lowlevel
 
-__all__ = ["LoopScheduler", "current_backend", "current_loop_scheduler"]
+__all__ = ["LoopScheduler", "current_backend", "current_loop_scheduler", "is_cancellation"]
 
 
 class LoopScheduler(Protocol):
@@ -38,3 +39,12 @@ def current_backend() -> str:
     """The running event loop's AnyIO backend name: ``"trio"`` or ``"asyncio"``."""
     native = anyio.lowlevel.current_token().native_token
     return "trio" if hasattr(native, "run_sync_soon") else "asyncio"
+
+
+def is_cancellation(exc: BaseException) -> bool:
+    """The event loop's cancellation (alone, or a group of nothing else): it must
+    propagate, never become a job attempt's outcome."""
+    cancelled = anyio.get_cancelled_exc_class()
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.split(cancelled)[1] is None
+    return isinstance(exc, cancelled)

@@ -141,6 +141,9 @@ class Actor:
     """
 
     name: str = "actor"
+    crashed: BaseException | None = None
+    """Set before ``on_stop`` when the actor crashed (not when it was asked to stop or
+    was cancelled): what it crashed with."""
     tasks: anyio.abc.TaskGroup
     """Set before ``on_start``: start background tasks here (a worker loop, a timer). They
     live as long as the actor; one that raises crashes the actor."""
@@ -304,6 +307,7 @@ class ActorRef(Generic[A]):
             exc = _only_exception(raised)
             cancelled = isinstance(exc, anyio.get_cancelled_exc_class())
             if not cancelled:
+                actor.crashed = exc
                 self._counters.crashes += 1
                 log.warning("actor %r crashed: %r", self.name, exc, extra={"actor": self.name})
             reason = "was cancelled" if cancelled else f"crashed: {exc!r}"

@@ -657,5 +657,5 @@ class StoreClient:
     async def unclaim(self, leases: Sequence[LeaseRef]) -> list[int]:
         return cast(list[int], await self.call("unclaim", list(leases)))
 
-    async def release(self, leases: Sequence[LeaseRef]) -> list[int]:
-        return cast(list[int], await self.call("release", list(leases)))
+    async def release(self, leases: Sequence[LeaseRef], *, as_stall: bool = False) -> list[int]:
+        return cast(list[int], await self.call("release", list(leases), as_stall=as_stall))

@@ -35,6 +35,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import traceback
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, Literal
@@ -43,6 +44,7 @@ import anyio
 import anyio.lowlevel
 import msgspec
 
+from rota.actors._backend import is_cancellation
 from rota.actors.kernel import Actor
 from rota.actors.store import StoreClient
 from rota.domain.job import Job
@@ -249,12 +251,26 @@ class WorkerPool(Actor):
             await self._release(interrupted)
 
     async def _release(self, runs: list[JobRun]) -> None:
-        """Jobs this stop interrupted run again at once, uncounted (as at the runtime's
-        shutdown, which would release them anyway; but a pool restarted by its supervisor
-        must not leave them to expire and be rescued as stalls)."""
+        """Jobs this stop interrupted run again at once (a pool restarted by its
+        supervisor must not leave them to expire). Uncounted after a clean stop, as at the
+        runtime's shutdown; after a crash of this pool, counted as stalls: whatever
+        crashed it may be one of them, and a job must not crash pools forever."""
         held = [run for run in runs if self.held.get(run.job.id) is run]
-        if held:
-            await self._give_back(held, self.store.release, "release interrupted jobs")
+        if not held:
+            return
+        as_stall = self.crashed is not None
+        if as_stall:
+            log.error(
+                "queue %s: the worker pool crashed (%r); its %d running jobs count a stall",
+                self.queue,
+                self.crashed,
+                len(held),
+            )
+
+        async def release(leases: list[LeaseRef]) -> object:
+            return await self.store.release(leases, as_stall=as_stall)
+
+        await self._give_back(held, release, "release interrupted jobs")
 
     async def _give_back(
         self,
@@ -514,6 +530,10 @@ class WorkerPool(Actor):
                         raise  # not this job's cancellation: the pool itself is stopping
                     # This job's: handled below by its reason. The worker leaves the scope
                     # without another checkpoint, so nothing else sees it cancelled.
+                except BaseException as exc:  # nothing a job does may stop the pool
+                    if not scope.cancel_called and is_cancellation(exc):
+                        raise
+                    outcome = _broken_attempt(run, exc)
                 finally:
                     run.scope = None
             reason = run.cancel_reason
@@ -548,3 +568,21 @@ class WorkerPool(Actor):
             kind = outcome.kind
             self.counts["cancelled" if kind is FailureKind.CANCELLED else "failed"] += 1
         self.wake.set()
+
+
+def _broken_attempt(run: JobRun, exc: BaseException) -> Failure:
+    """The executor itself raised (it turns what a handler raises into outcomes, so this is
+    a fault of rota's or of the environment): the attempt fails, counted, and the pool goes
+    on with the next job."""
+    log.error(
+        "job %d: attempt %d ended with an internal error: %r",
+        run.job.id,
+        run.job.attempt,
+        exc,
+        exc_info=exc,
+        extra={"job_id": run.job.id, "queue": run.job.queue, "attempt": run.job.attempt},
+    )
+    text = "".join(traceback.format_exception(exc))[-8000:]
+    return Failure(
+        run.job.id, run.token, f"internal error running the job: {text}", FailureKind.ERROR
+    )

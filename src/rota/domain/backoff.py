@@ -17,6 +17,7 @@ keeps ``fallback`` (exponential by default), used where the callable is not at h
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Final, TypeAlias
 
@@ -137,9 +138,19 @@ class Custom:
         self.fallback: StoredBackoff = fallback if fallback is not None else DEFAULT_BACKOFF
 
     def delay_s(self, attempt: int, u: float = 0.5) -> float:
-        delay = float(self.fn(attempt))
-        if not delay >= 0.0:
-            raise ValueError(f"custom backoff returned {delay!r} for attempt {attempt}")
+        """``fn(attempt)``, checked: a number of seconds, >= 0 and finite (``ValueError``
+        or ``TypeError`` otherwise), at most ``MAX_DELAY_S``."""
+        value = self.fn(attempt)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(
+                f"custom backoff returned {value!r} for attempt {attempt}, not a number"
+            )
+        delay = float(value)
+        if not 0.0 <= delay < math.inf:
+            raise ValueError(
+                f"custom backoff returned {value!r} for attempt {attempt}: a delay must be "
+                "a finite number of seconds >= 0"
+            )
         return min(delay, MAX_DELAY_S)
 
     def __repr__(self) -> str:

@@ -186,10 +186,11 @@ def release(
 ) -> Job:
     """Take an active job back from its owner, whatever its lease.
 
-    ``as_stall=True`` (the owner died): a stall, as in ``stall``. ``as_stall=False`` (the
-    owner is shutting down cleanly): the job is ready again at once, in its old place in
-    the queue, and nothing is counted against it; the interrupted attempt stays counted in
-    ``attempt`` (an attempt that never started is handed back with ``unclaim`` instead).
+    ``as_stall=True`` (the owner died, or its pool crashed): a stall, as in ``stall``: the
+    interrupted attempt counts. ``as_stall=False`` (the owner is shutting down cleanly):
+    the job is ready again at once, in its old place in the queue, and nothing is counted
+    against it: the interrupted attempt is taken back (``attempt - 1``), so it runs again
+    under the same attempt number and ``attempt`` never exceeds ``max_attempts``.
     """
     if job.state is not JobState.ACTIVE:
         raise InvalidTransition(job, "release")
@@ -197,7 +198,12 @@ def release(
         return _finish(job, JobState.CANCELLED, now_ms, error="cancelled while its owner was lost")
     if not as_stall:  # interrupted, not rescheduled: it keeps its place in the queue
         return _replace(
-            job, state=JobState.WAITING, owner=None, token=None, lease_expires_at_ms=None
+            job,
+            state=JobState.WAITING,
+            attempt=max(job.attempt - 1, 0),
+            owner=None,
+            token=None,
+            lease_expires_at_ms=None,
         )
     error = error if error is not None else stall_error(job)
     stalled = _replace(job, stalls=job.stalls + 1)

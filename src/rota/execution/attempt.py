@@ -11,6 +11,7 @@ from typing import Any, Final
 
 import msgspec
 
+from rota.actors._backend import is_cancellation
 from rota.domain.outcome import Retry, Unrecoverable
 from rota.execution.wire import JobDone
 
@@ -22,15 +23,34 @@ MAX_ERROR_CHARS: Final = 8000
 _JSON = msgspec.json.Encoder()
 
 
+#: Exceptions that end programs, not attempts, and what a handler that raised one most
+#: likely did.
+_EXITS: Final = {
+    SystemExit: "sys.exit(), or a library that exits: argparse's parser.error(), click "
+    "in standalone mode",
+    KeyboardInterrupt: "Ctrl-C stops a worker as a signal, never through a job",
+    GeneratorExit: "outside a generator",
+}
+
+
 def failed(job_id: int, exc: BaseException) -> JobDone:
-    """How a handler's exception ends its attempt."""
+    """How a handler's exception ends its attempt. Anything it raises ends only the
+    attempt, ``SystemExit`` and ``KeyboardInterrupt`` too: a job cannot stop its worker
+    (the error's last line says so)."""
     if isinstance(exc, Retry):
         delay_ms = None if exc.delay_s is None else round(exc.delay_s * 1000)
         return JobDone(job_id, "retry", error=f"retry requested: {exc.reason}", delay_ms=delay_ms)
     if isinstance(exc, Unrecoverable):
         return JobDone(job_id, "unrecoverable", error=f"unrecoverable: {exc.reason}")
-    text = "".join(traceback.format_exception(exc))[-MAX_ERROR_CHARS:]
-    return JobDone(job_id, "error", error=text)
+    text = "".join(traceback.format_exception(exc))
+    if not isinstance(exc, Exception):
+        cause = next((why for kind, why in _EXITS.items() if isinstance(exc, kind)), None)
+        text += (
+            f"the handler raised {exc!r}"
+            + (f" ({cause})" if cause else "")
+            + ": a job cannot stop its worker, so this attempt failed instead"
+        )
+    return JobDone(job_id, "error", error=text[-MAX_ERROR_CHARS:])
 
 
 def _ok(job_id: int, result: Any) -> JobDone:
@@ -41,12 +61,14 @@ def run_sync(job_id: int, call: Callable[[], Any]) -> JobDone:
     """Run a sync handler call to its ``JobDone`` (its result encoded as JSON)."""
     try:
         return _ok(job_id, call())
-    except Exception as exc:
+    except BaseException as exc:  # SystemExit too: it ends the attempt, not the thread
         return failed(job_id, exc)
 
 
 async def run_async(job_id: int, call: Callable[[], Awaitable[Any]]) -> JobDone:
     try:
         return _ok(job_id, await call())
-    except Exception as exc:
+    except BaseException as exc:
+        if is_cancellation(exc):
+            raise
         return failed(job_id, exc)

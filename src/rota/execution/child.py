@@ -30,7 +30,7 @@ import traceback
 import anyio.from_thread
 import msgspec
 
-from rota.app import App, Context, SyncContext
+from rota.app import App, Context, SyncContext, bad_payload
 from rota.execution import attempt, wire
 
 
@@ -92,12 +92,8 @@ class _Runner:
             )
         try:
             args = definition.decode(job.payload)
-        except msgspec.ValidationError as exc:
-            return wire.JobDone(
-                job.id,
-                "unrecoverable",
-                error=f"payload does not match {definition.payload_type.__name__}: {exc}",
-            )
+        except msgspec.DecodeError as exc:
+            return wire.JobDone(job.id, "unrecoverable", error=bad_payload(job, definition, exc))
         if definition.is_async:
             ctx = _ChildContext(app, None, job)
             ctx._channel = self.channel

@@ -27,9 +27,11 @@ Operations, one sentence each:
   the next jobs in one transaction (the fast path); lost leases are reported, not raised.
 * ``release_owner(owner, as_stall)``: take back every lease an owner holds.
 * ``unclaim(leases)``: hand back leases whose attempt never started.
-* ``release(leases)``: take back leases whose attempt was interrupted cleanly.
+* ``release(leases, as_stall)``: take back leases whose attempt was interrupted (cleanly,
+  or by a crash of the pool that ran it: then as a stall).
 * ``promote_due(queue)``: move delayed jobs whose time has come to waiting.
-* ``rescue_expired()``: treat every expired lease as a stall (see ``lifecycle.stall``).
+* ``rescue_expired(spare)``: treat every expired lease as a stall (see ``lifecycle.stall``),
+  except the ``spare`` leases (those the calling runtime holds and renews).
 * ``cancel(job_id)``: cancel a waiting or delayed job, or ask an active one to stop.
 * ``get`` / ``get_by_key`` / ``list_jobs`` / ``count``: read jobs.
 * ``prune(...)``: delete finished jobs by state, age and count (retention).
@@ -207,19 +209,22 @@ class Engine(Protocol):
         the ids handed back."""
         ...
 
-    def release(self, leases: Sequence[LeaseRef]) -> list[int]:
-        """Take back leases whose attempt this worker interrupted cleanly (its pool
-        restarts): waiting again at once, in their old place, nothing counted against
-        them (``lifecycle.release`` without a stall). Leases no longer held are skipped;
-        returns the ids released."""
+    def release(self, leases: Sequence[LeaseRef], *, as_stall: bool = False) -> list[int]:
+        """Take back leases whose attempt this worker interrupted: cleanly (its pool
+        stops) waiting again at once, in their old place, nothing counted against them
+        (``lifecycle.release`` without a stall); with ``as_stall`` (its pool crashed) the
+        attempt counts, as a stall. Leases no longer held are skipped; returns the ids
+        released."""
         ...
 
     def promote_due(self, queue: str | None = None) -> int:
         """Move due delayed jobs (of one queue, or all) to waiting; returns how many."""
         ...
 
-    def rescue_expired(self) -> Rescued:
-        """Handle every expired lease as a stall."""
+    def rescue_expired(self, spare: Sequence[LeaseRef] = ()) -> Rescued:
+        """Handle every expired lease as a stall, except the ``spare`` ones: leases the
+        calling runtime holds and renews (after a pause or a wall-clock step they may
+        look expired; they are not stalled)."""
         ...
 
     def cancel(self, job_id: int) -> JobState:

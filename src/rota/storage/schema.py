@@ -446,6 +446,18 @@ SELECT_OWNED: Final = (
     "WHERE state = 'active' AND owner = ?"
 )
 
+# In: now, error, a replacement backoff (or NULL: keep it), job id. Effect: a row that
+# cannot be read back as a job (a corrupt column) or whose outcome cannot be applied is
+# failed for good: no lease, no retry, the error names the row and the column (a corrupt
+# backoff is replaced, so the row can be read, shown and retried). Out: the job's queue,
+# name and attempt (for its FAILED event), or no row. Keeps: written without reading the
+# corrupt column, so one bad row never stops a claim or a sweep; it is not claimed again.
+QUARANTINE_JOB: Final = (
+    "UPDATE rota_jobs SET state = 'failed', finished_at_ms = ?, error = ?, "
+    "backoff = coalesce(?, backoff), owner = NULL, token = NULL, lease_expires_at_ms = NULL, "
+    "cancel_requested = 0 WHERE id = ? RETURNING queue, name, attempt"
+)
+
 # In: the fields a lifecycle rule may change (state, run_at_ms, attempt, stalls, owner,
 # token, lease_expires_at_ms, cancel_requested, finished_at_ms, result, error), then the
 # job id, its state and token as read. Effect: writes the job a rule returned. Out:

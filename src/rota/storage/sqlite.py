@@ -47,10 +47,10 @@ Design, and why:
   complete                              COMPLETED
   fail                                  RETRYING (waiting or delayed again), FAILED or
                                         CANCELLED; data = the error (UTF-8)
-  rescue_expired,                       STALLED (data = ``lifecycle.stall_error``), then
-  release_owner(as_stall=True)          RETRYING, FAILED or CANCELLED as above
-  release_owner(as_stall=False)         nothing for a job put back to waiting (a clean
-                                        hand-back: the attempt did not fail, and its next
+  rescue_expired, release_owner /       STALLED (data = ``lifecycle.stall_error``), then
+  release (as_stall=True)               RETRYING, FAILED or CANCELLED as above
+  release_owner / release               nothing for a job put back to waiting (a clean
+  (as_stall=False)                      hand-back: the attempt did not fail, and its next
                                         ACTIVE follows); CANCELLED for one asked to cancel
   cancel                                CANCELLED (data ``b"cancelled"``) for a waiting or
                                         delayed job; nothing for an active job (only a
@@ -88,11 +88,11 @@ from typing import Any, Concatenate, Final, Literal, ParamSpec, TypeVar
 import msgspec
 
 from rota.domain import lifecycle
-from rota.domain.backoff import StoredBackoff, decode_backoff, encode_backoff
+from rota.domain.backoff import DEFAULT_BACKOFF, StoredBackoff, decode_backoff, encode_backoff
 from rota.domain.event import Event, EventKind, LogEntry, Owner
 from rota.domain.job import FINISHED_STATES, Job, JobState, NewJob
 from rota.domain.outcome import FailureKind
-from rota.errors import ConfigError, JobNotFound, LeaseLost, StorageError
+from rota.errors import ConfigError, CorruptRow, JobNotFound, LeaseLost, StorageError
 from rota.storage import schema as sql
 from rota.storage.engine import (
     ClaimRequest,
@@ -178,6 +178,7 @@ _EventRow = tuple[int, str, int, str, str, int, bytes | None]
 _ACTIVE: Final = EventKind.ACTIVE.value
 _COMPLETED: Final = EventKind.COMPLETED.value
 _ENQUEUED: Final = EventKind.ENQUEUED.value
+_FAILED: Final = EventKind.FAILED.value
 _PROGRESS: Final = EventKind.PROGRESS.value
 _STALLED: Final = EventKind.STALLED.value
 #: The event of the state an attempt ended in (fail, stall, release, cancel).
@@ -211,6 +212,8 @@ def _backoff(data: str) -> StoredBackoff:
     return decode_backoff(data)
 
 
+_DEFAULT_BACKOFF_JSON: Final = encode_backoff(DEFAULT_BACKOFF).decode()
+
 #: The longest pause between two tries of a locked database (before jitter).
 BUSY_PAUSE_MAX_S: Final = 0.005
 
@@ -226,6 +229,8 @@ def _shared_columns(row: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 def _job(row: Any) -> Job:
+    """The job a ``JOB_COLUMNS`` row holds; ``CorruptRow`` naming the column that does
+    not decode (a state rota does not know, a backoff that is not a policy)."""
     (
         id_,
         key,
@@ -251,12 +256,19 @@ def _job(row: Any) -> Job:
         error,
         progress,
     ) = row
+    known_state = _STATES.get(state)
+    if known_state is None:
+        raise CorruptRow(id_, "state", f"{state!r} is not a job state")
+    try:
+        policy = _backoff(backoff)
+    except (msgspec.DecodeError, TypeError) as exc:
+        raise CorruptRow(id_, "backoff", f"not a backoff policy ({exc})") from None
     return Job(
         id=id_,
         key=key,
         name=name,
         queue=queue,
-        state=_STATES[state],
+        state=known_state,
         priority=priority,
         run_at_ms=run_at_ms,
         payload=payload,
@@ -264,7 +276,7 @@ def _job(row: Any) -> Job:
         max_attempts=max_attempts,
         stalls=stalls,
         max_stalls=max_stalls,
-        backoff=_backoff(backoff),
+        backoff=policy,
         timeout_ms=timeout_ms,
         owner=owner,
         token=token,
@@ -774,8 +786,43 @@ class SqliteEngine:
         conn.execute(sql.PROMOTE_DUE_IN_QUEUE, (queue, now))
         rows = conn.execute(sql.CLAIM_JOBS, (owner, now + ttl_ms, queue, n)).fetchall()
         rows.sort(key=_CLAIM_ORDER)
-        self._record_for_jobs(_ACTIVE, [row[0] for row in rows], now)
-        return [_job(row) for row in rows]
+        jobs = []
+        corrupt: list[_EventRow] = []
+        for row in rows:
+            try:
+                jobs.append(_job(row))
+            except CorruptRow as exc:  # failed here, never handed to a worker
+                self._quarantine(row[0], str(exc), now, corrupt, exc.column)
+        if corrupt:
+            self._record_for_jobs(_ACTIVE, [job.id for job in jobs], now)
+            self._record(corrupt)
+        else:
+            self._record_for_jobs(_ACTIVE, [row[0] for row in rows], now)
+        return jobs
+
+    def _quarantine(
+        self, job_id: int, error: str, now: int, events: list[_EventRow], column: str = ""
+    ) -> None:
+        """Fail a job whose row cannot be read back (or whose outcome cannot be applied)
+        for good, without reading its corrupt column; append its FAILED event. A corrupt
+        backoff is replaced by the default one, so the row reads back (and can be retried)."""
+        if column == "backoff":
+            error += "; its backoff was replaced by the default policy"
+        log.error("job %d failed for good: %s", job_id, error)
+        reset = _DEFAULT_BACKOFF_JSON if column == "backoff" else None
+        row = self._conn.execute(sql.QUARANTINE_JOB, (now, error, reset, job_id)).fetchone()
+        if row is not None and self._record_events:
+            queue, name, attempt = row
+            events.append((now, _FAILED, job_id, queue, name, attempt, error.encode()))
+
+    def _job_or_quarantine(self, row: Any, now: int, events: list[_EventRow]) -> Job | None:
+        """``_job(row)``, or None after failing a corrupt row for good (sweeps and
+        releases go on with the other rows)."""
+        try:
+            return _job(row)
+        except CorruptRow as exc:
+            self._quarantine(row[0], str(exc), now, events, exc.column)
+            return None
 
     @_write("renew leases")
     def renew(self, leases: Sequence[LeaseRef], ttl_ms: int) -> Renewed:
@@ -816,16 +863,24 @@ class SqliteEngine:
         row = self._conn.execute(sql.SELECT_HELD_JOB, (failure.job_id, failure.token)).fetchone()
         if row is None:
             raise LeaseLost(failure.job_id, failure.token)
-        job = _job(row)
-        after = lifecycle.fail(
-            job,
-            failure.token,
-            failure.error,
-            now,
-            kind=FailureKind(failure.kind),
-            delay_ms=failure.delay_ms,
-            u=self._rng.random(),
-        )
+        try:
+            job = _job(row)
+            after = lifecycle.fail(
+                job,
+                failure.token,
+                failure.error,
+                now,
+                kind=FailureKind(failure.kind),
+                delay_ms=failure.delay_ms,
+                u=self._rng.random(),
+            )
+        except (CorruptRow, ValueError) as exc:
+            # A corrupt row, or an outcome no rule accepts (a negative delay): the job
+            # cannot be retried safely; it fails for good, and the error says why.
+            error = f"{failure.error.rstrip()[-7000:]}\nfailed for good: {exc}"
+            column = exc.column if isinstance(exc, CorruptRow) else ""
+            self._quarantine(failure.job_id, error, now, events, column)
+            return JobState.FAILED
         if not self._write_transition(job, after):
             raise LeaseLost(failure.job_id, failure.token)
         if self._record_events:
@@ -933,7 +988,9 @@ class SqliteEngine:
         released = []
         events: list[_EventRow] = []
         for row in sorted(self._conn.execute(sql.SELECT_OWNED, (owner,)).fetchall()):
-            job = _job(row)
+            job = self._job_or_quarantine(row, now, events)
+            if job is None:
+                continue
             after = lifecycle.release(job, now, as_stall=as_stall, u=self._rng.random())
             if self._take_back(job, after, now, as_stall, events):
                 released.append(job.id)
@@ -943,17 +1000,19 @@ class SqliteEngine:
     @_write("hand back unstarted jobs")
     def unclaim(self, leases: Sequence[LeaseRef]) -> list[int]:
         handed_back = []
+        events: list[_EventRow] = []
         for lease in leases:
             row = self._conn.execute(sql.SELECT_HELD_JOB, (lease.job_id, lease.token)).fetchone()
             if row is None:
                 continue  # no longer held: nothing to hand back
-            job = _job(row)
-            if self._write_transition(job, lifecycle.unclaim(job, lease.token)):
+            job = self._job_or_quarantine(row, self._clock(), events)
+            if job is not None and self._write_transition(job, lifecycle.unclaim(job, lease.token)):
                 handed_back.append(job.id)
+        self._record(events)
         return handed_back
 
     @_write("release interrupted jobs")
-    def release(self, leases: Sequence[LeaseRef]) -> list[int]:
+    def release(self, leases: Sequence[LeaseRef], *, as_stall: bool = False) -> list[int]:
         now = self._clock()
         released = []
         events: list[_EventRow] = []
@@ -961,9 +1020,12 @@ class SqliteEngine:
             row = self._conn.execute(sql.SELECT_HELD_JOB, (lease.job_id, lease.token)).fetchone()
             if row is None:
                 continue  # no longer held (settled, rescued, taken over): leave it
-            job = _job(row)
-            after = lifecycle.release(job, now, as_stall=False)
-            if self._take_back(job, after, now, False, events):
+            job = self._job_or_quarantine(row, now, events)
+            if job is None:
+                continue
+            u = self._rng.random() if as_stall else 0.5
+            after = lifecycle.release(job, now, as_stall=as_stall, u=u)
+            if self._take_back(job, after, now, as_stall, events):
                 released.append(job.id)
         self._record(events)
         return released
@@ -976,12 +1038,18 @@ class SqliteEngine:
         return self._conn.execute(sql.PROMOTE_DUE_IN_QUEUE, (queue, now)).rowcount
 
     @_write("rescue expired leases")
-    def rescue_expired(self) -> Rescued:
+    def rescue_expired(self, spare: Sequence[LeaseRef] = ()) -> Rescued:
         now = self._clock()
         outcome: dict[JobState, list[int]] = {state: [] for state in JobState}
         events: list[_EventRow] = []
+        kept = {(lease.job_id, lease.token) for lease in spare}
         for row in sorted(self._conn.execute(sql.SELECT_EXPIRED, (now,)).fetchall()):
-            job = _job(row)
+            job = self._job_or_quarantine(row, now, events)
+            if job is None:
+                outcome[JobState.FAILED].append(row[0])
+                continue
+            if (job.id, job.token) in kept:
+                continue  # held and renewed by the caller: not a stall
             after = lifecycle.stall(job, now, u=self._rng.random())
             if self._take_back(job, after, now, True, events):
                 outcome[after.state].append(job.id)
