@@ -813,6 +813,7 @@ class App:
             queues=queues,
             engine_factory=lambda: self.engine(synchronous=config.synchronous),
             runners=lambda queue: self._runners(queue, config, backend),
+            clock=self.clock,
         )
         body_error: Exception | None = None
         async with anyio.create_task_group() as tg:

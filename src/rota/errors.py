@@ -78,8 +78,14 @@ class StorageError(RotaError):
 
     Raised for a full disk, a corrupt or foreign file, a database still locked after the
     retry budget, or a failed migration. The operation that raised changed nothing;
-    everything committed before it is kept.
+    everything committed before it is kept. ``transient`` is true for faults of the
+    environment that may pass by themselves (a full disk, a lock, an I/O error, a file
+    made read-only): a running worker waits them out instead of giving up.
     """
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 class CorruptRow(StorageError):

@@ -29,15 +29,23 @@ import secrets
 import socket
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import anyio.abc
+import msgspec
 
 from rota.actors.kernel import Actor, ActorRef
 from rota.actors.lock_renewer import LockRenewer
 from rota.actors.queue import Pause, Queue, Resume
-from rota.actors.scheduler import RetentionPolicy, Scheduler, SchedulerSettings, Sweep, SweepResult
+from rota.actors.scheduler import (
+    LIVE_OWNERS,
+    RetentionPolicy,
+    Scheduler,
+    SchedulerSettings,
+    Sweep,
+    SweepResult,
+)
 from rota.actors.store import Store, StoreClient
 from rota.actors.worker_pool import (
     JobsAvailable,
@@ -48,14 +56,14 @@ from rota.actors.worker_pool import (
 from rota.config import Config
 from rota.domain.event import Owner
 from rota.domain.job import NewJob
-from rota.errors import ActorNotRunning, MailboxFull
+from rota.errors import ActorNotRunning, MailboxFull, StorageError
 from rota.storage.engine import Engine, LeaseRef
 from rota.supervisors import ChildSpec, Restart, Strategy, Supervisor
 
 if TYPE_CHECKING:
     from rota.execution import QueueRunners
 
-__all__ = ["Runtime"]
+__all__ = ["Health", "Runtime"]
 
 log = logging.getLogger("rota.runtime")
 
@@ -75,6 +83,7 @@ class Runtime:
         engine_factory: Callable[[], Engine],
         runners: Callable[[str], QueueRunners],
         watch_other_processes: bool = True,
+        clock: Callable[[], int] | None = None,
     ) -> None:
         if not queues:
             raise ValueError("a runtime needs at least one queue (register a job first)")
@@ -89,12 +98,16 @@ class Runtime:
             queues=self.queues,
         )
         self._commit = anyio.Event()
+        self.fatal: StorageError | None = None
+        """Why the runtime stopped by itself (its database file was deleted or replaced)."""
+        self._fatal_event = anyio.Event()
         self.store_ref: ActorRef[Store] = ActorRef(
             "store",
             lambda: Store(
                 engine_factory,
                 on_commit=self._committed,
                 on_external_commit=self._external_commit if watch_other_processes else None,
+                on_fatal=self._on_fatal,
                 watch_interval_s=config.poll_interval_s,
             ),
             mailbox_size=4096,
@@ -174,6 +187,9 @@ class Runtime:
                 settings=scheduler_settings,
                 wake=self.wake,
                 describe=self.describe_pools,
+                held=self.held_leases,
+                clock=clock,
+                lease_ttl_s=config.lease_ttl_s,
             ),
         )
         self.queue_sups = queue_sups
@@ -194,10 +210,58 @@ class Runtime:
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        """Run the tree until ``stop()``; raises ``SupervisorGaveUp`` if it cannot recover."""
+        """Run the tree until ``stop()``; raises ``SupervisorGaveUp`` if it cannot recover,
+        and the ``StorageError`` if its database file was deleted or replaced (it then
+        stops by itself: jobs in the new file would never reach it)."""
         log.info("runtime %s starting on queues %s", self.owner.id, ", ".join(self.queues))
-        await self.root.run(task_status=task_status)
+        LIVE_OWNERS.add(self.owner.id)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._stop_when_fatal)
+                await self.root.run(task_status=task_status)
+                tg.cancel_scope.cancel()
+        finally:
+            LIVE_OWNERS.discard(self.owner.id)
+        if self.fatal is not None:
+            raise self.fatal
         log.info("runtime %s stopped", self.owner.id)
+
+    def _on_fatal(self, error: StorageError) -> None:
+        if self.fatal is None:
+            self.fatal = error
+            self._fatal_event.set()
+
+    async def _stop_when_fatal(self) -> None:
+        await self._fatal_event.wait()
+        log.error("runtime %s stopping: %s", self.owner.id, self.fatal)
+        await self.root.stop()
+
+    def health(self) -> Health:
+        """Whether this runtime can do its work now: ``ok``, ``degraded`` (its database
+        refuses writes for a transient reason: a full disk, a lock; it retries and goes
+        on when that passes) or ``failed`` (it stopped, or is stopping, for good)."""
+        if self.fatal is not None:
+            return Health(status="failed", problems=[str(self.fatal)])
+        store = self.store_ref.actor
+        if not isinstance(store, Store):
+            return Health(status="degraded", problems=["the Store is not running"])
+        stats = store.statistics()
+        if stats.degraded is not None:
+            since = stats.degraded_for_s or 0.0
+            return Health(
+                status="degraded",
+                problems=[f"storage failing for {since:.1f} s: {stats.degraded}"],
+            )
+        return Health(status="ok", problems=[])
+
+    def held_leases(self) -> list[LeaseRef]:
+        """Every lease this runtime's pools hold now (running and buffered jobs)."""
+        leases: list[LeaseRef] = []
+        for ref in self.pools.values():
+            pool = ref.actor
+            if isinstance(pool, WorkerPool):
+                leases += pool.current_leases()
+        return leases
 
     async def stop(self) -> None:
         """Graceful shutdown (see the module docstring); returns when it is done."""
@@ -330,6 +394,13 @@ class Runtime:
             ],
             "pools": self.describe_pools(),
         }
+
+
+class Health(msgspec.Struct, frozen=True, kw_only=True):
+    """A runtime's health (``Runtime.health()``), for probes and dashboards."""
+
+    status: Literal["ok", "degraded", "failed"]
+    problems: list[str]
 
 
 def _factory(cls: type[Actor], **kwargs: Any) -> Callable[[], Actor]:

@@ -21,6 +21,7 @@ from typing import cast
 import anyio
 import msgspec
 
+from rota.actors._throttle import Throttled
 from rota.actors.kernel import Actor, ActorRef
 from rota.actors.store import StoreClient
 from rota.actors.worker_pool import CancelJobs, CurrentLeases, WorkerPool
@@ -52,6 +53,7 @@ class LockRenewer(Actor):
         self.lease_ttl_ms = lease_ttl_ms
         self.interval_s = lease_ttl_ms / 3000
         self.ticks = self.renewed = self.lost = self.cancel_requested = self.late_ticks = 0
+        self.throttled = Throttled(log)
 
     async def on_start(self) -> None:
         self.tasks.start_soon(self._ticker, name=f"rota-renewer-{self.queue}")
@@ -80,8 +82,9 @@ class LockRenewer(Actor):
                 return
             result = await self.store.renew(leases, self.lease_ttl_ms)
         except (ActorNotRunning, CallTimeout, StorageError) as exc:
-            log.warning("queue %s: renewal skipped: %r", self.queue, exc)
+            self.throttled.warning("renew", "queue %s: renewal skipped: %r", self.queue, exc)
             return
+        self.throttled.clear("renew", f"queue {self.queue}: renewals work again")
         self.renewed += len(result.renewed)
         self.lost += len(result.lost)
         self.cancel_requested += len(result.cancel_requested)

@@ -28,19 +28,23 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 import anyio
 import msgspec
 
+from rota.actors._throttle import Throttled
 from rota.actors.kernel import Actor
 from rota.actors.store import StoreClient
 from rota.domain.event import Owner
 from rota.domain.job import JobState
 from rota.errors import ActorNotRunning, CallTimeout, StorageError
+from rota.storage.engine import LeaseRef, Rescued
 
 __all__ = [
+    "LIVE_OWNERS",
     "RetentionPolicy",
     "Scheduler",
     "SchedulerSettings",
@@ -54,6 +58,15 @@ __all__ = [
 log = logging.getLogger("rota.scheduler")
 
 _TRANSIENT = (ActorNotRunning, CallTimeout, StorageError)
+#: A forward step of the wall clock, beyond what the monotonic clock measured between two
+#: sweeps, that counts as a jump (NTP stepping the clock, a VM resumed, a laptop woken).
+CLOCK_JUMP_MS: Final = 1_000
+
+
+def _wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
 _JSON: Final = msgspec.json.Encoder()
 
 
@@ -96,14 +109,25 @@ def pid_alive(pid: int) -> bool:
     return stat is None or stat[0] != "Z"
 
 
-def owner_alive(owner: Owner, me: Owner) -> bool:
-    """Whether a same-host owner's process still runs.
+#: The owner ids of the runtimes running in this process now. Liveness is a runtime's,
+#: not a pid's: two runtimes of one process (two Apps, a test running a worker next to
+#: its app) must not take each other for dead.
+LIVE_OWNERS: Final[set[str]] = set()
 
-    Not when its pid is ours (in a container every restart is pid 1 again), when the pid
-    is gone or a zombie, or when the process now holding the pid started after the owner
-    registered (the pid was reused). Where ``/proc`` is missing, only the first checks run.
+
+def owner_alive(owner: Owner, me: Owner) -> bool:
+    """Whether a same-host owner (a runtime) still runs.
+
+    With our pid: only if it is one of this process's running runtimes (``LIVE_OWNERS``);
+    otherwise it is an earlier process that had our pid (in a container every restart is
+    pid 1 again). With another pid: not when that pid is gone or a zombie, or when the
+    process now holding the pid started after the owner registered (the pid was reused).
+    Where ``/proc`` is missing, only the first checks run. An impossible pid (a corrupt
+    row) is not alive.
     """
-    if owner.pid == me.pid or not pid_alive(owner.pid):
+    if owner.pid == me.pid:
+        return owner.id in LIVE_OWNERS
+    if not pid_alive(owner.pid):
         return False
     started_ms = process_started_ms(owner.pid)
     return started_ms is None or started_ms <= owner.started_at_ms + _START_SLACK_MS
@@ -146,16 +170,29 @@ class Scheduler(Actor):
         settings: SchedulerSettings,
         wake: Callable[[Sequence[str] | None], None],
         describe: Callable[[], dict[str, Any]] | None = None,
+        held: Callable[[], list[LeaseRef]] | None = None,
+        clock: Callable[[], int] | None = None,
+        lease_ttl_s: float = 30.0,
     ) -> None:
         self.store = store
         self.owner = owner
         self.settings = settings
         self.wake = wake
         self.describe = describe
+        self.held = held
+        self.clock = clock if clock is not None else _wall_clock_ms
+        self.lease_ttl_s = lease_ttl_s
         self.sweeps = self.promoted = self.rescued = 0
         self.released_dead: list[int] = []
+        self.clock_jumps = 0
+        self.throttled = Throttled(log)
+        self._last_sweep: tuple[int, float] | None = None
+        """(wall ms, monotonic s) at the last sweep: a forward jump of the wall clock."""
+        self._rescue_from = 0.0
+        """Monotonic time before which expired leases are not rescued (after a jump)."""
 
     async def on_start(self) -> None:
+        self._last_sweep = (self.clock(), time.monotonic())  # a jump from now on is seen
         pools = self._pools()
         owner = self.owner if pools is None else msgspec.structs.replace(self.owner, pools=pools)
         await self.store.register_owner(owner)
@@ -202,10 +239,18 @@ class Scheduler(Actor):
             self.wake(None)
 
     async def sweep(self) -> SweepResult:
-        """Promote due delayed jobs and rescue expired leases, once."""
+        """Promote due delayed jobs and rescue expired leases, once. The leases this
+        runtime holds are never rescued (they are renewed, however late they look); after
+        a forward jump of the wall clock larger than ``CLOCK_JUMP_MS`` no lease is
+        rescued for one lease ttl, so that live runtimes on this host, whose leases all
+        look expired at once, renew them first."""
         self.sweeps += 1
         promoted = await self.store.promote_due()
-        rescued = await self.store.rescue_expired()
+        if self._clock_jumped():
+            rescued = Rescued(requeued=[], failed=[], cancelled=[])
+        else:
+            spare = [] if self.held is None else self.held()
+            rescued = await self.store.rescue_expired(spare)
         self.promoted += promoted
         self.rescued += len(rescued.requeued) + len(rescued.failed) + len(rescued.cancelled)
         if rescued.requeued or rescued.failed:
@@ -217,6 +262,24 @@ class Scheduler(Actor):
         if promoted or rescued.requeued:
             self.wake(None)
         return SweepResult(promoted, rescued.requeued, rescued.failed, rescued.cancelled)
+
+    def _clock_jumped(self) -> bool:
+        """Note the wall clock against the monotonic one; True while rescues wait after a
+        forward jump."""
+        wall, mono = self.clock(), time.monotonic()
+        last, self._last_sweep = self._last_sweep, (wall, mono)
+        if last is not None:
+            jump_ms = (wall - last[0]) - (mono - last[1]) * 1000
+            if jump_ms > CLOCK_JUMP_MS:
+                self.clock_jumps += 1
+                self._rescue_from = mono + self.lease_ttl_s
+                log.warning(
+                    "the wall clock jumped %.1f s forward: expired leases are not rescued "
+                    "for one lease ttl (%.0f s), so live workers renew theirs first",
+                    jump_ms / 1000,
+                    self.lease_ttl_s,
+                )
+        return mono < self._rescue_from
 
     async def _heartbeat(self) -> None:
         await self.store.heartbeat(self.owner.id, self._pools())
@@ -259,9 +322,12 @@ class Scheduler(Actor):
         return deleted
 
     async def _every(self, interval_s: float, duty: Callable[[], Any]) -> None:
+        name = getattr(duty, "__name__", str(duty))
         while True:
             await anyio.sleep(interval_s)
             try:
                 await duty()
             except _TRANSIENT as exc:
-                log.warning("scheduler: %s skipped: %r", getattr(duty, "__name__", duty), exc)
+                self.throttled.warning(name, "scheduler: %s skipped: %r", name, exc)
+            else:
+                self.throttled.clear(name, f"scheduler: {name} works again")

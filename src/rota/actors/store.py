@@ -10,9 +10,15 @@ and form the next batch, so the busier the Store, the larger its batches.
 
 Each request gets its own reply: its result, or the error its own operation raised (which
 rolled back that operation alone: ``LeaseLost`` for a stale token does not fail the
-enqueue beside it). If the transaction as a whole fails (disk full, corrupt file, locked
-past the retry budget), every caller in the batch gets that ``StorageError``, nothing of
-the batch was committed, and the actor crashes so its supervisor reopens the connection.
+enqueue beside it). If the transaction as a whole fails, every caller in the batch gets
+that ``StorageError`` and nothing of the batch was committed. A transient fault of the
+environment (a full disk, a lock held past the retry budget, an I/O error) does not crash
+the actor: it is *degraded* (``statistics().degraded``), logs the error (once, then at most
+every ``OUTAGE_LOG_EVERY_S``) and waits a little longer before each next batch, until one
+commits; callers retry. Any other failure (a corrupt file) crashes it, so its supervisor
+reopens the connection. The Store's thread also checks, every ``VERIFY_INTERVAL_S``, that
+the database file is still the one it opened; if it was deleted or replaced it tells
+``on_fatal`` (the runtime stops: jobs enqueued into the new file would never run here).
 
 With ``on_external_commit``, the thread also watches for commits by other connections
 (``data_version``, every ``watch_interval_s`` at most, on its own connection: its own
@@ -92,6 +98,16 @@ T = TypeVar("T")
 #: How long an in-flight batch may keep a stopping Store waiting for its outcome. The
 #: thread cannot be interrupted mid-transaction, and callers deserve the true outcome.
 BATCH_SHIELD_S: Final = 60.0
+#: After a transaction fails for a transient reason, the Store waits this long before the
+#: next one, doubling while they keep failing, up to OUTAGE_PAUSE_MAX_S.
+OUTAGE_PAUSE_S: Final = 0.05
+OUTAGE_PAUSE_MAX_S: Final = 2.0
+#: During an outage the error is logged at most this often (with a count).
+OUTAGE_LOG_EVERY_S: Final = 30.0
+#: An outage is over once transactions commit for this long without a failure.
+OUTAGE_CLEAR_S: Final = 1.0
+#: How often the Store's thread checks that the database file is the one it opened.
+VERIFY_INTERVAL_S: Final = 0.25
 
 
 class StoreOp(msgspec.Struct, frozen=True):
@@ -184,8 +200,10 @@ class PromoteDue(StoreOp, frozen=True):
 
 
 class RescueExpired(StoreOp, frozen=True):
+    spare: list[LeaseRef] = []
+
     def apply(self, engine: Engine) -> Rescued:
-        return engine.rescue_expired()
+        return engine.rescue_expired(self.spare)
 
 
 class Cancel(StoreOp, frozen=True):
@@ -297,6 +315,11 @@ class StoreStatistics(msgspec.Struct, frozen=True, kw_only=True):
     """Operations that raised (their caller got the error; their batch went on)."""
     failed_transactions: int
     largest_batch: int
+    degraded: str | None = None
+    """While transactions fail for a transient reason (a full disk, a lock, an I/O
+    error): the last error. None when the last transaction committed."""
+    degraded_for_s: float | None = None
+    """How long transactions have been failing."""
 
 
 class _BatchFailed(Exception):
@@ -337,32 +360,41 @@ _Item = tuple[Callable[[Engine | None], Any], Callable[[Any, BaseException | Non
 _TICK: Final[_Item] = (_tick, _tick_done)
 
 
+class _Watch(msgspec.Struct, frozen=True):
+    """What the engine thread watches between transactions, and whom it tells."""
+
+    interval_s: float
+    """How often to look at ``data_version``."""
+    on_external_commit: Callable[[], None]
+    """Another connection committed."""
+    on_fatal: Callable[[StorageError], None] | None = None
+    """The database file was deleted or replaced (``Engine.verify``): told once."""
+
+
 class _EngineThread:
     """One thread that owns the engine: runs functions of it in order, one at a time.
 
-    With ``watch=(interval_s, on_external_commit)`` it also notices commits made by other
-    connections (another process, a producer thread): at most every ``interval_s``, while
-    idle or between transactions, it reads ``data_version`` on the engine's own connection,
-    which changes for other connections' commits and never for its own. So a runtime that
-    is busy draining is not woken by its own commits, and the event loop does no I/O for it.
+    With ``watch`` it also notices commits made by other connections (another process, a
+    producer thread): at most every ``watch.interval_s``, while idle or between
+    transactions, it reads ``data_version`` on the engine's own connection, which changes
+    for other connections' commits and never for its own. So a runtime that is busy
+    draining is not woken by its own commits, and the event loop does no I/O for it. Every
+    ``VERIFY_INTERVAL_S`` it also checks that the database is still the one it opened
+    (``Engine.verify``: one ``stat``).
     """
 
-    def __init__(
-        self,
-        name: str,
-        schedule: LoopScheduler,
-        watch: tuple[float, Callable[[], None]] | None = None,
-    ) -> None:
+    def __init__(self, name: str, schedule: LoopScheduler, watch: _Watch | None = None) -> None:
         self._schedule = schedule
         self._watch = watch
         self._inbox: SimpleQueue[_Item | None] = SimpleQueue()
         self._engine: Engine | None = None
+        self._fatal_told = False
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._thread.start()
 
     def _main(self) -> None:
         inbox, watch = self._inbox, self._watch
-        next_check = 0.0
+        next_check = next_verify = 0.0
         version: int | None = None
         while True:
             if self._engine is None or watch is None:
@@ -384,8 +416,11 @@ class _EngineThread:
             if self._engine is not None and watch is not None:
                 now = time.monotonic()
                 if now >= next_check:
-                    next_check = now + watch[0]
+                    next_check = now + watch.interval_s
                     version = self._check_version(version)
+                    if now >= next_verify:
+                        next_verify = now + VERIFY_INTERVAL_S
+                        self._verify(watch)
         engine, self._engine = self._engine, None
         if engine is not None:
             engine.close()
@@ -399,8 +434,18 @@ class _EngineThread:
             log.debug("could not read the data version: %r", exc)
             return last
         if last is not None and version != last:
-            self._tell(self._watch[1])
+            self._tell(self._watch.on_external_commit)
         return version
+
+    def _verify(self, watch: _Watch) -> None:
+        assert self._engine is not None
+        if self._fatal_told or watch.on_fatal is None:
+            return
+        try:
+            self._engine.verify()
+        except StorageError as exc:
+            self._fatal_told = True
+            self._tell(watch.on_fatal, exc)
 
     def _tell(self, fn: Callable[..., None], *args: Any) -> None:
         try:
@@ -453,14 +498,20 @@ class Store(Actor):
         *,
         on_commit: Callable[[], None] | None = None,
         on_external_commit: Callable[[], None] | None = None,
+        on_fatal: Callable[[StorageError], None] | None = None,
         watch_interval_s: float = 0.005,
     ) -> None:
         self._engine_factory = engine_factory
         self._on_commit = on_commit
-        self._watch = None if on_external_commit is None else (watch_interval_s, on_external_commit)
+        self._watch = (
+            None
+            if on_external_commit is None
+            else _Watch(watch_interval_s, on_external_commit, on_fatal)
+        )
         self._thread: _EngineThread | None = None
         self._transactions = self._operations = self._failed_operations = 0
         self._failed_transactions = self._largest_batch = 0
+        self._outage: _Outage | None = None
 
     async def on_start(self) -> None:
         thread = _EngineThread(f"rota-store-{self.name}", current_loop_scheduler(), self._watch)
@@ -488,7 +539,15 @@ class Store(Actor):
             self._failed_transactions += 1
             for envelope in batch:
                 envelope.fail(failed.error)
-            raise failed.error from None  # crash: the supervisor reopens the connection
+            if not failed.error.transient:
+                raise failed.error from None  # crash: the supervisor reopens the connection
+            # A full disk, a lock, an I/O error: reopening would not help and restarts
+            # would soon exhaust the supervisor. Every caller got the error (nothing of
+            # the batch was committed; they retry); wait before the next batch.
+            await anyio.sleep(self._degraded(failed.error))
+            return
+        if self._outage is not None and self._outage.over():
+            self._recovered()
         for envelope, result in zip(batch, results, strict=True):
             if isinstance(result, Exception):
                 self._failed_operations += 1
@@ -496,14 +555,67 @@ class Store(Actor):
         if self._on_commit is not None:
             self._on_commit()
 
+    def _degraded(self, error: StorageError) -> float:
+        """Note a failed transaction of an outage; log it (at most every
+        ``OUTAGE_LOG_EVERY_S``); return how long to wait before the next batch."""
+        now = time.monotonic()
+        outage = self._outage
+        if outage is None:
+            outage = self._outage = _Outage(since=now, logged_at=now)
+            log.error("storage unavailable, retrying (the worker goes on): %s", error)
+        elif now - outage.logged_at >= OUTAGE_LOG_EVERY_S:
+            log.error(
+                "storage still unavailable after %.0f s (%d transactions failed), retrying: %s",
+                now - outage.since,
+                outage.failures + 1,
+                error,
+            )
+            outage.logged_at = now
+        outage.failures += 1
+        outage.last_failure = now
+        outage.error = str(error)
+        pause: float = OUTAGE_PAUSE_S * 2.0 ** min(outage.failures - 1, 8)
+        return min(pause, OUTAGE_PAUSE_MAX_S)
+
+    def _recovered(self) -> None:
+        outage = self._outage
+        assert outage is not None
+        self._outage = None
+        log.warning(
+            "storage available again after %.1f s (%d transactions had failed)",
+            outage.last_failure - outage.since,
+            outage.failures,
+        )
+
     def statistics(self) -> StoreStatistics:
+        outage = self._outage
         return StoreStatistics(
             transactions=self._transactions,
             operations=self._operations,
             failed_operations=self._failed_operations,
             failed_transactions=self._failed_transactions,
             largest_batch=self._largest_batch,
+            degraded=None if outage is None else outage.error,
+            degraded_for_s=None if outage is None else time.monotonic() - outage.since,
         )
+
+
+class _Outage:
+    """A run of failed transactions. The Store is degraded until transactions have
+    committed for ``OUTAGE_CLEAR_S`` without a failure (some commit on a full disk: those
+    that change no page, so one commit does not mean the fault is over)."""
+
+    __slots__ = ("error", "failures", "last_failure", "logged_at", "since")
+
+    def __init__(self, *, since: float, logged_at: float) -> None:
+        self.since = since
+        self.logged_at = logged_at
+        self.last_failure = since
+        self.failures = 0
+        self.error = ""
+
+    def over(self) -> bool:
+        return time.monotonic() - self.last_failure >= OUTAGE_CLEAR_S
 
 
 def _live(engine: Engine | None) -> Engine:
@@ -559,8 +671,8 @@ class StoreClient:
     async def promote_due(self, queue: str | None = None) -> int:
         return cast(int, await self._call(PromoteDue(queue)))
 
-    async def rescue_expired(self) -> Rescued:
-        return cast(Rescued, await self._call(RescueExpired()))
+    async def rescue_expired(self, spare: Sequence[LeaseRef] = ()) -> Rescued:
+        return cast(Rescued, await self._call(RescueExpired(list(spare))))
 
     async def cancel(self, job_id: int) -> JobState:
         return cast(JobState, await self._call(Cancel(job_id)))

@@ -45,6 +45,7 @@ import anyio.lowlevel
 import msgspec
 
 from rota.actors._backend import is_cancellation
+from rota.actors._throttle import Throttled
 from rota.actors.kernel import Actor
 from rota.actors.store import StoreClient
 from rota.domain.job import Job
@@ -216,6 +217,7 @@ class WorkerPool(Actor):
         """Slots promised to in-flight direct claims (``direct_claim``)."""
         self.started = False
         """Set by on_start: before it, no direct claim (no worker would run the jobs)."""
+        self.throttled = Throttled(log)
 
     # -- actor ------------------------------------------------------------------------
 
@@ -433,12 +435,16 @@ class WorkerPool(Actor):
                 try:
                     settled = await self.store.settle_and_claim(completions, failures, claim)
                 except (StorageError, ActorNotRunning, CallTimeout) as exc:
-                    # The Store restarts under its supervisor; keep what is unsettled.
-                    log.warning("queue %s: store call failed (%r); retrying", self.queue, exc)
+                    # The Store restarts under its supervisor, or waits out a full disk;
+                    # keep what is unsettled.
+                    self.throttled.warning(
+                        "store", "queue %s: store call failed (%r); retrying", self.queue, exc
+                    )
                     self.completions[:0] = completions
                     self.failures[:0] = failures
                     settled = None
                 if settled is not None:
+                    self.throttled.clear("store", f"queue {self.queue}: store calls work again")
                     self._settled(completions, failures, settled.lost)
                     if claim is not None:
                         if len(settled.claimed) < claim.n:
@@ -458,12 +464,23 @@ class WorkerPool(Actor):
             )
 
     async def _flush(self) -> None:
-        """Hand in what is left to settle (shutdown)."""
+        """Hand in what is left to settle (shutdown). If the Store cannot take them (a
+        full disk), the jobs stay leased: released with the owner, or rescued later."""
         if self.completions or self.failures:
             completions, failures = self.completions, self.failures
             self.completions, self.failures = [], []
             with anyio.CancelScope(shield=True):
-                settled = await self.store.settle_and_claim(completions, failures, None)
+                try:
+                    settled = await self.store.settle_and_claim(completions, failures, None)
+                except (StorageError, ActorNotRunning, CallTimeout) as exc:
+                    log.warning(
+                        "queue %s: %d outcomes could not be stored at shutdown (%r); their "
+                        "jobs run again",
+                        self.queue,
+                        len(completions) + len(failures),
+                        exc,
+                    )
+                    return
             self._settled(completions, failures, settled.lost)
 
     # -- running ----------------------------------------------------------------------

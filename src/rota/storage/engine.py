@@ -158,6 +158,11 @@ class Engine(Protocol):
         """The engine's clock, in ms since the epoch."""
         ...
 
+    def verify(self) -> None:
+        """``StorageError`` if the database this engine opened is no longer the one at its
+        address (a file deleted or replaced under it); cheap, no query."""
+        ...
+
     def migrate(self) -> int:
         """Apply pending migrations; return the schema version now in force."""
         ...

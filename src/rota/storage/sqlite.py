@@ -318,6 +318,27 @@ def _outcome_event(after: Job, now: int) -> _EventRow:
     )
 
 
+#: Faults of the environment that may pass: a lock, a full disk, an I/O error, a file
+#: made read-only or not reachable (a running worker waits them out).
+_TRANSIENT_CODES: Final = frozenset({_BUSY, _LOCKED, _FULL, _IOERR, _READONLY, _CANTOPEN})
+
+
+def _transient(exc: BaseException) -> bool:
+    if isinstance(exc, StorageError):
+        return exc.transient
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in _TRANSIENT_CODES
+
+
+def _file_identity(path: str) -> tuple[int, int] | None:
+    """The device and inode of the file at ``path`` (None: no file there)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def _check_page(limit: int, offset: int) -> None:
     if not limit >= 0 or not offset >= 0:
         raise ValueError(f"limit and offset must be >= 0, got {limit!r} and {offset!r}")
@@ -418,6 +439,7 @@ class SqliteEngine:
         self._busy_timeout_s = float(busy_timeout_s)
         self._record_events = bool(record_events)
         self._in_batch = False
+        self._identity: tuple[int, int] | None = None
         self._batch_broken: BaseException | None = None
         self._closed = True
         if sqlite3.sqlite_version_info < MIN_SQLITE_VERSION:
@@ -444,6 +466,7 @@ class SqliteEngine:
     def _configure(self, synchronous: str, memory: bool) -> str:
         conn = self._conn
         mode = "memory" if memory else str(conn.execute(PRAGMA_WAL).fetchone()[0])
+        self._identity = None if memory else _file_identity(self._name)
         conn.execute(PRAGMA_SYNCHRONOUS[synchronous])
         conn.execute(PRAGMA_FOREIGN_KEYS)
         conn.execute(PRAGMA_CACHE_SIZE)
@@ -593,7 +616,7 @@ class SqliteEngine:
         else:
             hint = " (has migrate() been run?)" if "no such table: rota_" in str(exc) else ""
             message = f"SQLite error on {where} while trying to {doing}: {name}: {exc}{hint}"
-        return StorageError(message)
+        return StorageError(message, transient=primary in _TRANSIENT_CODES)
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
@@ -621,7 +644,8 @@ class SqliteEngine:
             self._rollback_quietly()
             raise StorageError(
                 f"batch on {self._name} not committed: its transaction was rolled back "
-                f"by an error ({self._batch_broken}); none of its operations took effect"
+                f"by an error ({self._batch_broken}); none of its operations took effect",
+                transient=_transient(self._batch_broken),
             ) from self._batch_broken
         try:
             self._retrying("commit a batch", lambda: self._conn.execute(COMMIT))
@@ -643,6 +667,23 @@ class SqliteEngine:
 
     def now_ms(self) -> int:
         return self._clock()
+
+    def verify(self) -> None:
+        """``StorageError`` if the file this engine opened is no longer at its path: it
+        was deleted, or replaced by another file (a restore, a ``mv``). The connection
+        would go on with the old, unlinked file while everyone else uses the new one, so a
+        worker that finds this must stop. One ``stat`` call, no SQLite access."""
+        if self._identity is None or self._closed:
+            return
+        now = _file_identity(self._name)
+        if now == self._identity:
+            return
+        what = "deleted" if now is None else "replaced by another file"
+        raise StorageError(
+            f"database file {self._name} was {what} while this process had it open: "
+            "jobs written from now on would go where no worker looks. Stop every process "
+            "that uses it, and start them again to open the file now at that path"
+        )
 
     # --- schema ---------------------------------------------------------------------------
 
