@@ -106,3 +106,30 @@ def test_graceful_restarts_do_not_use_up_attempts_of_jobs_that_never_started(
     failed = harness.wait_state(flaky, JobState.FAILED, timeout_s=10)
     attempts = [attempt for job_id, attempt, _ in harness.starts() if job_id == flaky]
     assert attempts == [1, 2, 3], f"ran {len(attempts)} time(s): {failed.error}"
+
+
+def test_a_job_that_calls_sys_exit_does_not_stop_the_worker_process(harness: Harness) -> None:
+    exits = harness.enqueue("sys.exit")  # max_attempts 3
+    fine = harness.enqueue("ok")
+    worker = harness.start_worker(concurrency=1)
+    failed = harness.wait_state(exits, JobState.FAILED, timeout_s=10)
+    assert failed.attempt == 3
+    assert failed.error is not None
+    assert "a job cannot stop its worker" in failed.error.strip().splitlines()[-1]
+    assert harness.wait_state(fine, JobState.COMPLETED, timeout_s=10).result == b'"done"'
+    assert worker.alive, worker.describe()  # still running
+    worker.send(signal.SIGINT)
+    assert worker.wait(5) == 0, worker.describe()
+
+
+def test_ctrl_c_while_a_job_keeps_the_loop_busy_still_shuts_down_gracefully(
+    harness: Harness,
+) -> None:
+    job_id = harness.enqueue("block", seconds=1.0)  # a CPU-bound step: the loop is busy
+    worker = harness.start_worker(shutdown_grace_s=5)
+    harness.wait_started(job_id, 1, timeout_s=10)
+    worker.send(signal.SIGINT)  # arrives while the handler runs, not through it
+    assert worker.wait(10) == 0, worker.describe()
+    assert "rota worker: stopped" in worker.stdout()
+    done = harness.get(job_id)
+    assert (done.state, done.attempt) == (JobState.COMPLETED, 1)  # finished within the grace

@@ -6,7 +6,8 @@ Used in-process (import ``app`` / ``scripted``) and by worker processes
 
 Actions: ``ok`` (return ``result``), ``raise`` (RuntimeError), ``hang`` (sleep forever),
 ``sleep`` (``seconds``, then ok), ``block`` (block the event loop ``seconds``), ``exit``
-(``os._exit(3)``: the process dies mid-job), ``retry`` (raise Retry(``seconds``)),
+(``os._exit(3)``: the process dies mid-job), ``sys.exit`` (``sys.exit(3)``: a job that
+tries to end its worker), ``retry`` (raise Retry(``seconds``)),
 ``unrecoverable``, ``progress`` (report ``steps`` steps, logging each).
 
 If ``log`` names a file, every attempt appends ``job_id attempt pid`` to it when it
@@ -16,6 +17,7 @@ starts (one ``write`` call, so concurrent processes do not interleave lines).
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 import anyio
@@ -71,6 +73,8 @@ async def scripted(args: Script, ctx: Context) -> str:
             if args.exit_on_attempt in (0, ctx.attempt):
                 os._exit(3)
             return args.result
+        case "sys.exit":
+            sys.exit(3)
         case "retry":
             raise rota.Retry(delay_s=args.seconds, reason="scripted retry")
         case "unrecoverable":
