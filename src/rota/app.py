@@ -53,7 +53,17 @@ from rota.config import Config
 from rota.domain import lifecycle
 from rota.domain.backoff import Backoff, Custom, Exponential, Fixed, Linear
 from rota.domain.event import Event, EventKind, LogEntry, Progress
-from rota.domain.job import DEFAULT_QUEUE, FINISHED_STATES, Job, JobOptions, JobState, NewJob
+from rota.domain.job import (
+    DEFAULT_QUEUE,
+    FINISHED_STATES,
+    INT64_MAX,
+    MAX_DURATION_S,
+    Job,
+    JobOptions,
+    JobState,
+    NewJob,
+    option_error,
+)
 from rota.domain.outcome import FailureKind
 from rota.errors import ConfigError, JobFailed, PayloadError, did_you_mean
 from rota.execution import QueueRunners, attempt
@@ -344,14 +354,32 @@ class _OptionTypes(msgspec.Struct, forbid_unknown_fields=True):
     key: str | None = None
 
 
-def _check_option_types(options: dict[str, Any], where: str) -> None:
+def _check_option_types(
+    options: dict[str, Any], where: str, names: dict[str, str] | None = None
+) -> None:
+    """Check job options' types, then their ranges (``option_error``): ``ConfigError``
+    naming the option as the caller wrote it (``names``: field -> that name)."""
+    names = names or {}
     backoff = options.get("backoff")
     if backoff is not None and not isinstance(backoff, (Fixed, Exponential, Linear, Custom)):
         raise ConfigError(f"invalid {where} option 'backoff': {backoff!r} is not a policy")
     try:
         msgspec.convert({k: v for k, v in options.items() if k != "backoff"}, _OptionTypes)
     except msgspec.ValidationError as exc:
+        for field, value in options.items():  # which one: name it as the caller did
+            if field != "backoff":
+                try:
+                    msgspec.convert({field: value}, _OptionTypes)
+                except msgspec.ValidationError as one:
+                    wrong = str(one).split(" - at `", 1)[0]
+                    raise ConfigError(
+                        f"invalid {where} option {names.get(field, field)!r}: {wrong}"
+                    ) from None
         raise ConfigError(f"invalid {where} option: {exc}") from None
+    for field, value in options.items():
+        error = option_error(field, value)
+        if error is not None:
+            raise ConfigError(f"invalid {where} option {names.get(field, field)!r}: {error}")
 
 
 _OPTION_ALIASES = {
@@ -363,19 +391,22 @@ _OPTION_ALIASES = {
 
 
 def _options(base: JobOptions, overrides: dict[str, Any]) -> JobOptions:
-    """Per-call options over a job's defaults; unknown names raise ConfigError."""
+    """Per-call options over a job's defaults; unknown names, wrong types and values out
+    of range raise ConfigError naming the option."""
     if not overrides:
         return base
     changes = {}
+    names = {}
     for name, value in overrides.items():
         field = _OPTION_ALIASES.get(name, name)
         if field not in JobOptions.__struct_fields__:
             known = [*JobOptions.__struct_fields__, *_OPTION_ALIASES]
             raise ConfigError.unknown_option(name, known, "enqueue")
         if field == "run_at_ms" and hasattr(value, "timestamp"):
-            value = round(value.timestamp() * 1000)
+            value = _epoch_ms(name, value)
         changes[field] = value
-    _check_option_types(changes, "enqueue")
+        names[field] = name
+    _check_option_types(changes, "enqueue", names)
     if "delay_s" in changes:
         changes.setdefault("run_at_ms", None)
     elif "run_at_ms" in changes:
@@ -384,6 +415,16 @@ def _options(base: JobOptions, overrides: dict[str, Any]) -> JobOptions:
         return msgspec.structs.replace(base, **changes)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"invalid enqueue option: {exc}") from None
+
+
+def _epoch_ms(name: str, when: Any) -> int:
+    """A ``datetime`` (anything with ``timestamp()``) in ms since the epoch."""
+    try:
+        return round(float(when.timestamp()) * 1000)
+    except (OverflowError, ValueError, OSError) as exc:
+        raise ConfigError(
+            f"invalid enqueue option {name!r}: {when!r} is not a time a job can run at ({exc})"
+        ) from None
 
 
 # -- handles ----------------------------------------------------------------------------------
@@ -513,7 +554,15 @@ class QueueHandle:
         keep_last: int | None = None,
     ) -> int:
         """Delete finished jobs in ``state`` older than ``older_than_s`` (and/or beyond the
-        newest ``keep_last``); with neither, all of them. Returns how many."""
+        newest ``keep_last``); with neither, all of them. Returns how many.
+        ``older_than_s``: 0 to ten years; ``keep_last``: >= 0."""
+        if older_than_s is not None and not 0 <= older_than_s <= MAX_DURATION_S:
+            raise ConfigError(
+                f"clean option 'older_than_s' must be between 0 and {MAX_DURATION_S:.0f} s, "
+                f"got {older_than_s!r}"
+            )
+        if keep_last is not None and not 0 <= keep_last <= INT64_MAX:
+            raise ConfigError(f"clean option 'keep_last' must be >= 0, got {keep_last!r}")
         return cast(
             int,
             await self.app._engine_call(
@@ -646,7 +695,7 @@ def _define(
     options = {k: v for k, v in opts.items() if v is not None}
     if "timeout" in options:
         options["timeout_s"] = options.pop("timeout")
-    _check_option_types(options, f"job {fn.__qualname__}")
+    _check_option_types(options, f"job {fn.__qualname__}", {"timeout_s": "timeout"})
     try:
         job_options = JobOptions(**options)
     except (TypeError, ValueError) as exc:

@@ -25,8 +25,9 @@ _JSON = msgspec.json.Encoder()
 def failed(job_id: int, exc: BaseException) -> JobDone:
     """How a handler's exception ends its attempt."""
     if isinstance(exc, Retry):
-        delay_ms = None if exc.delay_s is None else round(exc.delay_s * 1000)
-        return JobDone(job_id, "retry", error=f"retry requested: {exc.reason}", delay_ms=delay_ms)
+        return JobDone(
+            job_id, "retry", error=f"retry requested: {exc.reason}", delay_ms=exc.delay_ms()
+        )
     if isinstance(exc, Unrecoverable):
         return JobDone(job_id, "unrecoverable", error=f"unrecoverable: {exc.reason}")
     text = "".join(traceback.format_exception(exc))[-MAX_ERROR_CHARS:]
