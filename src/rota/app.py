@@ -47,6 +47,7 @@ import anyio.lowlevel
 import anyio.to_thread
 import msgspec
 
+from rota import _encoding
 from rota.actors._backend import current_backend
 from rota.actors.worker_pool import JobRun
 from rota.config import Config
@@ -234,6 +235,8 @@ class JobDefinition(Generic[P, R]):
         self.options = options
         self.takes_context = takes_context
         self._decoder = msgspec.json.Decoder(payload_type)
+        #: whether a NaN written as null could pass the decoding check (``encode``)
+        self._null_check = _encoding.may_hold_null(payload_type)
         self._result_decoder = msgspec.json.Decoder(result_type)
         self.app: App | None = None
 
@@ -256,10 +259,11 @@ class JobDefinition(Generic[P, R]):
     # payloads
 
     def encode(self, args: P | dict[str, Any]) -> bytes:
-        """The stored payload, validated against the schema (``PayloadError`` names the
-        field) before anything is stored."""
+        """The stored payload, validated against the schema before anything is stored:
+        ``PayloadError`` names the field, also for what JSON cannot hold (NaN, infinities,
+        lone surrogates, nesting too deep, values of unsupported types)."""
         if isinstance(args, dict):
-            fields = self.payload_type.__struct_fields__
+            fields = self.payload_type.__struct_encode_fields__  # names as in JSON
             for key in args:
                 if key not in fields:
                     raise PayloadError(
@@ -271,19 +275,36 @@ class JobDefinition(Generic[P, R]):
                 args = msgspec.convert(args, self.payload_type)
             except msgspec.ValidationError as exc:
                 raise _payload_error(self.name, exc) from None
+            except RecursionError:
+                raise _unencodable(self.name, _encoding.too_deep(args)) from None
         elif not isinstance(args, self.payload_type):
             raise PayloadError(
                 f"job {self.name!r} takes a {self.payload_type.__name__}, got {type(args).__name__}"
             )
-        data = _JSON.encode(args)
-        try:  # msgspec does not check field types at construction: check them now
+        try:
+            data = _JSON.encode(args)
+            if self._null_check and data.find(b"null") >= 0:  # NaN, inf come out as null
+                _encoding.check_floats(args)
+            # msgspec does not check field types at construction: check them now
             self._decoder.decode(data)
         except msgspec.ValidationError as exc:
+            if "got `null`" in str(exc):  # a NaN or an infinity where null does not decode?
+                _unencodable_floats(self.name, args)
             raise _payload_error(self.name, exc) from None
+        except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+            raise _unencodable(self.name, _encoding.explain(args, exc)) from None
         return data
 
     def decode(self, payload: bytes) -> P:
-        return self._decoder.decode(payload)
+        """A stored payload as its Struct; ``msgspec.ValidationError`` for one that does not
+        match the schema, and for one that does not decode at all (not JSON, or nested
+        deeper than msgspec recurses), so callers need to catch only that."""
+        try:
+            return self._decoder.decode(payload)
+        except msgspec.ValidationError:
+            raise
+        except (msgspec.DecodeError, RecursionError) as exc:
+            raise msgspec.ValidationError(f"payload does not decode: {exc}") from None
 
     def decode_result(self, data: bytes | None) -> R:
         return cast(R, None if data is None else self._result_decoder.decode(data))
@@ -339,6 +360,17 @@ def _payload_error(name: str, exc: msgspec.ValidationError) -> PayloadError:
     return PayloadError(
         f"invalid payload for job {name!r}: {message}", field=".".join(parts) or None
     )
+
+
+def _unencodable(name: str, exc: _encoding.Unencodable) -> PayloadError:
+    return PayloadError(f"invalid payload for job {name!r}: {exc}", field=exc.field)
+
+
+def _unencodable_floats(name: str, args: Any) -> None:
+    try:
+        _encoding.check_floats(args)
+    except _encoding.Unencodable as exc:
+        raise _unencodable(name, exc) from None
 
 
 class _OptionTypes(msgspec.Struct, forbid_unknown_fields=True):
