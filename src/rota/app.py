@@ -66,7 +66,7 @@ from rota.domain.job import (
     option_error,
 )
 from rota.domain.outcome import FailureKind
-from rota.errors import ConfigError, JobFailed, PayloadError, did_you_mean
+from rota.errors import ConfigError, JobFailed, PayloadError, StorageError, did_you_mean
 from rota.execution import QueueRunners, attempt
 from rota.execution.processes import Interrupted, ProcessPool, ProcessSettings
 from rota.execution.threads import ThreadHooks, ThreadPool
@@ -238,6 +238,12 @@ class JobDefinition(Generic[P, R]):
         #: whether a NaN written as null could pass the decoding check (``encode``)
         self._null_check = _encoding.may_hold_null(payload_type)
         self._result_decoder = msgspec.json.Decoder(result_type)
+        #: results: checked against the annotation unless it is ``Any`` (or missing)
+        self._result_checked = result_type is not Any and result_type is not object
+        self._result_null_check = _encoding.may_hold_null(result_type)
+        #: whether a handler may return None (without an annotation, ``Any``, ``None``,
+        #: ``X | None``...)
+        self.returns_none = not self._result_checked or _decodes(self._result_decoder, b"null")
         self.app: App | None = None
 
     def __repr__(self) -> str:
@@ -306,6 +312,40 @@ class JobDefinition(Generic[P, R]):
         except (msgspec.DecodeError, RecursionError) as exc:
             raise msgspec.ValidationError(f"payload does not decode: {exc}") from None
 
+    def encode_result(self, value: Any) -> bytes | None:
+        """What a handler returned, as stored (None for None), checked against its return
+        annotation first, in every mode: a value of another type (``TypeError``) or one
+        JSON cannot hold, such as NaN (``ValueError``), fails the attempt instead of
+        completing the job with a result nobody can decode. A handler without a return
+        annotation (or ``-> Any``) may return anything JSON holds; returning None costs
+        nothing."""
+        if value is None and self.returns_none:
+            return None
+        try:
+            data = _JSON.encode(value)
+            if self._result_null_check and data.find(b"null") >= 0:
+                _encoding.check_floats(value)  # NaN and infinities come out as null
+            if self._result_checked:
+                self._result_decoder.decode(data)
+        except msgspec.ValidationError as exc:
+            if "got `null`" in str(exc) and value is not None:
+                try:  # a NaN or an infinity, where null does not decode?
+                    _encoding.check_floats(value)
+                except _encoding.Unencodable as found:
+                    raise self._unencodable_result(value, found) from None
+            raise TypeError(
+                f"job {self.name!r} returned {_clip(value)}, which does not match its return "
+                f"annotation `{_type_name(self.result_type)}`: {exc}"
+            ) from None
+        except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+            raise self._unencodable_result(value, _encoding.explain(value, exc)) from None
+        return data
+
+    def _unencodable_result(self, value: Any, found: _encoding.Unencodable) -> ValueError:
+        return ValueError(
+            f"job {self.name!r} returned {_clip(value)}, which JSON cannot hold: {found}"
+        )
+
     def decode_result(self, data: bytes | None) -> R:
         return cast(R, None if data is None else self._result_decoder.decode(data))
 
@@ -360,6 +400,32 @@ def _payload_error(name: str, exc: msgspec.ValidationError) -> PayloadError:
     return PayloadError(
         f"invalid payload for job {name!r}: {message}", field=".".join(parts) or None
     )
+
+
+def _decodes(decoder: msgspec.json.Decoder[Any], data: bytes) -> bool:
+    try:
+        decoder.decode(data)
+    except msgspec.ValidationError:
+        return False
+    return True
+
+
+def _type_name(tp: Any) -> str:
+    """An annotation as written: ``int``, ``list[int]``, ``Doubled``, ``None``."""
+    if tp is type(None):
+        return "None"
+    if isinstance(tp, type) and not typing.get_args(tp):
+        return tp.__qualname__
+    return repr(tp).replace("typing.", "")
+
+
+def _clip(value: Any, limit: int = 200) -> str:
+    """``repr(value)``, cut to ``limit`` characters."""
+    try:
+        text = repr(value)
+    except Exception:
+        text = f"<{type(value).__name__} object>"
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _unencodable(name: str, exc: _encoding.Unencodable) -> PayloadError:
@@ -482,14 +548,30 @@ class JobHandle(Generic[R]):
 
     async def result(self, timeout: float | None = None) -> R:
         """Wait until the job finishes; its decoded return value. ``JobFailed`` if it
-        failed or was cancelled; ``TimeoutError`` after ``timeout`` seconds."""
+        failed or was cancelled; ``TimeoutError`` after ``timeout`` seconds;
+        ``StorageError`` naming the job if the stored result does not decode (as the
+        return annotation: stored by another version of the job, or damaged)."""
         with anyio.fail_after(timeout):
             job = await self.app._wait_finished(self.id)
         if job.state is JobState.COMPLETED:
-            if self.definition is None:
-                return cast(R, None if job.result is None else msgspec.json.decode(job.result))
-            return self.definition.decode_result(job.result)
+            try:
+                if self.definition is None:
+                    return cast(R, None if job.result is None else msgspec.json.decode(job.result))
+                return self.definition.decode_result(job.result)
+            except (msgspec.DecodeError, RecursionError) as exc:
+                raise self._undecodable(job, "result", exc) from None
         raise JobFailed(job.id, job.state, job.error)
+
+    def _undecodable(self, job: Job, what: str, exc: BaseException) -> StorageError:
+        """A stored value that does not decode: stored by another version of the job (its
+        type changed), or damaged."""
+        annotation = ""
+        if what == "result" and self.definition is not None:
+            annotation = f" as its return annotation `{_type_name(self.definition.result_type)}`"
+        return StorageError(
+            f"job {job.id} ({job.name!r}): its stored {what} does not decode{annotation}: "
+            f"{exc} (stored by another version of the job, or damaged)"
+        )
 
     async def cancel(self) -> JobState:
         """Cancel: a waiting or delayed job at once; a running one (in any process) is
@@ -657,7 +739,8 @@ class Registry:
     ) -> Any:
         """Register a handler ``handler(args: SomeStruct[, ctx])``; usable as ``@job`` or
         ``@job(queue=..., ...)``. Its payload type is the first parameter's annotation; its
-        result type is the return annotation.
+        result type is the return annotation (what it returns is checked against it before
+        its job completes: see ``JobDefinition.encode_result``).
 
         Where it runs (``mode``): an ``async def`` handler on the event loop, a plain
         ``def`` one on a handler thread; ``mode="process"`` runs either in the queue's
@@ -1028,7 +1111,7 @@ class App:
                     result = await definition(args, ctx)
                 if scope.cancelled_caught:
                     return self._timed_out(definition, run, f"timed out after {timeout_s:g} s")
-            data = None if result is None else _JSON.encode(result)
+            data = definition.encode_result(result)
         except Exception as exc:
             return self._settle(definition, run, attempt.failed(job.id, exc))
         finally:
@@ -1048,7 +1131,10 @@ class App:
         try:
             finished, done = await threads.run_sync(
                 functools.partial(
-                    attempt.run_sync, job.id, lambda: definition.call_sync(args, ctx)
+                    attempt.run_sync,
+                    job.id,
+                    lambda: definition.call_sync(args, ctx),
+                    definition.encode_result,
                 ),
                 cancelled=stop,
                 timeout_s=timeout_s,

@@ -34,20 +34,31 @@ def failed(job_id: int, exc: BaseException) -> JobDone:
     return JobDone(job_id, "error", error=text)
 
 
-def _ok(job_id: int, result: Any) -> JobDone:
-    return JobDone(job_id, "ok", result=None if result is None else _JSON.encode(result))
+def _json(result: Any) -> bytes | None:
+    return None if result is None else _JSON.encode(result)
 
 
-def run_sync(job_id: int, call: Callable[[], Any]) -> JobDone:
-    """Run a sync handler call to its ``JobDone`` (its result encoded as JSON)."""
+def _ok(job_id: int, result: Any, encode: Encode) -> JobDone:
+    return JobDone(job_id, "ok", result=encode(result))
+
+
+#: How a result is stored: ``JobDefinition.encode_result`` (checked against the handler's
+#: return annotation; an exception fails the attempt like one the handler raised).
+Encode = Callable[[Any], bytes | None]
+
+
+def run_sync(job_id: int, call: Callable[[], Any], encode: Encode = _json) -> JobDone:
+    """Run a sync handler call to its ``JobDone`` (its result encoded by ``encode``)."""
     try:
-        return _ok(job_id, call())
+        return _ok(job_id, call(), encode)
     except Exception as exc:
         return failed(job_id, exc)
 
 
-async def run_async(job_id: int, call: Callable[[], Awaitable[Any]]) -> JobDone:
+async def run_async(
+    job_id: int, call: Callable[[], Awaitable[Any]], encode: Encode = _json
+) -> JobDone:
     try:
-        return _ok(job_id, await call())
+        return _ok(job_id, await call(), encode)
     except Exception as exc:
         return failed(job_id, exc)
