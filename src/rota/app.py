@@ -30,6 +30,7 @@ import contextlib
 import functools
 import inspect
 import logging
+import math
 import os
 import re
 import sys
@@ -96,6 +97,7 @@ _MODES: tuple[str, ...] = typing.get_args(Mode)
 R = TypeVar("R")
 
 _JSON = msgspec.json.Encoder()
+_PROGRESS = msgspec.json.Decoder(Progress)
 #: First poll delay when waiting for another connection's commits (then doubling).
 _FIRST_POLL_S = 0.002
 
@@ -140,6 +142,35 @@ def _job_extra(job: Job) -> dict[str, Any]:
 def _progress(
     value: float | None, step: int | None, total: int | None, message: str | None
 ) -> bytes:
+    """A progress report as stored, its arguments checked first (in every mode, since
+    every context reports through here): ``TypeError`` or ``ValueError`` naming the
+    argument, raised in the handler that called ``progress``."""
+    if value is None and step is None and total is None and message is None:
+        raise TypeError("progress() needs at least one of value, step, total, message")
+    if value is not None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"progress() value must be an int or a float, got {value!r}")
+        try:
+            value = float(value)
+        except OverflowError:
+            raise ValueError(f"progress() value is too large for a float: {value!r}") from None
+        if not math.isfinite(value):
+            raise ValueError(f"progress() value must be a finite number, got {value!r}")
+    for name, count in (("step", step), ("total", total)):
+        if count is not None:
+            if isinstance(count, bool) or not isinstance(count, int):
+                raise TypeError(f"progress() {name} must be an int, got {count!r}")
+            if not 0 <= count <= INT64_MAX:
+                raise ValueError(f"progress() {name} must be between 0 and 2**63-1, got {count!r}")
+    if step is not None and total is not None and step > total:
+        raise ValueError(f"progress() step must be <= total, got step={step} of total={total}")
+    if message is not None:
+        if not isinstance(message, str):
+            raise TypeError(f"progress() message must be a str, got {type(message).__name__}")
+        try:
+            message.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"progress() message cannot be encoded as UTF-8: {exc}") from None
     return _JSON.encode(Progress(value=value, step=step, total=total, message=message))
 
 
@@ -158,7 +189,12 @@ class Context(_ContextBase):
     ) -> None:
         """Report progress: a number (a percentage, a count), and/or the step this attempt
         is at (``step`` of ``total``) with a message. Stored on the job and emitted as a
-        ``progress`` event."""
+        ``progress`` event.
+
+        At least one argument; ``value`` a finite int or float (not a bool; stored as a
+        float), ``step`` and ``total`` ints >= 0 with ``step <= total`` when both are given,
+        ``message`` a str. Anything else raises ``TypeError`` or ``ValueError`` naming the
+        argument, here in the handler, and stores nothing."""
         await self._report(_progress(value, step, total, message))
 
     async def _report(self, data: bytes) -> None:
@@ -186,8 +222,8 @@ class SyncContext(_ContextBase):
         total: int | None = None,
         message: str | None = None,
     ) -> None:
-        """Report progress (see ``Context.progress``); blocks this thread, never the
-        event loop, until it is stored."""
+        """Report progress (see ``Context.progress``, and its checks of the arguments);
+        blocks this thread, never the event loop, until it is stored."""
         self._report(_progress(value, step, total, message))
 
     @property
@@ -580,8 +616,15 @@ class JobHandle(Generic[R]):
         return state
 
     async def progress(self) -> Progress | None:
+        """The last progress reported (None: none yet); ``StorageError`` naming the job if
+        the stored one does not decode (damaged), never a raw msgspec error."""
         job = await self.info()
-        return None if job.progress is None else msgspec.json.decode(job.progress, type=Progress)
+        if job.progress is None:
+            return None
+        try:
+            return _PROGRESS.decode(job.progress)
+        except (msgspec.DecodeError, RecursionError) as exc:
+            raise self._undecodable(job, "progress", exc) from None
 
     async def logs(self, *, limit: int = 100, offset: int = 0) -> list[LogEntry]:
         return cast(

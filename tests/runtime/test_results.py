@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import input_app
 import pytest
-import results_app
-from results_app import VALUES, Case
+from input_app import VALUES, Case
 
 import rota
 from rota.app import App, JobHandle
@@ -139,13 +139,13 @@ async def test_results_are_checked_against_the_return_annotation(
 async def test_results_are_checked_in_process_mode_too(
     make_app: Callable[..., App], tmp_path: Path
 ) -> None:
-    app = make_app(str(tmp_path / "jobs.db"), import_name="results_app:app", processes=1)
-    app.include(results_app.registry)
+    app = make_app(str(tmp_path / "jobs.db"), import_name="input_app:app", processes=1)
+    app.include(input_app.registry)
     jobs = {
-        "int": results_app.int_process,
-        "float": results_app.float_process,
-        "none": results_app.none_process,
-        "any": results_app.any_process,
+        "int": input_app.int_process,
+        "float": input_app.float_process,
+        "none": input_app.none_process,
+        "any": input_app.any_process,
     }
     cases = [case for case in CASES if case[0] in jobs]
     async with app.run():
