@@ -171,3 +171,21 @@ async def test_clean_refuses_options_out_of_range(
 ) -> None:
     with pytest.raises(ConfigError, match=f"'{name}'"):
         await app.queue("q").clean(**options)
+
+
+@pytest.mark.parametrize("option", ["key", "job_id", "queue"])
+def test_text_options_that_utf8_cannot_store_are_refused(
+    app: App, ping: JobDefinition[Ping, int], option: str
+) -> None:
+    with pytest.raises(ConfigError, match=f"'{option}'.*lone surrogates"):
+        ping.enqueue_sync(Ping(1), **{option: "a\ud800"})
+    assert app._direct(lambda engine: engine.count()) == dict.fromkeys(JobState, 0)
+
+
+@pytest.mark.parametrize("option", ["name", "queue"])
+def test_job_registration_refuses_text_utf8_cannot_store(app: App, option: str) -> None:
+    def handler(args: Ping) -> None:
+        return None
+
+    with pytest.raises(ConfigError, match=f"'{option}'.*lone surrogates"):
+        app.job(**{option: "\udfff"})(handler)

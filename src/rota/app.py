@@ -850,6 +850,8 @@ def _define(
             f"msgspec.Struct (its payload schema), got {payload_type!r}"
         )
     result_type = hints.get("return", Any)
+    if name is not None and option_error("name", name) is not None:
+        raise ConfigError(f"job {fn.__qualname__}: option 'name' {option_error('name', name)}")
     options = {k: v for k, v in opts.items() if v is not None}
     if "timeout" in options:
         options["timeout_s"] = options.pop("timeout")
@@ -1259,8 +1261,14 @@ class App:
         definition: JobDefinition[Any, Any], run: JobRun, error: str, delay_ms: int | None = None
     ) -> Failure:
         backoff = definition.options.backoff
-        if delay_ms is None and isinstance(backoff, Custom):
-            delay_ms = round(backoff.delay_s(run.job.attempt) * 1000)
+        job = run.job
+        if delay_ms is None and isinstance(backoff, Custom) and job.attempt < job.max_attempts:
+            try:
+                delay_ms = round(backoff.delay_s(run.job.attempt) * 1000)
+            except Exception as exc:  # the user's function: the stored fallback applies
+                note = f"custom backoff failed ({exc!r}): its fallback {backoff.fallback!r} applies"
+                log.warning("job %d: %s", job.id, note, extra=_job_extra(job))
+                error = f"({note})\n{error}"  # the cause stays last
         return Failure(run.job.id, run.token, error, FailureKind.ERROR, delay_ms)
 
     async def _report_progress(self, run: JobRun, data: bytes) -> None:

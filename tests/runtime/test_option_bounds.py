@@ -116,3 +116,40 @@ async def test_a_retry_with_an_absurd_delay_fails_the_attempt_not_the_worker(
     assert sorted(e.job_id for e in retrying) == sorted(h.id for h in handles)
     for e in retrying:
         assert b"Retry delay_s must be between 0" in (e.data or b"")
+
+
+def _nan(attempt: int) -> float:
+    return math.nan
+
+
+def _raises(attempt: int) -> float:
+    raise ZeroDivisionError("no delay today")
+
+
+def _text(attempt: int) -> float:
+    return "soon"  # type: ignore[return-value]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("fn", [_nan, _raises, _text])
+async def test_a_custom_backoff_that_fails_falls_back_not_the_worker(
+    make_app: Callable[..., App], fn: Callable[[int], float]
+) -> None:
+    app = make_app()
+
+    @app.job(queue="q", max_attempts=2, backoff=rota.custom(fn, fallback=rota.fixed(0)))
+    async def flaky(args: Item, ctx: rota.Context) -> int:
+        if ctx.attempt == 1:
+            raise RuntimeError("first attempt fails")
+        return ctx.attempt
+
+    async with app.run():
+        with anyio.fail_after(10):
+            assert await (await flaky.enqueue(Item(1))).result() == 2  # per the fallback
+            assert await (await flaky.enqueue(Item(2))).result() == 2  # the worker lives on
+    retrying = [
+        e for e in app._direct(lambda engine: engine.events(0)) if e.kind is EventKind.RETRYING
+    ]
+    assert len(retrying) == 2
+    for e in retrying:
+        assert b"custom backoff" in (e.data or b""), e.data

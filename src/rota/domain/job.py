@@ -82,7 +82,14 @@ _BOUNDS: Final[dict[str, tuple[float, float, str]]] = {
 
 def option_error(field: str, value: object) -> str | None:
     """Why ``value`` is out of range for the ``JobOptions`` field ``field`` ("must be
-    between 1 and 1000000000, got 0"); None if it is fine (or not a number to check)."""
+    between 1 and 1000000000, got 0"), or, for a string (``queue``, ``key``), not storable
+    as UTF-8; None if it is fine."""
+    if isinstance(value, str):
+        try:  # stored as UTF-8 text: a lone surrogate ("\ud800") cannot be
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return f"must be text without lone surrogates, got {value!r}"
+        return None
     bounds = _BOUNDS.get(field)
     if bounds is None or value is None or not isinstance(value, (int, float)):
         return None
@@ -131,7 +138,7 @@ class JobOptions(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError("queue must be a non-empty string")
         if self.delay_s is not None and self.run_at_ms is not None:
             raise ValueError("give delay_s or run_at_ms, not both")
-        for field in _BOUNDS:
+        for field in (*_BOUNDS, "queue", "key"):
             error = option_error(field, getattr(self, field))
             if error is not None:
                 raise ValueError(f"{field} {error}")
