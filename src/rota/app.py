@@ -122,9 +122,13 @@ class _ContextBase:
 
     def log(self, message: str) -> None:
         """Append a line to the job's log (stored with the next progress report or when the
-        attempt ends) and to the ``rota.job`` logger."""
-        self._add_log(str(message))
-        log.info(message, extra=self._extra())
+        attempt ends) and to the ``rota.job`` logger. A lone surrogate, which UTF-8 cannot
+        store, is kept escaped (``\\ud800``)."""
+        line = str(message)
+        if not line.isascii():
+            line = line.encode("utf-8", "backslashreplace").decode("utf-8")
+        self._add_log(line)
+        log.info(line, extra=self._extra())
 
     def _add_log(self, line: str) -> None:
         assert self._run is not None

@@ -142,3 +142,27 @@ async def test_a_stored_progress_that_does_not_decode_is_a_storage_error_naming_
         db.close()
         with pytest.raises(StorageError, match=rf"job {handle.id} .*progress does not decode"):
             await handle.progress()
+
+
+async def test_a_log_line_utf8_cannot_store_is_kept_escaped(make_app: Callable[..., App]) -> None:
+    """It used to fail the next progress report (or be lost at the end of the attempt)."""
+    app = make_app()
+
+    @app.job(queue="q", max_attempts=1)
+    async def in_loop(args: Case, ctx: rota.Context) -> int:
+        ctx.log("bad \ud800 line, é kept")
+        await ctx.progress(1)
+        return 1
+
+    @app.job(queue="q", max_attempts=1)
+    def on_thread(args: Case, ctx: rota.SyncContext) -> int:
+        ctx.log("bad \udfff line, é kept")
+        ctx.progress(1)
+        return 1
+
+    async with app.run():
+        with anyio.fail_after(10):
+            for job, escaped in ((in_loop, "\\ud800"), (on_thread, "\\udfff")):
+                handle = await job.enqueue(Case(""))
+                assert await handle.result() == 1
+                assert [e.message for e in await handle.logs()] == [f"bad {escaped} line, é kept"]
