@@ -131,8 +131,8 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     * ``retain_completed_s`` (86400.0; 0 to ten years, 315360000 s) / ``retain_completed``
       (10000; 0 to 10**9): completed jobs are deleted when older than this, or beyond this
       many per queue (None: no limit).
-    * ``retain_failed_s`` (604800.0) / ``retain_failed`` (None): the same for failed and
-      cancelled jobs (the dead-letter set).
+    * ``retain_failed_s`` (604800.0; 0 to ten years) / ``retain_failed`` (None; 0 to
+      10**9): the same for failed and cancelled jobs (the dead-letter set).
     * ``retain_events_s`` (3600.0; 0.001 s to ten years): events older than this are
       deleted.
     * ``retention_interval_s`` (60.0; 0.001 s to a day): how often retention runs.
@@ -140,17 +140,18 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     Process mode (jobs with ``mode="process"``, or of a queue configured so):
 
     * ``processes`` (None: the queue's ``concurrency``, at most the number of CPUs; 1 to
-      1024): child processes per queue that runs process-mode jobs. Each runs one job at a time.
-    * ``max_jobs_per_child`` (None: no limit; 1 to 10**9): a child is replaced after this many jobs
-      (bounds what a leaky handler can hold on to).
+      1024): child processes per queue that runs process-mode jobs. Each runs one job at
+      a time.
+    * ``max_jobs_per_child`` (None: no limit; 1 to 10**9): a child is replaced after this
+      many jobs (bounds what a leaky handler can hold on to).
     * ``kill_grace_s`` (5.0; 0 to a day): a child whose job timed out or was cancelled gets
       SIGTERM, then this long to exit, then SIGKILL.
     * ``child_start_timeout_s`` (60.0; 1 s to a day): how long a new child may take to
       import the app.
     * ``child_max_restarts`` (10; 0 to 10**9) in ``child_restart_period_s`` (60.0; 0.001 s
-      to a day): children that die
-      unexpectedly are restarted; more crashes than this within the period and the
-      queue's pool gives up (a crash loop stops the runtime with an error).
+      to a day): children that die unexpectedly are restarted; more crashes than this
+      within the period and the queue's pool gives up (a crash loop stops the runtime
+      with an error).
     """
 
     database: str = "rota.db"

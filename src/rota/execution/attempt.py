@@ -34,17 +34,17 @@ def failed(job_id: int, exc: BaseException) -> JobDone:
     return JobDone(job_id, "error", error=text)
 
 
+#: How a result is stored: ``JobDefinition.encode_result`` (checked against the handler's
+#: return annotation; an exception fails the attempt like one the handler raised).
+Encode = Callable[[Any], bytes | None]
+
+
 def _json(result: Any) -> bytes | None:
     return None if result is None else _JSON.encode(result)
 
 
 def _ok(job_id: int, result: Any, encode: Encode) -> JobDone:
     return JobDone(job_id, "ok", result=encode(result))
-
-
-#: How a result is stored: ``JobDefinition.encode_result`` (checked against the handler's
-#: return annotation; an exception fails the attempt like one the handler raised).
-Encode = Callable[[Any], bytes | None]
 
 
 def run_sync(job_id: int, call: Callable[[], Any], encode: Encode = _json) -> JobDone:
