@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import math
+import typing
 from pathlib import Path
 
+import msgspec
 import pytest
 
-from rota.config import Config, QueueConfig
+from rota.app import App
+from rota.config import BOUNDS, Config, QueueConfig
 from rota.errors import ConfigError
 
 
@@ -104,3 +108,98 @@ def test_toml_file(tmp_path: Path) -> None:
     path.write_text("concurency = 3")
     with pytest.raises(ConfigError, match="did you mean"):
         Config.from_toml(path)
+
+
+# -- bounds: every number is finite and in a documented range -------------------------------
+
+
+def numbers(struct: type[msgspec.Struct], *kinds: type) -> list[str]:
+    """The fields of ``struct`` whose type is one of ``kinds`` (or one of them or None)."""
+    return [
+        field.name
+        for field in msgspec.structs.fields(struct)
+        if field.type in kinds
+        or (
+            typing.get_args(field.type) and set(typing.get_args(field.type)) <= {*kinds, type(None)}
+        )
+    ]
+
+
+NUMERIC_FIELDS = numbers(Config, int, float)
+FLOAT_FIELDS = numbers(Config, float)
+QUEUE_NUMERIC_FIELDS = numbers(QueueConfig, int, float)
+QUEUE_FLOAT_FIELDS = numbers(QueueConfig, float)
+
+
+def test_every_numeric_option_has_bounds() -> None:
+    assert set(NUMERIC_FIELDS) | set(QUEUE_NUMERIC_FIELDS) <= set(BOUNDS)
+    assert "lease_ttl_s" in FLOAT_FIELDS and "concurrency" not in FLOAT_FIELDS
+    for name, bound in BOUNDS.items():
+        low, high = bound.low, bound.high
+        assert math.isfinite(low) and math.isfinite(high) and low <= high, name
+        # the bounds themselves are accepted, where the option is a Config option
+        if name in NUMERIC_FIELDS:
+            for value in (low, high):
+                assert getattr(Config.from_options(**{name: value}), name) == value
+
+
+@pytest.mark.parametrize("name", FLOAT_FIELDS)
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, 1e300, -1.0, 1e-300 * -1])
+def test_every_float_option_refuses_nan_inf_and_out_of_range(name: str, value: float) -> None:
+    if value == 0.0 and BOUNDS[name].low == 0.0:
+        return  # -0.0 is 0: allowed where 0 is
+    with pytest.raises(ConfigError, match=f"'{name}'"):
+        Config.from_options(**{name: value})
+    with pytest.raises(ConfigError, match=name):
+        Config(**{name: value})  # built directly, the same checks
+
+
+@pytest.mark.parametrize("name", [n for n in NUMERIC_FIELDS if n not in FLOAT_FIELDS])
+@pytest.mark.parametrize("value", [2**63, 2**64, 10**30, -(2**63) - 1, -1])
+def test_every_int_option_refuses_out_of_range(name: str, value: int) -> None:
+    with pytest.raises(ConfigError, match=f"'{name}'"):
+        Config.from_options(**{name: value})
+
+
+@pytest.mark.parametrize("name", QUEUE_NUMERIC_FIELDS)
+@pytest.mark.parametrize("value", [math.nan, math.inf, 1e300, 2**64, -1])
+def test_every_queue_config_number_is_checked_too(name: str, value: float) -> None:
+    if name not in QUEUE_FLOAT_FIELDS and isinstance(value, float):
+        return  # a float for an int option: a type error, tested elsewhere
+    with pytest.raises(ConfigError, match=rf"images.*{name}"):
+        Config.from_options(queue_config={"images": {name: value}})
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"lease_ttl_s": 1e-9}, "'lease_ttl_s' must be between 0.1 and 604800"),
+        ({"lease_ttl_s": math.inf}, "'lease_ttl_s' must be between 0.1 and 604800"),
+        ({"shutdown_grace_s": math.nan}, "'shutdown_grace_s' must be .*got nan"),
+        ({"retain_completed_s": -1.0}, "'retain_completed_s'"),
+        ({"retain_failed_s": -5}, "'retain_failed_s'"),
+        ({"poll_interval_s": 0}, "'poll_interval_s'"),
+        ({"concurrency": 2**63}, "'concurrency' must be between 1 and 10000"),
+    ],
+)
+def test_out_of_range_messages_state_the_bounds(options: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Config.from_options(**options)
+
+
+def test_toml_inf_and_environment_nan_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "rota.toml"
+    path.write_text("lease_ttl_s = inf\n")
+    with pytest.raises(ConfigError, match="lease_ttl_s"):
+        Config.from_toml(path)
+    path.write_text("heartbeat_interval_s = nan\n")
+    with pytest.raises(ConfigError, match="heartbeat_interval_s"):
+        Config.from_toml(path)
+    with pytest.raises(ConfigError, match=r"RETAIN_EVENTS_S|retain_events_s"):
+        Config.from_env({"ROTA_RETAIN_EVENTS_S": "1e400"})
+
+
+def test_app_refuses_out_of_range_options_naming_them() -> None:
+    for options in ({"lease_ttl_s": math.inf}, {"shutdown_grace_s": math.nan}):
+        with pytest.raises(ConfigError, match=next(iter(options))):
+            App(":memory:", **options)  # type: ignore[arg-type]

@@ -30,6 +30,7 @@ import contextlib
 import functools
 import inspect
 import logging
+import math
 import os
 import re
 import sys
@@ -47,15 +48,33 @@ import anyio.lowlevel
 import anyio.to_thread
 import msgspec
 
+from rota import _encoding
 from rota.actors._backend import current_backend, is_cancellation
 from rota.actors.worker_pool import JobRun
 from rota.config import Config
 from rota.domain import lifecycle
 from rota.domain.backoff import Backoff, Custom, Exponential, Fixed, Linear
 from rota.domain.event import Event, EventKind, LogEntry, Progress
-from rota.domain.job import DEFAULT_QUEUE, FINISHED_STATES, Job, JobOptions, JobState, NewJob
+from rota.domain.job import (
+    DEFAULT_QUEUE,
+    FINISHED_STATES,
+    INT64_MAX,
+    MAX_DURATION_S,
+    Job,
+    JobOptions,
+    JobState,
+    NewJob,
+    option_error,
+)
 from rota.domain.outcome import FailureKind
-from rota.errors import ConfigError, CorruptRow, JobFailed, PayloadError, did_you_mean
+from rota.errors import (
+    ConfigError,
+    CorruptRow,
+    JobFailed,
+    PayloadError,
+    StorageError,
+    did_you_mean,
+)
 from rota.execution import QueueRunners, attempt
 from rota.execution.processes import Interrupted, ProcessPool, ProcessSettings
 from rota.execution.threads import ThreadHooks, ThreadPool
@@ -85,6 +104,7 @@ _MODES: tuple[str, ...] = typing.get_args(Mode)
 R = TypeVar("R")
 
 _JSON = msgspec.json.Encoder()
+_PROGRESS = msgspec.json.Decoder(Progress)
 #: First poll delay when waiting for another connection's commits (then doubling).
 _FIRST_POLL_S = 0.002
 
@@ -109,9 +129,13 @@ class _ContextBase:
 
     def log(self, message: str) -> None:
         """Append a line to the job's log (stored with the next progress report or when the
-        attempt ends) and to the ``rota.job`` logger."""
-        self._add_log(str(message))
-        log.info(message, extra=self._extra())
+        attempt ends) and to the ``rota.job`` logger. A lone surrogate, which UTF-8 cannot
+        store, is kept escaped (``\\ud800``)."""
+        line = str(message)
+        if not line.isascii():
+            line = line.encode("utf-8", "backslashreplace").decode("utf-8")
+        self._add_log(line)
+        log.info(line, extra=self._extra())
 
     def _add_log(self, line: str) -> None:
         assert self._run is not None
@@ -129,6 +153,35 @@ def _job_extra(job: Job) -> dict[str, Any]:
 def _progress(
     value: float | None, step: int | None, total: int | None, message: str | None
 ) -> bytes:
+    """A progress report as stored, its arguments checked first (in every mode, since
+    every context reports through here): ``TypeError`` or ``ValueError`` naming the
+    argument, raised in the handler that called ``progress``."""
+    if value is None and step is None and total is None and message is None:
+        raise TypeError("progress() needs at least one of value, step, total, message")
+    if value is not None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"progress() value must be an int or a float, got {value!r}")
+        try:
+            value = float(value)
+        except OverflowError:
+            raise ValueError(f"progress() value is too large for a float: {value!r}") from None
+        if not math.isfinite(value):
+            raise ValueError(f"progress() value must be a finite number, got {value!r}")
+    for name, count in (("step", step), ("total", total)):
+        if count is not None:
+            if isinstance(count, bool) or not isinstance(count, int):
+                raise TypeError(f"progress() {name} must be an int, got {count!r}")
+            if not 0 <= count <= INT64_MAX:
+                raise ValueError(f"progress() {name} must be between 0 and 2**63-1, got {count!r}")
+    if step is not None and total is not None and step > total:
+        raise ValueError(f"progress() step must be <= total, got step={step} of total={total}")
+    if message is not None:
+        if not isinstance(message, str):
+            raise TypeError(f"progress() message must be a str, got {type(message).__name__}")
+        try:
+            message.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"progress() message cannot be encoded as UTF-8: {exc}") from None
     return _JSON.encode(Progress(value=value, step=step, total=total, message=message))
 
 
@@ -147,7 +200,12 @@ class Context(_ContextBase):
     ) -> None:
         """Report progress: a number (a percentage, a count), and/or the step this attempt
         is at (``step`` of ``total``) with a message. Stored on the job and emitted as a
-        ``progress`` event."""
+        ``progress`` event.
+
+        At least one argument; ``value`` a finite int or float (not a bool; stored as a
+        float), ``step`` and ``total`` ints >= 0 with ``step <= total`` when both are given,
+        ``message`` a str. Anything else raises ``TypeError`` or ``ValueError`` naming the
+        argument, here in the handler, and stores nothing."""
         await self._report(_progress(value, step, total, message))
 
     async def _report(self, data: bytes) -> None:
@@ -175,8 +233,8 @@ class SyncContext(_ContextBase):
         total: int | None = None,
         message: str | None = None,
     ) -> None:
-        """Report progress (see ``Context.progress``); blocks this thread, never the
-        event loop, until it is stored."""
+        """Report progress (see ``Context.progress``, and its checks of the arguments);
+        blocks this thread, never the event loop, until it is stored."""
         self._report(_progress(value, step, total, message))
 
     @property
@@ -224,7 +282,15 @@ class JobDefinition(Generic[P, R]):
         self.options = options
         self.takes_context = takes_context
         self._decoder = msgspec.json.Decoder(payload_type)
+        #: whether a NaN written as null could pass the decoding check (``encode``)
+        self._null_check = _encoding.may_hold_null(payload_type)
         self._result_decoder = msgspec.json.Decoder(result_type)
+        #: results: checked against the annotation unless it is ``Any`` (or missing)
+        self._result_checked = result_type is not Any and result_type is not object
+        self._result_null_check = _encoding.may_hold_null(result_type)
+        #: whether a handler may return None (without an annotation, ``Any``, ``None``,
+        #: ``X | None``...)
+        self.returns_none = not self._result_checked or _decodes(self._result_decoder, b"null")
         self.app: App | None = None
 
     def __repr__(self) -> str:
@@ -246,10 +312,11 @@ class JobDefinition(Generic[P, R]):
     # payloads
 
     def encode(self, args: P | dict[str, Any]) -> bytes:
-        """The stored payload, validated against the schema (``PayloadError`` names the
-        field) before anything is stored."""
+        """The stored payload, validated against the schema before anything is stored:
+        ``PayloadError`` names the field, also for what JSON cannot hold (NaN, infinities,
+        lone surrogates, nesting too deep, values of unsupported types)."""
         if isinstance(args, dict):
-            fields = self.payload_type.__struct_fields__
+            fields = self.payload_type.__struct_encode_fields__  # names as in JSON
             for key in args:
                 if key not in fields:
                     raise PayloadError(
@@ -261,19 +328,69 @@ class JobDefinition(Generic[P, R]):
                 args = msgspec.convert(args, self.payload_type)
             except msgspec.ValidationError as exc:
                 raise _payload_error(self.name, exc) from None
+            except RecursionError:
+                raise _unencodable(self.name, _encoding.too_deep(args)) from None
         elif not isinstance(args, self.payload_type):
             raise PayloadError(
                 f"job {self.name!r} takes a {self.payload_type.__name__}, got {type(args).__name__}"
             )
-        data = _JSON.encode(args)
-        try:  # msgspec does not check field types at construction: check them now
+        try:
+            data = _JSON.encode(args)
+            if self._null_check and data.find(b"null") >= 0:  # NaN, inf come out as null
+                _encoding.check_floats(args)
+            # msgspec does not check field types at construction: check them now
             self._decoder.decode(data)
         except msgspec.ValidationError as exc:
+            if "got `null`" in str(exc):  # a NaN or an infinity where null does not decode?
+                _unencodable_floats(self.name, args)
             raise _payload_error(self.name, exc) from None
+        except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+            raise _unencodable(self.name, _encoding.explain(args, exc)) from None
         return data
 
     def decode(self, payload: bytes) -> P:
-        return self._decoder.decode(payload)
+        """A stored payload as its Struct; ``msgspec.ValidationError`` for one that does not
+        match the schema, and ``msgspec.DecodeError`` for one that does not decode at all
+        (not JSON, or nested deeper than msgspec recurses: a corrupt row), so callers need
+        to catch only ``DecodeError`` (``bad_payload`` says which it was)."""
+        try:
+            return self._decoder.decode(payload)
+        except RecursionError as exc:
+            raise msgspec.DecodeError(f"nested too deeply ({exc})") from None
+
+    def encode_result(self, value: Any) -> bytes | None:
+        """What a handler returned, as stored (None for None), checked against its return
+        annotation first, in every mode: a value of another type (``TypeError``) or one
+        JSON cannot hold, such as NaN (``ValueError``), fails the attempt instead of
+        completing the job with a result nobody can decode. A handler without a return
+        annotation (or ``-> Any``) may return anything JSON holds; returning None costs
+        nothing."""
+        if value is None and self.returns_none:
+            return None
+        try:
+            data = _JSON.encode(value)
+            if self._result_null_check and data.find(b"null") >= 0:
+                _encoding.check_floats(value)  # NaN and infinities come out as null
+            if self._result_checked:
+                self._result_decoder.decode(data)
+        except msgspec.ValidationError as exc:
+            if "got `null`" in str(exc) and value is not None:
+                try:  # a NaN or an infinity, where null does not decode?
+                    _encoding.check_floats(value)
+                except _encoding.Unencodable as found:
+                    raise self._unencodable_result(value, found) from None
+            raise TypeError(
+                f"job {self.name!r} returned {_clip(value)}, which does not match its return "
+                f"annotation `{_type_name(self.result_type)}`: {exc}"
+            ) from None
+        except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+            raise self._unencodable_result(value, _encoding.explain(value, exc)) from None
+        return data
+
+    def _unencodable_result(self, value: Any, found: _encoding.Unencodable) -> ValueError:
+        return ValueError(
+            f"job {self.name!r} returned {_clip(value)}, which JSON cannot hold: {found}"
+        )
 
     def decode_result(self, data: bytes | None) -> R:
         return cast(R, None if data is None else self._result_decoder.decode(data))
@@ -339,6 +456,43 @@ def _payload_error(name: str, exc: msgspec.ValidationError) -> PayloadError:
     )
 
 
+def _decodes(decoder: msgspec.json.Decoder[Any], data: bytes) -> bool:
+    try:
+        decoder.decode(data)
+    except msgspec.ValidationError:
+        return False
+    return True
+
+
+def _type_name(tp: Any) -> str:
+    """An annotation as written: ``int``, ``list[int]``, ``Doubled``, ``None``."""
+    if tp is type(None):
+        return "None"
+    if isinstance(tp, type) and not typing.get_args(tp):
+        return tp.__qualname__
+    return repr(tp).replace("typing.", "")
+
+
+def _clip(value: Any, limit: int = 200) -> str:
+    """``repr(value)``, cut to ``limit`` characters."""
+    try:
+        text = repr(value)
+    except Exception:
+        text = f"<{type(value).__name__} object>"
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _unencodable(name: str, exc: _encoding.Unencodable) -> PayloadError:
+    return PayloadError(f"invalid payload for job {name!r}: {exc}", field=exc.field)
+
+
+def _unencodable_floats(name: str, args: Any) -> None:
+    try:
+        _encoding.check_floats(args)
+    except _encoding.Unencodable as exc:
+        raise _unencodable(name, exc) from None
+
+
 class _OptionTypes(msgspec.Struct, forbid_unknown_fields=True):
     """The types job options must have (``backoff`` is checked apart: it may be custom)."""
 
@@ -352,14 +506,32 @@ class _OptionTypes(msgspec.Struct, forbid_unknown_fields=True):
     key: str | None = None
 
 
-def _check_option_types(options: dict[str, Any], where: str) -> None:
+def _check_option_types(
+    options: dict[str, Any], where: str, names: dict[str, str] | None = None
+) -> None:
+    """Check job options' types, then their ranges (``option_error``): ``ConfigError``
+    naming the option as the caller wrote it (``names``: field -> that name)."""
+    names = names or {}
     backoff = options.get("backoff")
     if backoff is not None and not isinstance(backoff, (Fixed, Exponential, Linear, Custom)):
         raise ConfigError(f"invalid {where} option 'backoff': {backoff!r} is not a policy")
     try:
         msgspec.convert({k: v for k, v in options.items() if k != "backoff"}, _OptionTypes)
     except msgspec.ValidationError as exc:
+        for field, value in options.items():  # which one: name it as the caller did
+            if field != "backoff":
+                try:
+                    msgspec.convert({field: value}, _OptionTypes)
+                except msgspec.ValidationError as one:
+                    wrong = str(one).split(" - at `", 1)[0]
+                    raise ConfigError(
+                        f"invalid {where} option {names.get(field, field)!r}: {wrong}"
+                    ) from None
         raise ConfigError(f"invalid {where} option: {exc}") from None
+    for field, value in options.items():
+        error = option_error(field, value)
+        if error is not None:
+            raise ConfigError(f"invalid {where} option {names.get(field, field)!r}: {error}")
 
 
 _OPTION_ALIASES = {
@@ -371,19 +543,22 @@ _OPTION_ALIASES = {
 
 
 def _options(base: JobOptions, overrides: dict[str, Any]) -> JobOptions:
-    """Per-call options over a job's defaults; unknown names raise ConfigError."""
+    """Per-call options over a job's defaults; unknown names, wrong types and values out
+    of range raise ConfigError naming the option."""
     if not overrides:
         return base
     changes = {}
+    names = {}
     for name, value in overrides.items():
         field = _OPTION_ALIASES.get(name, name)
         if field not in JobOptions.__struct_fields__:
             known = [*JobOptions.__struct_fields__, *_OPTION_ALIASES]
             raise ConfigError.unknown_option(name, known, "enqueue")
         if field == "run_at_ms" and hasattr(value, "timestamp"):
-            value = round(value.timestamp() * 1000)
+            value = _epoch_ms(name, value)
         changes[field] = value
-    _check_option_types(changes, "enqueue")
+        names[field] = name
+    _check_option_types(changes, "enqueue", names)
     if "delay_s" in changes:
         changes.setdefault("run_at_ms", None)
     elif "run_at_ms" in changes:
@@ -392,6 +567,16 @@ def _options(base: JobOptions, overrides: dict[str, Any]) -> JobOptions:
         return msgspec.structs.replace(base, **changes)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"invalid enqueue option: {exc}") from None
+
+
+def _epoch_ms(name: str, when: Any) -> int:
+    """A ``datetime`` (anything with ``timestamp()``) in ms since the epoch."""
+    try:
+        return round(float(when.timestamp()) * 1000)
+    except (OverflowError, ValueError, OSError) as exc:
+        raise ConfigError(
+            f"invalid enqueue option {name!r}: {when!r} is not a time a job can run at ({exc})"
+        ) from None
 
 
 # -- handles ----------------------------------------------------------------------------------
@@ -417,14 +602,30 @@ class JobHandle(Generic[R]):
 
     async def result(self, timeout: float | None = None) -> R:
         """Wait until the job finishes; its decoded return value. ``JobFailed`` if it
-        failed or was cancelled; ``TimeoutError`` after ``timeout`` seconds."""
+        failed or was cancelled; ``TimeoutError`` after ``timeout`` seconds;
+        ``StorageError`` naming the job if the stored result does not decode (as the
+        return annotation: stored by another version of the job, or damaged)."""
         with anyio.fail_after(timeout):
             job = await self.app._wait_finished(self.id)
         if job.state is JobState.COMPLETED:
-            if self.definition is None:
-                return cast(R, None if job.result is None else msgspec.json.decode(job.result))
-            return self.definition.decode_result(job.result)
+            try:
+                if self.definition is None:
+                    return cast(R, None if job.result is None else msgspec.json.decode(job.result))
+                return self.definition.decode_result(job.result)
+            except (msgspec.DecodeError, RecursionError) as exc:
+                raise self._undecodable(job, "result", exc) from None
         raise JobFailed(job.id, job.state, job.error)
+
+    def _undecodable(self, job: Job, what: str, exc: BaseException) -> StorageError:
+        """A stored value that does not decode: stored by another version of the job (its
+        type changed), or damaged."""
+        annotation = ""
+        if what == "result" and self.definition is not None:
+            annotation = f" as its return annotation `{_type_name(self.definition.result_type)}`"
+        return StorageError(
+            f"job {job.id} ({job.name!r}): its stored {what} does not decode{annotation}: "
+            f"{exc} (stored by another version of the job, or damaged)"
+        )
 
     async def cancel(self) -> JobState:
         """Cancel: a waiting or delayed job at once; a running one (in any process) is
@@ -433,8 +634,15 @@ class JobHandle(Generic[R]):
         return state
 
     async def progress(self) -> Progress | None:
+        """The last progress reported (None: none yet); ``StorageError`` naming the job if
+        the stored one does not decode (damaged), never a raw msgspec error."""
         job = await self.info()
-        return None if job.progress is None else msgspec.json.decode(job.progress, type=Progress)
+        if job.progress is None:
+            return None
+        try:
+            return _PROGRESS.decode(job.progress)
+        except (msgspec.DecodeError, RecursionError) as exc:
+            raise self._undecodable(job, "progress", exc) from None
 
     async def logs(self, *, limit: int = 100, offset: int = 0) -> list[LogEntry]:
         return cast(
@@ -521,7 +729,15 @@ class QueueHandle:
         keep_last: int | None = None,
     ) -> int:
         """Delete finished jobs in ``state`` older than ``older_than_s`` (and/or beyond the
-        newest ``keep_last``); with neither, all of them. Returns how many."""
+        newest ``keep_last``); with neither, all of them. Returns how many.
+        ``older_than_s``: 0 to ten years; ``keep_last``: >= 0."""
+        if older_than_s is not None and not 0 <= older_than_s <= MAX_DURATION_S:
+            raise ConfigError(
+                f"clean option 'older_than_s' must be between 0 and {MAX_DURATION_S:.0f} s, "
+                f"got {older_than_s!r}"
+            )
+        if keep_last is not None and not 0 <= keep_last <= INT64_MAX:
+            raise ConfigError(f"clean option 'keep_last' must be >= 0, got {keep_last!r}")
         return cast(
             int,
             await self.app._engine_call(
@@ -584,7 +800,8 @@ class Registry:
     ) -> Any:
         """Register a handler ``handler(args: SomeStruct[, ctx])``; usable as ``@job`` or
         ``@job(queue=..., ...)``. Its payload type is the first parameter's annotation; its
-        result type is the return annotation.
+        result type is the return annotation (what it returns is checked against it before
+        its job completes: see ``JobDefinition.encode_result``).
 
         Where it runs (``mode``): an ``async def`` handler on the event loop, a plain
         ``def`` one on a handler thread; ``mode="process"`` runs either in the queue's
@@ -651,10 +868,12 @@ def _define(
             f"msgspec.Struct (its payload schema), got {payload_type!r}"
         )
     result_type = hints.get("return", Any)
+    if name is not None and option_error("name", name) is not None:
+        raise ConfigError(f"job {fn.__qualname__}: option 'name' {option_error('name', name)}")
     options = {k: v for k, v in opts.items() if v is not None}
     if "timeout" in options:
         options["timeout_s"] = options.pop("timeout")
-    _check_option_types(options, f"job {fn.__qualname__}")
+    _check_option_types(options, f"job {fn.__qualname__}", {"timeout_s": "timeout"})
     try:
         job_options = JobOptions(**options)
     except (TypeError, ValueError) as exc:
@@ -952,7 +1171,7 @@ class App:
                     result = await definition(args, ctx)
                 if scope.cancelled_caught:
                     return self._timed_out(definition, run, f"timed out after {timeout_s:g} s")
-            data = None if result is None else _JSON.encode(result)
+            data = definition.encode_result(result)
         except BaseException as exc:  # SystemExit too: it ends the attempt, not the worker
             if is_cancellation(exc):
                 raise
@@ -974,7 +1193,10 @@ class App:
         try:
             finished, done = await threads.run_sync(
                 functools.partial(
-                    attempt.run_sync, job.id, lambda: definition.call_sync(args, ctx)
+                    attempt.run_sync,
+                    job.id,
+                    lambda: definition.call_sync(args, ctx),
+                    definition.encode_result,
                 ),
                 cancelled=stop,
                 timeout_s=timeout_s,

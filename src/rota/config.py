@@ -13,21 +13,65 @@ variables and from a TOML file (``Config.from_env``, ``Config.from_toml``).
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal, NamedTuple
 
 import msgspec
 
 from rota.errors import ConfigError
 
-__all__ = ["Config", "QueueConfig"]
+__all__ = ["BOUNDS", "Bound", "Config", "QueueConfig"]
+
+
+class Bound(NamedTuple):
+    """The range an option must lie in, both ends included."""
+
+    low: float
+    high: float
+    unit: str = ""
+
+
+_DAY: Final = 86_400.0
+#: Intervals: at least a millisecond, at most a day.
+_INTERVAL: Final = Bound(0.001, _DAY, "s")
+#: Retention: none (0) to ten years.
+_RETAIN: Final = Bound(0.0, 3650 * _DAY, "s")
+#: Counts: comfortably inside a signed 64-bit integer.
+_COUNT: Final = 1_000_000_000
+
+#: Every number of ``Config`` and ``QueueConfig`` (same name, same meaning) must lie in its
+#: range; floats must also be finite (never NaN or infinite). Stated in the docstring of
+#: ``Config`` and in README.md.
+BOUNDS: Final[dict[str, Bound]] = {
+    "concurrency": Bound(1, 10_000),
+    "prefetch": Bound(0, 10_000),
+    "lease_ttl_s": Bound(0.1, 7 * _DAY, "s"),
+    "poll_interval_s": _INTERVAL,
+    "scheduler_interval_s": _INTERVAL,
+    "heartbeat_interval_s": _INTERVAL,
+    "shutdown_grace_s": Bound(0.0, _DAY, "s"),
+    "retain_completed_s": _RETAIN,
+    "retain_completed": Bound(0, _COUNT),
+    "retain_failed_s": _RETAIN,
+    "retain_failed": Bound(0, _COUNT),
+    "retain_events_s": Bound(0.001, _RETAIN.high, "s"),
+    "retention_interval_s": _INTERVAL,
+    "processes": Bound(1, 1024),
+    "max_jobs_per_child": Bound(1, _COUNT),
+    "kill_grace_s": Bound(0.0, _DAY, "s"),
+    "child_start_timeout_s": Bound(1.0, _DAY, "s"),
+    "child_max_restarts": Bound(0, _COUNT),
+    "child_restart_period_s": _INTERVAL,
+}
 
 
 class QueueConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Per-queue settings; every field defaults to the app-wide value (``None``).
+    """Per-queue settings; every field defaults to the app-wide value (``None``), and has
+    its range (see ``Config``).
 
     * ``concurrency``: jobs of this queue that run at once in one runtime.
     * ``prefetch``: jobs claimed ahead of free slots.
@@ -48,53 +92,66 @@ class QueueConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     retain_failed_s: float | None = None
     retain_failed: int | None = None
 
+    def __post_init__(self) -> None:
+        _check_numbers(self, "")
+
 
 class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Every option of an app and its runtime. Units are in the names; defaults below.
+    """Every option of an app and its runtime. Units are in the names; defaults and ranges
+    below. Every number must lie in its range, both ends included (``BOUNDS``), and a float
+    must be finite: NaN, an infinity or a value out of range is a ``ConfigError`` naming the
+    option, so a Config that ``App()`` accepts never stops ``app.run()``.
 
     * ``database`` (path or ``":memory:"``, default ``"rota.db"``): the SQLite file.
     * ``synchronous`` (``"FULL"``): ``"NORMAL"`` skips the fsync per commit; a power cut
       may then lose the last acknowledged jobs (a crash of the process does not).
     * ``queues`` (list of names, default: every queue with a registered job): the queues a
       runtime works on.
-    * ``concurrency`` (10): jobs that run at once, per queue, per runtime.
-    * ``prefetch`` (0): jobs claimed ahead of free slots, so a worker that finishes a job
-      finds the next one in memory. At shutdown they are handed back uncounted; but if the
-      worker process *dies*, each counts a stall like the jobs that were running. For
-      throughput set it near ``concurrency``: the Store claims the next batch while the
-      workers run this one (the benchmark drain: ~50,000 jobs/s with 100, ~33,000 with 0).
+    * ``concurrency`` (10; 1 to 10,000): jobs that run at once, per queue, per runtime.
+    * ``prefetch`` (0; 0 to 10,000): jobs claimed ahead of free slots, so a worker that
+      finishes a job finds the next one in memory. At shutdown they are handed back
+      uncounted; but if the worker process *dies*, each counts a stall like the jobs that
+      were running. For throughput set it near ``concurrency``: the Store claims the next
+      batch while the workers run this one (the benchmark drain: ~50,000 jobs/s with 100,
+      ~33,000 with 0).
     * ``queue_config`` ({}): per-queue overrides, ``{"images": QueueConfig(concurrency=2)}``.
-    * ``lease_ttl_s`` (30.0): how long a lease lasts without renewal; renewed every
-      ttl/3. A worker that dies is noticed after at most this long (at once on the same
-      host, at the next start).
-    * ``poll_interval_s`` (0.002): how often the Store's thread checks (without I/O)
-      whether another connection committed jobs: the wait, at most, before a job enqueued
-      by another process is noticed. An idle runtime costs about 2% of a core at 0.002
-      (1% at 0.005).
-    * ``scheduler_interval_s`` (0.25): how often due delayed jobs are promoted and expired
-      leases rescued.
-    * ``heartbeat_interval_s`` (5.0): how often a runtime records that it is alive.
-    * ``shutdown_grace_s`` (10.0): on shutdown, how long running jobs may finish before
-      they are cancelled and released (to run again).
-    * ``retain_completed_s`` (86400.0) / ``retain_completed`` (10000): completed jobs are
-      deleted when older than this, or beyond this many per queue (None: no limit).
-    * ``retain_failed_s`` (604800.0) / ``retain_failed`` (None): the same for failed and
-      cancelled jobs (the dead-letter set).
-    * ``retain_events_s`` (3600.0): events older than this are deleted.
-    * ``retention_interval_s`` (60.0): how often retention runs.
+    * ``lease_ttl_s`` (30.0; 0.1 s to 7 days, 604800 s): how long a lease lasts without
+      renewal; renewed every ttl/3. A worker that dies is noticed after at most this long
+      (at once on the same host, at the next start).
+    * ``poll_interval_s`` (0.002; like every interval, 0.001 s to a day): how often the
+      Store's thread checks (without I/O) whether another connection committed jobs: the
+      wait, at most, before a job enqueued by another process is noticed. An idle runtime
+      costs about 2% of a core at 0.002 (1% at 0.005).
+    * ``scheduler_interval_s`` (0.25; 0.001 s to a day): how often due delayed jobs are
+      promoted and expired leases rescued.
+    * ``heartbeat_interval_s`` (5.0; 0.001 s to a day): how often a runtime records that
+      it is alive.
+    * ``shutdown_grace_s`` (10.0; 0 to a day): on shutdown, how long running jobs may finish
+      before they are cancelled and released (to run again).
+    * ``retain_completed_s`` (86400.0; 0 to ten years, 315360000 s) / ``retain_completed``
+      (10000; 0 to 10**9): completed jobs are deleted when older than this, or beyond this
+      many per queue (None: no limit).
+    * ``retain_failed_s`` (604800.0; 0 to ten years) / ``retain_failed`` (None; 0 to
+      10**9): the same for failed and cancelled jobs (the dead-letter set).
+    * ``retain_events_s`` (3600.0; 0.001 s to ten years): events older than this are
+      deleted.
+    * ``retention_interval_s`` (60.0; 0.001 s to a day): how often retention runs.
 
     Process mode (jobs with ``mode="process"``, or of a queue configured so):
 
-    * ``processes`` (None: the queue's ``concurrency``, at most the number of CPUs): child
-      processes per queue that runs process-mode jobs. Each runs one job at a time.
-    * ``max_jobs_per_child`` (None: no limit): a child is replaced after this many jobs
-      (bounds what a leaky handler can hold on to).
-    * ``kill_grace_s`` (5.0): a child whose job timed out or was cancelled gets SIGTERM,
-      then this long to exit, then SIGKILL.
-    * ``child_start_timeout_s`` (60.0): how long a new child may take to import the app.
-    * ``child_max_restarts`` (10) in ``child_restart_period_s`` (60.0): children that die
-      unexpectedly are restarted; more crashes than this within the period and the
-      queue's pool gives up (a crash loop stops the runtime with an error).
+    * ``processes`` (None: the queue's ``concurrency``, at most the number of CPUs; 1 to
+      1024): child processes per queue that runs process-mode jobs. Each runs one job at
+      a time.
+    * ``max_jobs_per_child`` (None: no limit; 1 to 10**9): a child is replaced after this
+      many jobs (bounds what a leaky handler can hold on to).
+    * ``kill_grace_s`` (5.0; 0 to a day): a child whose job timed out or was cancelled gets
+      SIGTERM, then this long to exit, then SIGKILL.
+    * ``child_start_timeout_s`` (60.0; 1 s to a day): how long a new child may take to
+      import the app.
+    * ``child_max_restarts`` (10; 0 to 10**9) in ``child_restart_period_s`` (60.0; 0.001 s
+      to a day): children that die unexpectedly are restarted; more crashes than this
+      within the period and the queue's pool gives up (a crash loop stops the runtime
+      with an error).
     """
 
     database: str = "rota.db"
@@ -122,36 +179,9 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     child_restart_period_s: float = 60.0
 
     def __post_init__(self) -> None:
-        _positive("concurrency", self.concurrency)
-        _positive("lease_ttl_s", self.lease_ttl_s)
-        _positive("poll_interval_s", self.poll_interval_s)
-        _positive("scheduler_interval_s", self.scheduler_interval_s)
-        _positive("heartbeat_interval_s", self.heartbeat_interval_s)
-        _positive("retention_interval_s", self.retention_interval_s)
-        _positive("retain_events_s", self.retain_events_s)
-        _positive("child_start_timeout_s", self.child_start_timeout_s)
-        _positive("child_restart_period_s", self.child_restart_period_s)
-        for name in ("processes", "max_jobs_per_child"):
-            _positive_or_none(name, getattr(self, name))
-        if self.kill_grace_s < 0:
-            raise ConfigError(f"option 'kill_grace_s' must be >= 0, got {self.kill_grace_s}")
-        if self.child_max_restarts < 0:
-            raise ConfigError(
-                f"option 'child_max_restarts' must be >= 0, got {self.child_max_restarts}"
-            )
-        for name in ("prefetch", "retain_completed", "retain_failed"):  # counts: >= 0
-            value = getattr(self, name)
-            if value is not None and value < 0:
-                raise ConfigError(f"option {name!r} must be >= 0, got {value!r}")
-        if self.shutdown_grace_s < 0:
-            raise ConfigError(
-                f"option 'shutdown_grace_s' must be >= 0, got {self.shutdown_grace_s}"
-            )
+        _check_numbers(self, "")
         for queue, qc in self.queue_config.items():
-            if qc.concurrency is not None and qc.concurrency < 1:
-                raise ConfigError(f"queue {queue!r}: concurrency must be >= 1")
-            for name in ("processes", "max_jobs_per_child"):
-                _positive_or_none(f"queue_config[{queue!r}].{name}", getattr(qc, name))
+            _check_numbers(qc, f"queue_config[{queue!r}].")
 
     # -- building ---------------------------------------------------------------------
 
@@ -247,14 +277,21 @@ def _pick(specific: Any, default: Any) -> Any:
     return default if specific is None else specific
 
 
-def _positive(name: str, value: float) -> None:
-    if not value > 0:
-        raise ConfigError(f"option {name!r} must be > 0, got {value!r}")
+def _check_numbers(struct: msgspec.Struct, prefix: str) -> None:
+    """Every number of a Config or QueueConfig in its ``BOUNDS`` (floats finite too)."""
+    for name in struct.__struct_fields__:
+        value = getattr(struct, name)
+        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        low, high, unit = BOUNDS[name]
+        if not (math.isfinite(value) and low <= value <= high):
+            between = f"between {_number(low)} and {_number(high)}{' ' if unit else ''}{unit}"
+            raise ConfigError(f"option '{prefix}{name}' must be {between}, got {value!r}")
 
 
-def _positive_or_none(name: str, value: int | None) -> None:
-    if value is not None and value < 1:
-        raise ConfigError(f"option {name!r} must be >= 1 or None, got {value!r}")
+def _number(value: float) -> str:
+    """A bound as people write it: ``604800``, ``0.001``."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 def _queue_config(queue: str, value: Any) -> QueueConfig:

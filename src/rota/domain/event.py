@@ -57,7 +57,8 @@ class LogEntry(msgspec.Struct, frozen=True, kw_only=True):
 
 class Progress(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """Progress a handler reports: a value (a percentage, a count), and optionally the
-    step it is at (``step`` of ``total``) with a message."""
+    step it is at (``step`` of ``total``) with a message. ``ctx.progress`` checks them: a
+    finite ``value``, ``0 <= step <= total``, a str ``message``."""
 
     value: float | None = None
     step: int | None = None

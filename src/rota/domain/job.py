@@ -8,6 +8,7 @@ msgspec; the domain never looks inside them.
 from __future__ import annotations
 
 import enum
+import math
 from typing import Final
 
 import msgspec
@@ -19,11 +20,17 @@ __all__ = [
     "DEFAULT_MAX_STALLS",
     "DEFAULT_QUEUE",
     "FINISHED_STATES",
+    "INT64_MAX",
+    "INT64_MIN",
+    "MAX_COUNT",
+    "MAX_DURATION_S",
+    "MAX_RUN_AT_MS",
     "Job",
     "JobOptions",
     "JobState",
     "Lease",
     "NewJob",
+    "option_error",
 ]
 
 DEFAULT_QUEUE: Final = "default"
@@ -51,23 +58,67 @@ class JobState(enum.StrEnum):
 FINISHED_STATES: Final = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED})
 
 
-def _positive(name: str, value: float | None) -> None:
-    if value is not None and not value > 0:
-        raise ValueError(f"{name} must be > 0, got {value!r}")
+INT64_MIN: Final = -(2**63)
+INT64_MAX: Final = 2**63 - 1
+#: ``max_attempts`` and ``max_stalls`` at most: a billion (their counters never overflow).
+MAX_COUNT: Final = 1_000_000_000
+#: ``delay_s`` and ``timeout_s`` at most: ten years (365-day years), in seconds.
+MAX_DURATION_S: Final = 10 * 365 * 86_400.0
+#: ``run_at_ms`` at most: the last millisecond of the year 9999 (UTC), the last a
+#: ``datetime`` can name.
+MAX_RUN_AT_MS: Final = 253_402_300_799_999
+
+#: The range of each number of ``JobOptions``, both ends included (floats must also be
+#: finite): what ``option_error`` checks.
+_BOUNDS: Final[dict[str, tuple[float, float, str]]] = {
+    "priority": (INT64_MIN, INT64_MAX, ""),
+    "delay_s": (0.0, MAX_DURATION_S, " s"),
+    "run_at_ms": (0, MAX_RUN_AT_MS, " ms since the epoch"),
+    "max_attempts": (1, MAX_COUNT, ""),
+    "timeout_s": (0.001, MAX_DURATION_S, " s"),
+    "max_stalls": (0, MAX_COUNT, ""),
+}
+
+
+def option_error(field: str, value: object) -> str | None:
+    """Why ``value`` is out of range for the ``JobOptions`` field ``field`` ("must be
+    between 1 and 1000000000, got 0"), or, for a string (``queue``, ``key``), not storable
+    as UTF-8; None if it is fine."""
+    if isinstance(value, str):
+        try:  # stored as UTF-8 text: a lone surrogate ("\ud800") cannot be
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return f"must be text without lone surrogates, got {value!r}"
+        return None
+    bounds = _BOUNDS.get(field)
+    if bounds is None or value is None or not isinstance(value, (int, float)):
+        return None
+    low, high, unit = bounds
+    if (isinstance(value, float) and not math.isfinite(value)) or not low <= value <= high:
+        return f"must be between {_number(low)} and {_number(high)}{unit}, got {value!r}"
+    return None
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 class JobOptions(msgspec.Struct, frozen=True, kw_only=True):
     """How one job is to be run. Every field has a default, so ``JobOptions()`` is valid.
 
     * ``queue``: the queue that runs it (default ``"default"``).
-    * ``priority``: smaller runs first (default 0; negative allowed); FIFO within one.
-    * ``delay_s`` / ``run_at_ms``: not before now + delay seconds, or that epoch time in ms.
-      At most one of the two.
-    * ``max_attempts``: attempts before the job fails for good (default 3, >= 1).
+    * ``priority``: smaller runs first (default 0; negative allowed, a signed 64-bit
+      integer); FIFO within one.
+    * ``delay_s`` / ``run_at_ms``: not before now + delay seconds (0 to ten years), or that
+      epoch time in ms (0 to the end of the year 9999). At most one of the two.
+    * ``max_attempts``: attempts before the job fails for good (default 3, 1 to 10**9).
     * ``backoff``: wait between attempts (default exponential 1 s doubling up to 300 s).
     * ``timeout_s``: an attempt longer than this is cancelled and counts as failed (default
-      none).
-    * ``max_stalls``: lease expiries tolerated; one more fails the job as poison (default 1).
+      none; 0.001 s to ten years).
+    * ``max_stalls``: lease expiries tolerated; one more fails the job as poison (default 1,
+      0 to 10**9).
+
+    Every number must be finite and in its range (``option_error``), else ``ValueError``.
     * ``key``: a unique job key; enqueueing a key that exists returns the existing job
       instead of adding one (idempotent enqueue).
     """
@@ -87,13 +138,10 @@ class JobOptions(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError("queue must be a non-empty string")
         if self.delay_s is not None and self.run_at_ms is not None:
             raise ValueError("give delay_s or run_at_ms, not both")
-        if self.delay_s is not None and not self.delay_s >= 0:
-            raise ValueError(f"delay_s must be >= 0, got {self.delay_s!r}")
-        if self.max_attempts < 1:
-            raise ValueError(f"max_attempts must be >= 1, got {self.max_attempts!r}")
-        if self.max_stalls < 0:
-            raise ValueError(f"max_stalls must be >= 0, got {self.max_stalls!r}")
-        _positive("timeout_s", self.timeout_s)
+        for field in (*_BOUNDS, "queue", "key"):
+            error = option_error(field, getattr(self, field))
+            if error is not None:
+                raise ValueError(f"{field} {error}")
         if self.key is not None and not self.key:
             raise ValueError("key must be a non-empty string or None")
 

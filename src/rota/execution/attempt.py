@@ -38,8 +38,9 @@ def failed(job_id: int, exc: BaseException) -> JobDone:
     attempt, ``SystemExit`` and ``KeyboardInterrupt`` too: a job cannot stop its worker
     (the error's last line says so)."""
     if isinstance(exc, Retry):
-        delay_ms = None if exc.delay_s is None else round(exc.delay_s * 1000)
-        return JobDone(job_id, "retry", error=f"retry requested: {exc.reason}", delay_ms=delay_ms)
+        return JobDone(
+            job_id, "retry", error=f"retry requested: {exc.reason}", delay_ms=exc.delay_ms()
+        )
     if isinstance(exc, Unrecoverable):
         return JobDone(job_id, "unrecoverable", error=f"unrecoverable: {exc.reason}")
     text = "".join(traceback.format_exception(exc))
@@ -53,21 +54,32 @@ def failed(job_id: int, exc: BaseException) -> JobDone:
     return JobDone(job_id, "error", error=text[-MAX_ERROR_CHARS:])
 
 
-def _ok(job_id: int, result: Any) -> JobDone:
-    return JobDone(job_id, "ok", result=None if result is None else _JSON.encode(result))
+#: How a result is stored: ``JobDefinition.encode_result`` (checked against the handler's
+#: return annotation; an exception fails the attempt like one the handler raised).
+Encode = Callable[[Any], bytes | None]
 
 
-def run_sync(job_id: int, call: Callable[[], Any]) -> JobDone:
-    """Run a sync handler call to its ``JobDone`` (its result encoded as JSON)."""
+def _json(result: Any) -> bytes | None:
+    return None if result is None else _JSON.encode(result)
+
+
+def _ok(job_id: int, result: Any, encode: Encode) -> JobDone:
+    return JobDone(job_id, "ok", result=encode(result))
+
+
+def run_sync(job_id: int, call: Callable[[], Any], encode: Encode = _json) -> JobDone:
+    """Run a sync handler call to its ``JobDone`` (its result encoded by ``encode``)."""
     try:
-        return _ok(job_id, call())
+        return _ok(job_id, call(), encode)
     except BaseException as exc:  # SystemExit too: it ends the attempt, not the thread
         return failed(job_id, exc)
 
 
-async def run_async(job_id: int, call: Callable[[], Awaitable[Any]]) -> JobDone:
+async def run_async(
+    job_id: int, call: Callable[[], Awaitable[Any]], encode: Encode = _json
+) -> JobDone:
     try:
-        return _ok(job_id, await call())
+        return _ok(job_id, await call(), encode)
     except BaseException as exc:
         if is_cancellation(exc):
             raise

@@ -98,7 +98,7 @@ class _Runner:
             ctx = _ChildContext(app, None, job)
             ctx._channel = self.channel
             done: wire.JobDone = self._portal().call(
-                attempt.run_async, job.id, lambda: definition(args, ctx)
+                attempt.run_async, job.id, lambda: definition(args, ctx), definition.encode_result
             )
             return done
         if not self.hooks_ran:
@@ -109,7 +109,9 @@ class _Runner:
             self.hooks_ran = True
         sync_ctx = _ChildSyncContext(app, None, job)
         sync_ctx._channel = self.channel
-        return attempt.run_sync(job.id, lambda: definition.call_sync(args, sync_ctx))
+        return attempt.run_sync(
+            job.id, lambda: definition.call_sync(args, sync_ctx), definition.encode_result
+        )
 
     def _portal(self) -> anyio.from_thread.BlockingPortal:
         if self.portal is None:
