@@ -464,12 +464,11 @@ class QueueHandle:
         return state
 
     async def retry_failed(self, *, limit: int = 1000) -> int:
-        """Retry every failed job of the queue (up to ``limit``); returns how many."""
-        failed = await self.jobs(JobState.FAILED, limit=limit)
-        for job in failed:
-            await self.app._engine_call("retry", job.id)
+        """Retry every failed and cancelled job of the queue (up to ``limit``, oldest
+        first), in one transaction; returns how many."""
+        retried = await self.app._engine_call("retry_failed", self.name, limit=limit)
         self.app._wake([self.name])
-        return len(failed)
+        return len(retried)
 
     async def cancel(self, job_id: int) -> JobState:
         return cast(JobState, await self.app._engine_call("cancel", job_id))

@@ -265,6 +265,7 @@ CALLABLE: Final = frozenset(
         "last_event_id",
         "prune_events",
         "retry",
+        "retry_failed",
         "promote",
         "remove",
         "drain",
@@ -644,6 +645,9 @@ class StoreClient:
 
     async def retry(self, job_id: int) -> JobState:
         return cast(JobState, await self.call("retry", job_id))
+
+    async def retry_failed(self, queue: str, *, limit: int = 1000) -> list[int]:
+        return cast(list[int], await self.call("retry_failed", queue, limit=limit))
 
     async def promote(self, job_id: int) -> JobState:
         return cast(JobState, await self.call("promote", job_id))

@@ -46,9 +46,10 @@ Runtime support (schema version 2):
   fenced by its token.
 * ``events(after_id, ...)`` / ``last_event_id`` / ``prune_events``: the event stream. Every
   state change an operation makes writes its event (``EventKind``) in the same transaction.
-* ``retry`` (failed or cancelled → waiting, attempts and stalls reset), ``promote``
-  (delayed → waiting now), ``remove`` (delete a job that is not active), ``drain``
-  (delete a queue's waiting and delayed jobs).
+* ``retry`` (failed or cancelled → waiting, attempts and stalls reset), ``retry_failed``
+  (the same for a queue's failed and cancelled jobs, oldest first, in one transaction),
+  ``promote`` (delayed → waiting now), ``remove`` (delete a job that is not active),
+  ``drain`` (delete a queue's waiting and delayed jobs).
 * ``data_version()``: a number that changes when *another* connection commits: cheap to
   poll (no I/O) to notice jobs enqueued by other processes.
 
@@ -324,6 +325,11 @@ class Engine(Protocol):
     def retry(self, job_id: int) -> JobState:
         """Run a failed or cancelled job again: waiting, attempt and stalls reset to 0;
         ``ValueError`` for a job in another state; ``JobNotFound``."""
+        ...
+
+    def retry_failed(self, queue: str, *, limit: int = 1000) -> list[int]:
+        """``retry`` every failed and cancelled job of ``queue`` (at most ``limit``, oldest
+        first), in one transaction; returns their ids."""
         ...
 
     def promote(self, job_id: int) -> JobState:

@@ -56,7 +56,7 @@ Design, and why:
                                         delayed job; nothing for an active job (only a
                                         request: its CANCELLED comes when it stops)
   set_progress                          PROGRESS, data = the progress bytes
-  retry                                 ENQUEUED, attempt 0
+  retry, retry_failed                   ENQUEUED, attempt 0 (per job retried)
   promote, promote_due, remove, drain   nothing
   ====================================  ================================================
 
@@ -1065,6 +1065,21 @@ class SqliteEngine:
         if self._record_events:
             self._record([(now, _ENQUEUED, job.id, job.queue, job.name, 0, None)])
         return after.state
+
+    @_write("retry failed and cancelled jobs")
+    def retry_failed(self, queue: str, *, limit: int = 1000) -> list[int]:
+        _check_page(limit, 0)
+        now = self._clock()
+        retried = []
+        events: list[_EventRow] = []
+        for row in self._conn.execute(sql.SELECT_RETRYABLE, (queue, limit)).fetchall():
+            job = _job(row)
+            if self._write_transition(job, lifecycle.retry(job, now)):
+                retried.append(job.id)
+                if self._record_events:
+                    events.append((now, _ENQUEUED, job.id, job.queue, job.name, 0, None))
+        self._record(events)
+        return retried
 
     @_write("promote a job")
     def promote(self, job_id: int) -> JobState:
