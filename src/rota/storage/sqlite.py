@@ -791,6 +791,14 @@ class SqliteEngine:
             cancel_requested=[lease.job_id for lease in leases if held.get(lease.job_id)],
         )
 
+    @_read("read cancel requests")
+    def cancel_requested(self, leases: Sequence[LeaseRef]) -> list[int]:
+        if not leases:
+            return []
+        pairs = _JSON.encode(list(leases)).decode()  # LeaseRef is array_like: [id, token]
+        asked = {job_id for (job_id,) in self._conn.execute(sql.SELECT_CANCEL_REQUESTED, (pairs,))}
+        return [lease.job_id for lease in leases if lease.job_id in asked]
+
     @_write("complete a job")
     def complete(self, job_id: int, token: int, result: bytes | None) -> None:
         now = self._clock()
@@ -853,7 +861,12 @@ class SqliteEngine:
             if claim is None
             else self._claim(claim.queue, claim.owner, claim.n, claim.ttl_ms, now)
         )
-        return Settled(lost=lost, claimed=claimed)
+        if claim is None or len(claimed) >= claim.n:
+            return Settled(lost=lost, claimed=claimed, now_ms=now)
+        # Short: the queue has nothing more ready now; say when its next delayed job is
+        # due (one index seek; never on the drain's path, where claims come back full).
+        row = self._conn.execute(sql.SELECT_NEXT_DUE, (claim.queue,)).fetchone()
+        return Settled(lost, claimed, next_due_ms=None if row is None else row[0], now_ms=now)
 
     def _complete_many(self, completions: Sequence[Completion], now: int) -> list[int]:
         """Complete (and write their COMPLETED events); return the ids whose lease was lost."""
