@@ -16,6 +16,11 @@ The hot path (no task is spawned per job, one Store call per batch):
 * each job runs in its own cancel scope: its timeout, a cancel request, a lost lease or a
   shutdown cancel that scope and nothing else.
 
+Delayed jobs (and retries waiting out their backoff) start when due, not at the
+Scheduler's next sweep: a claim that comes up short also says when the queue's next
+delayed job is due, and the feeder waits for that time (or an earlier wake-up) and claims
+again; the claim promotes due jobs itself. A full claim asks nothing more.
+
 A handler that raises is a ``Failure`` message, never a crash: only infrastructure faults
 (the Store gone for good, a bug here) crash the pool.
 
