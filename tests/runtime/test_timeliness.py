@@ -259,7 +259,7 @@ async def test_a_delayed_job_far_in_the_future_does_not_busy_loop(
         operations = store_operations(runtime) - before
     print(f"a job due in an hour: {operations} store operations in 0.5 s")
     # the Scheduler's sweeps (2 operations every 0.25 s), nothing for the delayed job
-    assert operations <= 8
+    assert operations <= 12
 
 
 async def test_a_frozen_test_clock_does_not_busy_loop(make_app: Callable[..., App]) -> None:

@@ -96,6 +96,9 @@ class LockRenewer(Actor):
     async def check_cancels(self) -> None:
         """Stop the pool's jobs that were asked to cancel (one read; also callable
         directly). Leases lost are left to the renewal."""
+        pool = self.pool.actor
+        if isinstance(pool, WorkerPool) and not pool.held:
+            return  # nothing held (the common case of an idle pool): not even a message
         try:
             leases = await self._leases()
             if not leases:
