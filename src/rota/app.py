@@ -629,9 +629,8 @@ class JobHandle(Generic[R]):
 
     async def cancel(self) -> JobState:
         """Cancel: a waiting or delayed job at once; a running one (in any process) is
-        stopped by its worker within about a third of the lease ttl."""
-        state = cast(JobState, await self.app._engine_call("cancel", self.id))
-        return state
+        stopped by its worker within about 100 ms (it returns ``ACTIVE``: asked to stop)."""
+        return await self.app._cancel(self.id)
 
     async def progress(self) -> Progress | None:
         """The last progress reported (None: none yet); ``StorageError`` naming the job if
@@ -680,15 +679,15 @@ class QueueHandle:
         return state
 
     async def retry_failed(self, *, limit: int = 1000) -> int:
-        """Retry every failed job of the queue (up to ``limit``); returns how many."""
-        failed = await self.jobs(JobState.FAILED, limit=limit)
-        for job in failed:
-            await self.app._engine_call("retry", job.id)
+        """Retry every failed and cancelled job of the queue (up to ``limit``, oldest
+        first), in one transaction; returns how many."""
+        retried = await self.app._engine_call("retry_failed", self.name, limit=limit)
         self.app._wake([self.name])
-        return len(failed)
+        return len(retried)
 
     async def cancel(self, job_id: int) -> JobState:
-        return cast(JobState, await self.app._engine_call("cancel", job_id))
+        """As ``JobHandle.cancel``."""
+        return await self.app._cancel(job_id)
 
     async def promote(self, job_id: int) -> JobState:
         """Make a delayed job ready now."""
@@ -1337,6 +1336,15 @@ class App:
         if self._in_runtime_loop():
             assert self._runtime is not None
             self._runtime.wake(queues)
+
+    async def _cancel(self, job_id: int) -> JobState:
+        state = cast(JobState, await self._engine_call("cancel", job_id))
+        if state is JobState.ACTIVE and self._in_runtime_loop():
+            # Committed by this runtime's own Store, which its watcher does not report
+            # (another connection's cancel is): have the renewers check now.
+            assert self._runtime is not None
+            self._runtime.check_cancels()
+        return state
 
     async def _engine_call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """One engine operation: through the Store inside a runtime (group commit), else on

@@ -119,11 +119,14 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
       renewal; renewed every ttl/3. A worker that dies is noticed after at most this long
       (at once on the same host, at the next start).
     * ``poll_interval_s`` (0.002; like every interval, 0.001 s to a day): how often the
-      Store's thread checks (without I/O) whether another connection committed jobs: the
-      wait, at most, before a job enqueued by another process is noticed. An idle runtime
-      costs about 2% of a core at 0.002 (1% at 0.005).
-    * ``scheduler_interval_s`` (0.25; 0.001 s to a day): how often due delayed jobs are
-      promoted and expired leases rescued.
+      Store's thread checks (without I/O) whether another connection committed: the wait,
+      at most, before a job enqueued or a cancel asked for by another process is noticed
+      (a noticed cancel is checked with one read, at most every 20 ms per queue). An idle
+      runtime costs about 2% of a core at 0.002 (1% at 0.005).
+    * ``scheduler_interval_s`` (0.25; 0.001 s to a day): how often expired leases are
+      rescued and due delayed jobs promoted. A pool does not wait for it: it claims a
+      delayed job (or a retry) at its time itself; the sweep is the fallback (a clock
+      that jumps).
     * ``heartbeat_interval_s`` (5.0; 0.001 s to a day): how often a runtime records that
       it is alive.
     * ``shutdown_grace_s`` (10.0; 0 to a day): on shutdown, how long running jobs may finish

@@ -9,7 +9,8 @@
     ├── Scheduler        permanent; promote, rescue, heartbeat, retention
     └── QueueSup[q] ...  rest_for_one, 5 restarts in 30 s, one per queue
         ├── Queue[q]         wake-ups (coalesced) and pause / resume
-        ├── LockRenewer[q]   renews the pool's leases every ttl/3
+        ├── LockRenewer[q]   renews the pool's leases every ttl/3; checks for cancels
+        │                    when another connection commits (or this process cancels)
         ├── threads[q]       handler threads for sync jobs (started on demand)
         ├── processes[q]     supervised child processes (if the queue has process jobs)
         │   └── process[q:i] ...   one per child: a crash is a restart, counted
@@ -36,7 +37,7 @@ import anyio.abc
 import msgspec
 
 from rota.actors.kernel import Actor, ActorRef
-from rota.actors.lock_renewer import LockRenewer
+from rota.actors.lock_renewer import CheckCancels, LockRenewer
 from rota.actors.queue import Pause, Queue, Resume
 from rota.actors.scheduler import (
     LIVE_OWNERS,
@@ -278,8 +279,10 @@ class Runtime:
     # -- signals ----------------------------------------------------------------------------
 
     def _external_commit(self) -> None:
-        """Another connection committed (seen by the Store's thread): wake every queue."""
+        """Another connection committed (seen by the Store's thread): wake every queue, and
+        have the renewers check whether a running job was asked to cancel."""
         self.wake(None)
+        self.check_cancels(None)
 
     def _committed(self) -> None:
         self._commit.set()
@@ -335,6 +338,18 @@ class Runtime:
                 ref.try_cast(JobsAvailable())
             except (MailboxFull, ActorNotRunning):
                 pass  # full: a wake-up is already queued; stopped: it claims when it starts
+
+    def check_cancels(self, queues: Sequence[str] | None = None) -> None:
+        """Tell the queues' renewers (default: all) that a running job may have been asked
+        to cancel: each checks its pool's leases (coalesced, rate-limited, one read)."""
+        for q in self.queues if queues is None else queues:
+            ref = self.renewers.get(q)
+            if ref is None:
+                continue
+            try:
+                ref.try_cast(CheckCancels())
+            except (MailboxFull, ActorNotRunning):
+                pass  # full: a check is already asked for; stopped: no lease to check
 
     # -- controls and introspection ----------------------------------------------------------
 

@@ -1,6 +1,7 @@
 """Cancelling jobs: waiting and delayed ones at once; a running one is stopped by its
-worker within about a third of the lease ttl (the LockRenewer's tick), whether the
-request comes from this process or from another App on the same database."""
+worker (at once: a cancel check; at the latest at the LockRenewer's next renewal, a third
+of the lease ttl), whether the request comes from this process or from another App on the
+same database. How fast, with the default timings: ``test_timeliness.py``."""
 
 from __future__ import annotations
 

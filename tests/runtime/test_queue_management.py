@@ -98,6 +98,75 @@ async def test_retry_a_failed_job_and_retry_all_failed(make_app: Callable[..., A
     assert await counts(app, "q") == {"completed": 3}
 
 
+@pytest.mark.parametrize("with_runtime", [False, True])
+async def test_retry_failed_retries_failed_and_cancelled_jobs_not_completed_ones(
+    make_app: Callable[..., App], with_runtime: bool
+) -> None:
+    """As the README says (and BullMQ and Oban users expect): failed *and* cancelled jobs
+    go back to waiting, attempts reset, in one call that says how many."""
+    app = make_app()
+
+    @app.job(queue="q", max_attempts=1)
+    async def fragile(args: Item) -> int:
+        if args.n < 2:
+            raise RuntimeError("fails")
+        return args.n
+
+    @app.job(queue="other", max_attempts=1)
+    async def elsewhere(args: Item) -> None:
+        raise RuntimeError("fails too")
+
+    failed = await fragile.enqueue_many([Item(0), Item(1)])
+    completed = await fragile.enqueue(Item(2))
+    other_failed = await elsewhere.enqueue(Item(0))
+    async with app.run():
+        with anyio.fail_after(10):
+            for handle in [*failed, other_failed]:
+                with pytest.raises(rota.JobFailed):
+                    await handle.result()
+            assert await completed.result() == 2
+            await app.queue("q").pause()  # so that retried jobs stay waiting, to be seen
+    cancelled = await fragile.enqueue_many([Item(3), Item(4)])
+    for handle in cancelled:
+        assert await handle.cancel() is JobState.CANCELLED
+    delayed = await fragile.enqueue(Item(5), delay=3600)
+    assert await counts(app, "q") == {"completed": 1, "failed": 2, "cancelled": 2, "delayed": 1}
+
+    queue = app.queue("q")
+    if with_runtime:
+        async with app.run():
+            assert await queue.retry_failed() == 4
+            assert await counts(app, "q") == {"completed": 1, "waiting": 4, "delayed": 1}
+    else:
+        assert await queue.retry_failed() == 4
+    assert await counts(app, "q") == {"completed": 1, "waiting": 4, "delayed": 1}
+    for handle in [*failed, *cancelled]:
+        job = await handle.info()
+        assert (job.state, job.attempt, job.stalls) == (JobState.WAITING, 0, 0)
+    assert (await completed.info()).state is JobState.COMPLETED
+    assert (await delayed.info()).state is JobState.DELAYED
+    assert (await other_failed.info()).state is JobState.FAILED  # another queue: untouched
+    assert await queue.retry_failed() == 0  # nothing left to retry
+
+
+async def test_retry_failed_stops_at_the_limit(make_app: Callable[..., App]) -> None:
+    app = make_app()
+
+    @app.job(queue="q")
+    async def record(args: Item) -> None:
+        return None
+
+    handles = await record.enqueue_many([Item(i) for i in range(5)])
+    for handle in handles:
+        await handle.cancel()
+    queue = app.queue("q")
+    assert await queue.retry_failed(limit=3) == 3
+    assert [await h.status() for h in handles] == [JobState.WAITING] * 3 + [
+        JobState.CANCELLED
+    ] * 2  # oldest first
+    assert await queue.retry_failed(limit=3) == 2
+
+
 async def test_retry_before_the_runtime_starts(make_app: Callable[..., App]) -> None:
     app = make_app()
 

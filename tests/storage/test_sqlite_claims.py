@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from rota.domain import JobState, backoff, lifecycle
+from rota.domain import FailureKind, JobState, backoff, lifecycle
 from rota.domain.job import NewJob
 from rota.errors import JobNotFound, LeaseLost
 from rota.storage import schema as sql
@@ -317,6 +317,25 @@ def test_renew_extends_held_leases_and_reports_lost_and_cancel_requested(
     assert rows(engine) == before
 
 
+def test_cancel_requested_reports_held_leases_asked_to_cancel_and_changes_nothing(
+    engine: SqliteEngine, make_job: MakeJob, rows: Rows
+) -> None:
+    ids = engine.enqueue([make_job() for _ in range(4)])
+    jobs = {j.id: j for j in engine.claim("default", "w", 4, 1000)}
+    leases = [LeaseRef(i, jobs[i].token or 0) for i in ids]
+    for job_id in (ids[3], ids[1], ids[2]):
+        assert engine.cancel(job_id) is JobState.ACTIVE
+    engine.fail(Failure(ids[2], leases[2].token, "cancelled", kind=FailureKind.CANCELLED))
+    before, events = rows(engine), engine.last_event_id()
+    stale = LeaseRef(ids[1], leases[1].token + 1)  # another attempt's token
+    assert engine.cancel_requested(leases) == [ids[1], ids[3]]  # in the leases' order
+    assert engine.cancel_requested([leases[3], leases[0], leases[1]]) == [ids[3], ids[1]]
+    assert engine.cancel_requested([stale, leases[2], LeaseRef(10**9, 1)]) == []
+    assert engine.cancel_requested([]) == []
+    assert rows(engine) == before  # a read: no lease extended, nothing written
+    assert engine.last_event_id() == events
+
+
 def test_an_expired_but_unrescued_lease_can_still_be_renewed_and_completed(
     engine: SqliteEngine, make_job: MakeJob, clock: FakeClock
 ) -> None:
@@ -414,6 +433,27 @@ def test_settle_and_claim_settles_a_mix_reports_lost_and_claims_in_order(
     assert all(j.owner == "w2" and j.state is JobState.ACTIVE for j in settled.claimed)
     assert engine.get(j4.id).attempt == 2
     assert engine.settle_and_claim([], [], None).claimed == []
+
+
+def test_a_short_claim_says_when_the_queues_next_delayed_job_is_due(
+    engine: SqliteEngine, make_job: MakeJob, clock: FakeClock
+) -> None:
+    start = clock.now_ms
+    engine.enqueue([make_job(), make_job(delay_s=5), make_job(delay_s=2), make_job(delay_s=9)])
+    engine.enqueue([make_job(queue="other", delay_s=1)])
+    # full: nothing said (the pool claims again anyway)
+    full = engine.settle_and_claim([], [], ClaimRequest("default", "w", 1, 1000))
+    assert (len(full.claimed), full.next_due_ms, full.now_ms) == (1, None, start)
+    # short: the earliest delayed job of this queue
+    short = engine.settle_and_claim([], [], ClaimRequest("default", "w", 5, 1000))
+    assert (short.claimed, short.next_due_ms, short.now_ms) == ([], start + 2000, start)
+    clock.advance(2000)  # due now: promoted and claimed by the claim itself
+    short = engine.settle_and_claim([], [], ClaimRequest("default", "w", 5, 1000))
+    assert (len(short.claimed), short.next_due_ms) == (1, start + 5000)
+    clock.advance(10_000)
+    short = engine.settle_and_claim([], [], ClaimRequest("default", "w", 5, 1000))
+    assert (len(short.claimed), short.next_due_ms) == (2, None)  # no delayed job left
+    assert engine.settle_and_claim([], [], None).next_due_ms is None  # no claim, no read
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from rota.domain import FailureKind, JobState, backoff
-from rota.domain.event import LogEntry, Owner
+from rota.domain.event import EventKind, LogEntry, Owner
 from rota.domain.job import Job, NewJob
 from rota.errors import JobNotFound, LeaseLost
 from rota.storage.engine import ClaimRequest, Completion, Failure
@@ -222,6 +222,38 @@ def test_retry_of_a_stalled_poison_job_resets_its_stalls(
     assert engine.get(job.id).stalls == 1
     engine.retry(job.id)
     assert engine.get(job.id).stalls == 0
+
+
+def test_retry_failed_retries_a_queues_failed_and_cancelled_jobs_oldest_first(
+    engine: SqliteEngine, make_job: MakeJob, clock: FakeClock
+) -> None:
+    first = claimed(engine, make_job)
+    engine.fail(Failure(first.id, token(first), "boom", kind=FailureKind.CANCELLED))
+    elsewhere = claimed(engine, make_job, queue="other")
+    engine.fail(Failure(elsewhere.id, token(elsewhere), "boom", kind=FailureKind.UNRECOVERABLE))
+    ids = in_states(engine, make_job)
+    clock.advance(500)
+    events = engine.last_event_id()
+
+    assert engine.retry_failed("default", limit=2) == [first.id, ids[JobState.FAILED]]
+    assert engine.retry_failed("default") == [ids[JobState.CANCELLED]]
+    assert engine.retry_failed("default") == []
+    for job_id in (first.id, ids[JobState.FAILED], ids[JobState.CANCELLED]):
+        job = engine.get(job_id)
+        assert (job.state, job.run_at_ms, job.attempt, job.stalls) == (
+            JobState.WAITING, clock.now_ms, 0, 0,
+        )  # fmt: skip
+    # every other state, and every other queue, untouched
+    for state in (JobState.COMPLETED, JobState.ACTIVE, JobState.WAITING, JobState.DELAYED):
+        assert engine.get(ids[state]).state is state
+    assert engine.get(elsewhere.id).state is JobState.FAILED
+    assert [(e.kind, e.job_id, e.attempt) for e in engine.events(events)] == [
+        (EventKind.ENQUEUED, first.id, 0),
+        (EventKind.ENQUEUED, ids[JobState.FAILED], 0),
+        (EventKind.ENQUEUED, ids[JobState.CANCELLED], 0),
+    ]
+    with pytest.raises(ValueError, match="limit"):
+        engine.retry_failed("default", limit=-1)
 
 
 @pytest.mark.parametrize(

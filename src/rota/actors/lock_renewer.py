@@ -10,13 +10,25 @@ that keeps running is never rescued as stalled, however long it runs, as long as
 actor and its event loop are alive (a loop blocked for longer than the ttl is the one way
 to lose a lease while alive; ``rota`` logs it when it happens).
 
-Messages: none but its own timer; ``statistics()`` via ``PoolStats``-like struct.
+Cancels are not left to the renewal: when a cancel may have been asked for (another
+connection committed, or this process cancelled a running job) the runtime sends
+``CheckCancels``, and the renewer asks the pool for its leases and the Store which of
+them were asked to cancel (one read, no write), then stops those. Checks are coalesced and
+rate-limited: at most one in flight, and at most one every ``CANCEL_CHECK_INTERVAL_S``, so
+another process committing back to back costs one read per interval, not one per commit;
+a pool that holds no lease costs none. The renewal still reports cancels (the fallback).
+
+Messages:
+
+    CheckCancels()   cast   a cancel may have been asked for: check (coalesced)
+
+``statistics()`` → ``LockRenewerStatistics``.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import cast
+from typing import Any, Final, cast
 
 import anyio
 import msgspec
@@ -28,9 +40,16 @@ from rota.actors.worker_pool import CancelJobs, CurrentLeases, WorkerPool
 from rota.errors import ActorNotRunning, CallTimeout, StorageError
 from rota.storage.engine import LeaseRef
 
-__all__ = ["LockRenewer", "LockRenewerStatistics"]
+__all__ = ["CANCEL_CHECK_INTERVAL_S", "CheckCancels", "LockRenewer", "LockRenewerStatistics"]
 
 log = logging.getLogger("rota.renewer")
+
+#: The least time between two cancel checks of one queue (a burst of notices costs one).
+CANCEL_CHECK_INTERVAL_S: Final = 0.02
+
+
+class CheckCancels(msgspec.Struct, frozen=True):
+    """A cancel may have been asked for: check the pool's leases (coalesced)."""
 
 
 class LockRenewerStatistics(msgspec.Struct, frozen=True, kw_only=True):
@@ -41,6 +60,8 @@ class LockRenewerStatistics(msgspec.Struct, frozen=True, kw_only=True):
     cancel_requested: int
     late_ticks: int
     """Ticks that came more than a third of the ttl late (a blocked event loop)."""
+    cancel_checks: int = 0
+    """Cancel checks run (each one read of the pool's leases), apart from renewals."""
 
 
 class LockRenewer(Actor):
@@ -54,9 +75,45 @@ class LockRenewer(Actor):
         self.interval_s = lease_ttl_ms / 3000
         self.ticks = self.renewed = self.lost = self.cancel_requested = self.late_ticks = 0
         self.throttled = Throttled(log)
+        self.cancel_checks = 0
+        self._check = anyio.Event()
 
     async def on_start(self) -> None:
         self.tasks.start_soon(self._ticker, name=f"rota-renewer-{self.queue}")
+        self.tasks.start_soon(self._cancel_checker, name=f"rota-cancel-checker-{self.queue}")
+
+    async def handle(self, message: Any) -> Any:
+        if isinstance(message, CheckCancels):
+            self._check.set()
+            return None
+        return TypeError(f"LockRenewer does not handle {message!r}")
+
+    async def _cancel_checker(self) -> None:
+        while True:
+            await self._check.wait()
+            self._check = anyio.Event()  # notices from now on ask for the next check
+            await self.check_cancels()
+            await anyio.sleep(CANCEL_CHECK_INTERVAL_S)
+
+    async def check_cancels(self) -> None:
+        """Stop the pool's jobs that were asked to cancel (one read; also callable
+        directly). Leases lost are left to the renewal."""
+        pool = self.pool.actor
+        if isinstance(pool, WorkerPool) and not pool.held:
+            return  # nothing held (the common case of an idle pool): not even a message
+        try:
+            leases = await self._leases()
+            if not leases:
+                return
+            self.cancel_checks += 1
+            asked = await self.store.cancel_requested(leases)
+        except (ActorNotRunning, CallTimeout, StorageError) as exc:
+            log.warning("queue %s: cancel check skipped: %r", self.queue, exc)
+            return
+        if asked:
+            self.cancel_requested += len(asked)
+            tokens = {lease.job_id: lease.token for lease in leases}
+            await self._cancel(CancelJobs([LeaseRef(i, tokens[i]) for i in asked], "cancel"))
 
     async def _ticker(self) -> None:
         next_at = anyio.current_time() + self.interval_s
@@ -126,4 +183,5 @@ class LockRenewer(Actor):
             lost=self.lost,
             cancel_requested=self.cancel_requested,
             late_ticks=self.late_ticks,
+            cancel_checks=self.cancel_checks,
         )

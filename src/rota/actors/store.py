@@ -29,6 +29,7 @@ Messages (all ``call``; the reply type follows the arrow; see ``rota.storage.eng
     Enqueue(jobs) → list[int]                 Claim(request) → list[Job]
     EnqueueAndClaim(jobs, claim) → (list[int], list[Job])
     Renew(leases, ttl_ms) → Renewed           Complete(completion) → None | LeaseLost
+    CancelRequested(leases) → list[int]       (a read: the held jobs asked to cancel)
     Fail(failure) → JobState | LeaseLost      SettleAndClaim(...) → Settled
     ReleaseOwner(owner, as_stall) → list[int] PromoteDue(queue) → int
     RescueExpired() → Rescued                 Cancel(job_id) → JobState | JobNotFound
@@ -69,6 +70,7 @@ from rota.storage.engine import (
 
 __all__ = [
     "Cancel",
+    "CancelRequested",
     "Claim",
     "Complete",
     "Count",
@@ -158,6 +160,13 @@ class Renew(StoreOp, frozen=True):
 
     def apply(self, engine: Engine) -> Renewed:
         return engine.renew(self.leases, self.ttl_ms)
+
+
+class CancelRequested(StoreOp, frozen=True):
+    leases: list[LeaseRef]
+
+    def apply(self, engine: Engine) -> list[int]:
+        return engine.cancel_requested(self.leases)
 
 
 class Complete(StoreOp, frozen=True):
@@ -283,6 +292,7 @@ CALLABLE: Final = frozenset(
         "last_event_id",
         "prune_events",
         "retry",
+        "retry_failed",
         "promote",
         "remove",
         "drain",
@@ -650,6 +660,9 @@ class StoreClient:
     async def renew(self, leases: Sequence[LeaseRef], ttl_ms: int) -> Renewed:
         return cast(Renewed, await self._call(Renew(list(leases), ttl_ms)))
 
+    async def cancel_requested(self, leases: Sequence[LeaseRef]) -> list[int]:
+        return cast(list[int], await self._call(CancelRequested(list(leases))))
+
     async def complete(self, job_id: int, token: int, result: bytes | None = None) -> None:
         await self._call(Complete(Completion(job_id, token, result)))
 
@@ -756,6 +769,9 @@ class StoreClient:
 
     async def retry(self, job_id: int) -> JobState:
         return cast(JobState, await self.call("retry", job_id))
+
+    async def retry_failed(self, queue: str, *, limit: int = 1000) -> list[int]:
+        return cast(list[int], await self.call("retry_failed", queue, limit=limit))
 
     async def promote(self, job_id: int) -> JobState:
         return cast(JobState, await self.call("promote", job_id))

@@ -16,6 +16,11 @@ The hot path (no task is spawned per job, one Store call per batch):
 * each job runs in its own cancel scope: its timeout, a cancel request, a lost lease or a
   shutdown cancel that scope and nothing else.
 
+Delayed jobs (and retries waiting out their backoff) start when due, not at the
+Scheduler's next sweep: a claim that comes up short also says when the queue's next
+delayed job is due, and the feeder waits for that time (or an earlier wake-up) and claims
+again; the claim promotes due jobs itself. A full claim asks nothing more.
+
 A handler that raises is a ``Failure`` message, never a crash: only infrastructure faults
 (the Store gone for good, a bug here) crash the pool.
 
@@ -51,7 +56,7 @@ from rota.actors.store import StoreClient
 from rota.domain.job import Job
 from rota.domain.outcome import FailureKind
 from rota.errors import ActorNotRunning, CallTimeout, StorageError
-from rota.storage.engine import ClaimRequest, Completion, Failure, LeaseRef
+from rota.storage.engine import ClaimRequest, Completion, Failure, LeaseRef, Settled
 
 __all__ = [
     "CancelJobs",
@@ -71,6 +76,9 @@ log = logging.getLogger("rota.worker")
 STORE_RETRY_S: Final = 0.5
 #: A worker yields to the scheduler at least once per this many jobs it takes.
 CHECKPOINT_EVERY: Final = 32
+#: The longest the feeder backs off when the engine's clock does not reach a delayed job's
+#: time as the monotonic clock said it would (a test's frozen ``Clock``; a clock set back).
+DUE_BACKOFF_MAX_S: Final = 1.0
 
 
 class JobsAvailable(msgspec.Struct, frozen=True):
@@ -218,6 +226,17 @@ class WorkerPool(Actor):
         self.started = False
         """Set by on_start: before it, no direct claim (no worker would run the jobs)."""
         self.throttled = Throttled(log)
+        self.due_at: float | None = None
+        """When (monotonic) the queue's next delayed job is due, as the last claim that came
+        up short said: the feeder claims then (the claim promotes it), not at the
+        Scheduler's next sweep. None: no delayed job, or claims did not come up short."""
+        self.due_ms: int | None = None
+        """That job's due time, on the engine's clock."""
+        self.timed_for_ms: int | None = None
+        """The due time (engine clock) the feeder's next claim was timed for, if it was."""
+        self.due_backoff_s = 0.0
+        """The least wait for a due time, doubled each time a claim timed for one finds the
+        engine's clock short of it (see ``DUE_BACKOFF_MAX_S``); 0 while clocks agree."""
 
     # -- actor ------------------------------------------------------------------------
 
@@ -413,6 +432,8 @@ class WorkerPool(Actor):
                 # A failure may put its job back in the queue at once (a retry without
                 # delay): claim in the same transaction, the failures are applied first.
                 self.maybe_work = True
+            if self.due_at is not None and time.monotonic() >= self.due_at:
+                self._due_now()
             want = self._free()
             buffered = len(self.held) - self.running
             claim = None
@@ -423,7 +444,7 @@ class WorkerPool(Actor):
                 not settle or (self.maybe_work and buffered and settle < batch_min)
             ):
                 # nothing to do, or settlements that can ride with the next claim
-                await self.wake.wait()
+                await self.wake.wait(self._until_due())
                 continue
             # Under the lock: on_stop takes it before its last settlements and hand-backs,
             # so a claim in flight when the pool starts stopping is handed back too.
@@ -449,10 +470,51 @@ class WorkerPool(Actor):
                     if claim is not None:
                         if len(settled.claimed) < claim.n:
                             self.maybe_work = False  # empty until someone says otherwise
+                            self._next_due(settled)
+                        elif self.due_at is not None or self.timed_for_ms is not None:
+                            self._clear_due()  # full: it claims again as slots free up
                         self.counts["claimed"] += len(settled.claimed)
                         self._take(settled.claimed)
             if settled is None:
                 await anyio.sleep(STORE_RETRY_S)
+
+    # -- delayed jobs: claimed when due, not at the Scheduler's next sweep ----------------
+
+    def _until_due(self) -> float:
+        """How long the feeder may wait for a wake-up before the next due time."""
+        due_at = self.due_at
+        return math.inf if due_at is None else max(due_at - time.monotonic(), 0.0)
+
+    def _due_now(self) -> None:
+        """The next delayed job's time has come: claim (the claim promotes it)."""
+        self.timed_for_ms, self.due_ms, self.due_at = self.due_ms, None, None
+        self.maybe_work = True
+
+    def _clear_due(self) -> None:
+        self.due_at = self.due_ms = self.timed_for_ms = None
+        self.due_backoff_s = 0.0
+
+    def _next_due(self, settled: Settled) -> None:
+        """A claim came up short: wait for the queue's next delayed job, if it has one.
+
+        The due time is on the engine's clock (the wall clock, or a test's); the wait is in
+        monotonic time, from the claim's own reading of that clock. If a claim timed for a
+        due time finds the engine's clock still short of it, the clocks disagree (a frozen
+        test ``Clock``, a wall clock set back): the wait then backs off, doubling up to
+        ``DUE_BACKOFF_MAX_S``, rather than claiming in a loop; the Scheduler's sweep and
+        every wake-up still apply."""
+        timed_for, self.timed_for_ms = self.timed_for_ms, None
+        due, now = settled.next_due_ms, settled.now_ms
+        if due is None or now is None:
+            self.due_at = self.due_ms = None
+            return
+        if timed_for is not None:
+            if now < timed_for:
+                self.due_backoff_s = min(max(2 * self.due_backoff_s, 0.001), DUE_BACKOFF_MAX_S)
+            else:
+                self.due_backoff_s = 0.0
+        self.due_ms = due
+        self.due_at = time.monotonic() + max((due - now) / 1000, self.due_backoff_s)
 
     def _settled(
         self, completions: Sequence[Completion], failures: Sequence[Failure], lost: list[int]

@@ -21,10 +21,13 @@ Operations, one sentence each:
   jobs are promoted first), smallest priority first, then oldest.
 * ``renew(leases, ttl_ms)``: extend the leases still held; report the lost ones and those
   whose job was asked to cancel.
+* ``cancel_requested(leases)``: of the leases still held, those whose job was asked to
+  cancel (a read: renews nothing, so it may run as often as a cancel must be noticed).
 * ``complete(job_id, token, result)`` / ``fail(failure)``: settle one attempt, fenced by
   the token (``LeaseLost`` if it no longer holds; nothing changes).
 * ``settle_and_claim(completions, failures, claim)``: settle a batch of attempts and claim
-  the next jobs in one transaction (the fast path); lost leases are reported, not raised.
+  the next jobs in one transaction (the fast path); lost leases are reported, not raised;
+  a claim that comes up short also reports when the queue's next delayed job is due.
 * ``release_owner(owner, as_stall)``: take back every lease an owner holds.
 * ``unclaim(leases)``: hand back leases whose attempt never started.
 * ``release(leases, as_stall)``: take back leases whose attempt was interrupted (cleanly,
@@ -48,9 +51,10 @@ Runtime support (schema version 2):
   fenced by its token.
 * ``events(after_id, ...)`` / ``last_event_id`` / ``prune_events``: the event stream. Every
   state change an operation makes writes its event (``EventKind``) in the same transaction.
-* ``retry`` (failed or cancelled → waiting, attempts and stalls reset), ``promote``
-  (delayed → waiting now), ``remove`` (delete a job that is not active), ``drain``
-  (delete a queue's waiting and delayed jobs).
+* ``retry`` (failed or cancelled → waiting, attempts and stalls reset), ``retry_failed``
+  (the same for a queue's failed and cancelled jobs, oldest first, in one transaction),
+  ``promote`` (delayed → waiting now), ``remove`` (delete a job that is not active),
+  ``drain`` (delete a queue's waiting and delayed jobs).
 * ``data_version()``: a number that changes when *another* connection commits: cheap to
   poll (no I/O) to notice jobs enqueued by other processes.
 
@@ -140,6 +144,12 @@ class Settled(msgspec.Struct, frozen=True):
     lost: list[int]
     """Settlements refused because the token no longer held the lease (nothing changed)."""
     claimed: list[Job]
+    next_due_ms: int | None = None
+    """Only when the claim came up short (fewer jobs than asked for): when the queue's next
+    delayed job is due (engine clock), None if it has none. The pool waits for that time
+    instead of the Scheduler's next sweep."""
+    now_ms: int | None = None
+    """The engine's clock when the batch was applied (None if it does not say)."""
 
 
 class Rescued(msgspec.Struct, frozen=True):
@@ -185,6 +195,11 @@ class Engine(Protocol):
 
     def renew(self, leases: Sequence[LeaseRef], ttl_ms: int) -> Renewed:
         """Extend held leases to now + ttl_ms."""
+        ...
+
+    def cancel_requested(self, leases: Sequence[LeaseRef]) -> list[int]:
+        """The job ids of the leases still held whose job was asked to cancel, in the
+        leases' order (a read: nothing changes)."""
         ...
 
     def complete(self, job_id: int, token: int, result: bytes | None) -> None:
@@ -334,6 +349,11 @@ class Engine(Protocol):
     def retry(self, job_id: int) -> JobState:
         """Run a failed or cancelled job again: waiting, attempt and stalls reset to 0;
         ``ValueError`` for a job in another state; ``JobNotFound``."""
+        ...
+
+    def retry_failed(self, queue: str, *, limit: int = 1000) -> list[int]:
+        """``retry`` every failed and cancelled job of ``queue`` (at most ``limit``, oldest
+        first), in one transaction; returns their ids."""
         ...
 
     def promote(self, job_id: int) -> JobState:

@@ -106,6 +106,7 @@ __all__ = [
     "RENEW_LEASES",
     "SCHEMA_VERSION",
     "SELECT_APPLICATION_ID",
+    "SELECT_CANCEL_REQUESTED",
     "SELECT_DATA_VERSION",
     "SELECT_EVENTS",
     "SELECT_EVENTS_IN_QUEUE",
@@ -116,9 +117,11 @@ __all__ = [
     "SELECT_JOB_BY_KEY",
     "SELECT_LOGS",
     "SELECT_META_TABLE_EXISTS",
+    "SELECT_NEXT_DUE",
     "SELECT_OWNED",
     "SELECT_PAUSED",
     "SELECT_QUEUES",
+    "SELECT_RETRYABLE",
     "SELECT_SCHEMA_VERSION",
     "SELECT_STATE",
     "SET_PAUSED",
@@ -367,6 +370,14 @@ PROMOTE_DUE: Final = (
     "UPDATE rota_jobs SET state = 'waiting' WHERE state = 'delayed' AND run_at_ms <= ?"
 )
 
+# In: queue. Out: zero or one row, the due time (run_at_ms) of the queue's next delayed
+# job (asked after a claim that came up short, so the pool can wait for it rather than for
+# the Scheduler). Reads the first entry of rota_jobs_due_in_queue for the queue: one seek.
+SELECT_NEXT_DUE: Final = (
+    "SELECT run_at_ms FROM rota_jobs WHERE state = 'delayed' AND queue = ? "
+    "ORDER BY run_at_ms LIMIT 1"
+)
+
 # In: owner (?1), lease expiry (now + ttl, ?2), queue (?3), n (?4). Effect: unless the
 # queue is paused, the first n waiting jobs of the queue in (priority, run_at_ms, id)
 # order become active: attempt + 1, a fresh random positive 63-bit token (never 0), the
@@ -395,6 +406,16 @@ RENEW_LEASES: Final = (
     "WHERE rota_jobs.id = held.held_id AND rota_jobs.token = held.held_token "
     "AND rota_jobs.state = 'active' "
     "RETURNING id, cancel_requested"
+)
+
+# In: JSON array of [job_id, token] pairs. Out: the ids of those jobs still active under
+# that token whose cancel was requested. A read: json_each drives the loop, one primary-key
+# seek per pair (the pool's leases: a handful), nothing written. Keeps: a stale token (a
+# lease lost, or a later attempt) never reports a cancel to the wrong attempt.
+SELECT_CANCEL_REQUESTED: Final = (
+    "SELECT j.id FROM json_each(?) AS held CROSS JOIN rota_jobs AS j "
+    "ON j.id = held.value ->> 0 "
+    "WHERE j.token = held.value ->> 1 AND j.state = 'active' AND j.cancel_requested"
 )
 
 # In: now, result, job id, token. Effect: the attempt completes: completed, finished now,
@@ -541,6 +562,14 @@ PRUNE_JOBS: Final = (
 # In: job id. Out: zero or one row, the job's state (to explain why a guarded write
 # changed nothing: no such job, or the wrong state).
 SELECT_STATE: Final = "SELECT state FROM rota_jobs WHERE id = ?"
+
+# In: queue, limit. Out: the queue's failed and cancelled jobs (those retry_failed runs
+# again), oldest (smallest id) first, at most limit. Reads rota_jobs_finished (one range
+# per state), then sorts those rows: the dead-letter set, not the table.
+SELECT_RETRYABLE: Final = (
+    f"SELECT {JOB_COLUMNS} FROM rota_jobs WHERE finished_at_ms IS NOT NULL AND queue = ? "
+    "AND state IN ('failed', 'cancelled') ORDER BY id LIMIT ?"
+)
 
 # In: now, job id. Effect: a delayed job becomes waiting, due now (or at its run_at_ms if
 # that has passed already, so a due job keeps its place). Out: rowcount 1, or 0 if the

@@ -56,7 +56,7 @@ Design, and why:
                                         delayed job; nothing for an active job (only a
                                         request: its CANCELLED comes when it stops)
   set_progress                          PROGRESS, data = the progress bytes
-  retry                                 ENQUEUED, attempt 0
+  retry, retry_failed                   ENQUEUED, attempt 0 (per job retried)
   promote, promote_due, remove, drain   nothing
   ====================================  ================================================
 
@@ -879,6 +879,14 @@ class SqliteEngine:
             cancel_requested=[lease.job_id for lease in leases if held.get(lease.job_id)],
         )
 
+    @_read("read cancel requests")
+    def cancel_requested(self, leases: Sequence[LeaseRef]) -> list[int]:
+        if not leases:
+            return []
+        pairs = _JSON.encode(list(leases)).decode()  # LeaseRef is array_like: [id, token]
+        asked = {job_id for (job_id,) in self._conn.execute(sql.SELECT_CANCEL_REQUESTED, (pairs,))}
+        return [lease.job_id for lease in leases if lease.job_id in asked]
+
     @_write("complete a job")
     def complete(self, job_id: int, token: int, result: bytes | None) -> None:
         now = self._clock()
@@ -949,7 +957,12 @@ class SqliteEngine:
             if claim is None
             else self._claim(claim.queue, claim.owner, claim.n, claim.ttl_ms, now)
         )
-        return Settled(lost=lost, claimed=claimed)
+        if claim is None or len(claimed) >= claim.n:
+            return Settled(lost=lost, claimed=claimed, now_ms=now)
+        # Short: the queue has nothing more ready now; say when its next delayed job is
+        # due (one index seek; never on the drain's path, where claims come back full).
+        row = self._conn.execute(sql.SELECT_NEXT_DUE, (claim.queue,)).fetchone()
+        return Settled(lost, claimed, next_due_ms=None if row is None else row[0], now_ms=now)
 
     def _complete_many(self, completions: Sequence[Completion], now: int) -> list[int]:
         """Complete (and write their COMPLETED events); return the ids whose lease was lost."""
@@ -1174,6 +1187,21 @@ class SqliteEngine:
         if self._record_events:
             self._record([(now, _ENQUEUED, job.id, job.queue, job.name, 0, None)])
         return after.state
+
+    @_write("retry failed and cancelled jobs")
+    def retry_failed(self, queue: str, *, limit: int = 1000) -> list[int]:
+        _check_page(limit, 0)
+        now = self._clock()
+        retried = []
+        events: list[_EventRow] = []
+        for row in self._conn.execute(sql.SELECT_RETRYABLE, (queue, limit)).fetchall():
+            job = _job(row)
+            if self._write_transition(job, lifecycle.retry(job, now)):
+                retried.append(job.id)
+                if self._record_events:
+                    events.append((now, _ENQUEUED, job.id, job.queue, job.name, 0, None))
+        self._record(events)
+        return retried
 
     @_write("promote a job")
     def promote(self, job_id: int) -> JobState:
