@@ -225,9 +225,18 @@ async def test_corrupt_rows_are_failed_and_the_rest_of_the_claim_runs_untouched(
     assert backoff_job.error is not None
     assert backoff_job.error.startswith(f"corrupt row: job {bad_backoff.id}, column 'backoff': ")
     assert backoff_job.error.endswith("its backoff was replaced by the default policy")
-    # A row in a state rota does not know is never claimed, and reading it is a clear error.
+    # A row in a state rota does not know is never claimed, and reading it is a clear error,
     with pytest.raises(CorruptRow, match=f"job {bad_state.id}, column 'state': 'bogus'"):
         await bad_state.info()
+    # until the retention pass fails it for good.
+    async with app.run() as runtime:
+        scheduler: Any = runtime.scheduler_ref.actor
+        await scheduler.apply_retention()
+    state_job = await bad_state.info()
+    assert state_job.state is JobState.FAILED
+    assert state_job.error == (
+        f"corrupt row: job {bad_state.id}, column 'state': 'bogus' is not a job state"
+    )
 
 
 async def test_a_failing_job_whose_row_went_corrupt_is_failed_for_good(

@@ -15,7 +15,7 @@ jobs in about a second rather than a lease ttl). Then, on its own timers:
   at registration); a ``describe`` that raises, or reports what JSON cannot hold, is
   logged and the heartbeat goes without pools (the last ones reported stay);
 * every ``retention_interval_s``: delete finished jobs past their queue's retention, and
-  old events.
+  old events; fail for good the jobs whose row holds a state rota does not know.
 
 On stop it releases every lease the runtime still holds (jobs interrupted by the shutdown,
 or claimed and not started) so they run again at once, without counting against them, and
@@ -303,7 +303,9 @@ class Scheduler(Actor):
         return pools
 
     async def apply_retention(self) -> int:
-        """Delete finished jobs past their retention, and old events; returns jobs deleted."""
+        """Delete finished jobs past their retention, and old events; returns jobs deleted.
+        Also fails for good the jobs in a state rota does not know (corrupt rows)."""
+        await self.store.quarantine_corrupt()
         deleted = 0
         for policy in self.settings.retention:
             for states, age_s, count in (

@@ -291,6 +291,7 @@ CALLABLE: Final = frozenset(
         "events",
         "last_event_id",
         "prune_events",
+        "quarantine_corrupt",
         "retry",
         "retry_failed",
         "promote",
@@ -763,6 +764,9 @@ class StoreClient:
 
     async def last_event_id(self) -> int:
         return cast(int, await self.call("last_event_id"))
+
+    async def quarantine_corrupt(self) -> list[int]:
+        return cast(list[int], await self.call("quarantine_corrupt"))
 
     async def prune_events(self, older_than_ms: int) -> int:
         return cast(int, await self.call("prune_events", older_than_ms))

@@ -38,6 +38,9 @@ Operations, one sentence each:
 * ``cancel(job_id)``: cancel a waiting or delayed job, or ask an active one to stop.
 * ``get`` / ``get_by_key`` / ``list_jobs`` / ``count``: read jobs.
 * ``prune(...)``: delete finished jobs by state, age and count (retention).
+* ``quarantine_corrupt()``: fail for good the jobs whose row holds an unknown state.
+  Rows that do not decode are never an engine's exception to a claim, a settlement or a
+  sweep: such a job is failed there, with ``CorruptRow``'s message naming the column.
 
 Runtime support (schema version 2):
 
@@ -245,6 +248,12 @@ class Engine(Protocol):
         """Handle every expired lease as a stall, except the ``spare`` ones: leases the
         calling runtime holds and renews (after a pause or a wall-clock step they may
         look expired; they are not stalled)."""
+        ...
+
+    def quarantine_corrupt(self) -> list[int]:
+        """Fail for good every job whose row holds a state rota does not know (its error
+        names the row and the column); returns their ids. Scans every job: for the
+        retention pass."""
         ...
 
     def cancel(self, job_id: int) -> JobState:

@@ -479,6 +479,19 @@ QUARANTINE_JOB: Final = (
     "cancel_requested = 0 WHERE id = ? RETURNING queue, name, attempt"
 )
 
+# In: now. Effect: every job in a state rota does not know (a foreign writer that
+# bypassed the CHECK, a damaged page) is failed for good, its error naming the row and the
+# column. Out: id, queue, name, attempt and error of each (for their FAILED events). A
+# full scan (no index serves "not one of these"): run by the retention pass, not per claim.
+QUARANTINE_UNKNOWN_STATES: Final = (
+    "UPDATE rota_jobs SET state = 'failed', finished_at_ms = ?1, "
+    "error = 'corrupt row: job ' || id || ', column ''state'': ' || quote(state) || "
+    "' is not a job state', owner = NULL, token = NULL, lease_expires_at_ms = NULL, "
+    "cancel_requested = 0 "
+    "WHERE state NOT IN ('waiting', 'delayed', 'active', 'completed', 'failed', 'cancelled') "
+    "RETURNING id, queue, name, attempt, error"
+)
+
 # In: the fields a lifecycle rule may change (state, run_at_ms, attempt, stalls, owner,
 # token, lease_expires_at_ms, cancel_requested, finished_at_ms, result, error), then the
 # job id, its state and token as read. Effect: writes the job a rule returned. Out:

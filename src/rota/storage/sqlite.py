@@ -1129,6 +1129,21 @@ class SqliteEngine:
             self._record([_outcome_event(after, now)])
         return after.state
 
+    @_write("fail jobs in an unknown state")
+    def quarantine_corrupt(self) -> list[int]:
+        now = self._clock()
+        rows = self._conn.execute(sql.QUARANTINE_UNKNOWN_STATES, (now,)).fetchall()
+        for job_id, _, _, _, error in rows:
+            log.error("job %d failed for good: %s", job_id, error)
+        if self._record_events:
+            self._record(
+                [
+                    (now, _FAILED, job_id, queue, name, attempt, error.encode())
+                    for job_id, queue, name, attempt, error in rows
+                ]
+            )
+        return sorted(row[0] for row in rows)
+
     @_write("prune jobs")
     def prune(
         self,
