@@ -7,6 +7,7 @@ Most tests call ``rota.cli.main`` in this process; those that need a real worker
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -15,10 +16,11 @@ import subprocess
 import sys
 import tracemalloc
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 import rota
@@ -27,6 +29,7 @@ from rota.cli import main
 from rota.domain import JobOptions, lifecycle
 from rota.domain.event import Owner
 from rota.domain.job import JobState
+from rota.errors import SupervisorGaveUp
 from rota.storage.engine import Failure, JobSummary
 from rota.storage.sqlite import SqliteEngine
 
@@ -444,6 +447,29 @@ def test_an_expected_error_under_debug_shows_its_traceback_too(
     assert code == 2
     assert "Traceback (most recent call last):" in err and "StorageError" in err
     assert err.splitlines()[-1].startswith("rota: no database at ")
+
+
+class GivesUpAtStart:
+    """An app whose runtime gives up before it has started."""
+
+    @contextlib.asynccontextmanager
+    async def run(self, **options: Any) -> AsyncIterator[None]:
+        raise SupervisorGaveUp("runtime", 3, 60)
+        yield  # pragma: no cover
+
+
+def test_a_worker_that_gives_up_at_start_says_so_in_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    started: list[bool] = []
+    code = anyio.run(
+        cli._worker_main, GivesUpAtStart(), {}, lambda: started.append(True), backend="trio"
+    )
+    assert (code, started) == (1, [])
+    assert capsys.readouterr().err == (
+        "rota: worker gave up at start: supervisor 'runtime' gave up: "
+        "more than 3 restarts in 60 s\n"
+    )
 
 
 # --- 16: a worker that cannot start (real processes) -------------------------------------------

@@ -146,7 +146,10 @@ async def _worker_main(app: Any, options: dict[str, Any], started: Callable[[], 
     except* SupervisorGaveUp as group:
         gave_up.extend(group.exceptions)
     if gave_up:
-        log.error("rota worker gave up: %s", gave_up[0])
+        if running:  # after the start: logged with the rest
+            log.error("rota worker gave up: %s", gave_up[0])
+        else:  # the start-up's log is held (see _StartupLog): say it in one line
+            print(f"rota: worker gave up at start: {_printable(str(gave_up[0]))}", file=sys.stderr)
         return 1
     print("rota worker: stopped", flush=True)
     return 0
