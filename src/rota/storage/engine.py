@@ -334,7 +334,8 @@ class Engine(Protocol):
         ...
 
     def count(self, queue: str | None = None) -> dict[JobState, int]:
-        """How many jobs are in each state (every state present, zeros included)."""
+        """How many jobs are in each state (every state present, zeros included); jobs in a
+        state that is none of these (a corrupt row) are left out: see ``unknown_states``."""
         ...
 
     def queues(self) -> list[str]:
@@ -371,7 +372,9 @@ class Engine(Protocol):
         ...
 
     def list_owners(self) -> list[Owner]:
-        """Every registered owner, oldest first."""
+        """Every registered owner, oldest first; a row that cannot be read (but for its
+        pools, then read as None) is reported (a warning naming the owner and the column)
+        and left out: see ``owner_records``."""
         ...
 
     def set_paused(self, queue: str, paused: bool) -> None:
