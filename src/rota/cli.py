@@ -498,7 +498,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker.set_defaults(fn=lambda args: cmd_worker(args))
 
-    database_help = "the SQLite file (it must exist: never created by this command)"
+    database_help = (
+        "the SQLite file; it must exist (never created here); an older rota schema is migrated"
+    )
     info = sub.add_parser(
         "info", parents=[common], help="queues, counts by state, live owners, corrupt rows"
     )
