@@ -68,7 +68,8 @@ def load_app(spec: str) -> Any:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name is None or not module_name.startswith(exc.name):
+        missing = exc.name or ""
+        if not (module_name == missing or module_name.startswith(f"{missing}.")):
             raise ConfigError(f"importing {module_name!r} failed: {_describe(exc)}") from exc
         raise ConfigError(f"cannot import {module_name!r}: {exc}") from None
     except Exception as exc:  # the module itself fails: its traceback is for --debug
@@ -107,7 +108,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         options["queues"] = args.queue
     if args.concurrency is not None:
         options["concurrency"] = args.concurrency
-    held = _setup_logging(level)
+    held = _StartupLog(level)
     try:
         return anyio.run(_worker_main, app, options, held.started, backend="trio")
     finally:
@@ -205,13 +206,11 @@ class _StartupLog:
         root = logging.getLogger()
         if show:
             held.flush()
+        else:
+            held.buffer.clear()
         root.removeHandler(held)
         root.addHandler(self.target)
         held.close()
-
-
-def _setup_logging(level: str) -> _StartupLog:
-    return _StartupLog(level)
 
 
 # -- database commands ---------------------------------------------------------------------------
