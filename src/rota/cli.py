@@ -2,10 +2,10 @@
 
 ::
 
-    rota worker module:app [--queue Q ...] [--concurrency N] [--config rota.toml]
-    rota info   (module:app | --db PATH)
-    rota jobs   list (module:app | --db PATH) [--queue Q] [--state S] [--limit N]
-    rota jobs   show|retry|cancel (module:app | --db PATH) JOB_ID
+    rota [--debug] worker module:app [--queue Q ...] [--concurrency N] [--config rota.toml]
+    rota [--debug] info   (module:app | --db PATH)
+    rota [--debug] jobs   list (module:app | --db PATH) [--queue Q] [--state S] [--limit N]
+    rota [--debug] jobs   show|retry|cancel (module:app | --db PATH) JOB_ID
     rota demo   [--jobs N] [--db PATH]
 
 Options come from the command line, then ``ROTA_*`` environment variables, then a TOML
@@ -13,7 +13,18 @@ file (``--config``); an unknown one is an error that names the closest known opt
 
 ``rota worker`` stops gracefully on SIGINT or SIGTERM: it stops claiming, gives running
 jobs ``shutdown_grace_s`` to finish, then cancels and releases them (they run again on the
-next start). A second signal cancels at once (leases still keep the jobs safe).
+next start). A second signal cancels at once (leases still keep the jobs safe). Its log
+lines of the start-up are held until the runtime has started: a start that fails is one
+line (``--debug`` shows them, and the traceback).
+
+``info`` and ``jobs`` need a rota database that exists: they never create one (a mistyped
+``--db`` is an error); one of an older schema is migrated, as a worker would. They print
+every row they can read and mark the corrupt ones (never die on them), and escape control
+characters in anything a job, a queue or an owner stored, so that no stored text can act
+on the terminal. ``jobs list`` reads only the columns it prints (no payload).
+
+An error is one line on stderr, ``rota: ...`` (exit status 2; 1 for an unexpected error,
+with a hint); ``--debug`` (before or after the command) adds the traceback.
 """
 
 from __future__ import annotations
@@ -21,13 +32,15 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import logging.handlers
 import os
 import signal
 import socket
 import sys
-from collections.abc import Sequence
+import traceback
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import anyio
 import anyio.abc
@@ -36,32 +49,56 @@ import msgspec
 from rota.actors.scheduler import pid_alive
 from rota.config import Config
 from rota.domain.job import JobState
-from rota.errors import ConfigError, JobNotFound, RotaError, SupervisorGaveUp
+from rota.errors import ConfigError, RotaError, SupervisorGaveUp
+from rota.storage.engine import JobRecord, OwnerRecord
 from rota.storage.sqlite import SqliteEngine
 
 __all__ = ["main"]
 
 
 def load_app(spec: str) -> Any:
-    """Import ``module:attribute`` (the attribute defaults to ``app``)."""
+    """Import ``module:attribute`` (the attribute defaults to ``app``): a ``rota.App``, or
+    ``ConfigError`` saying what is wrong (the module is not found, its import fails, the
+    attribute is missing or not an app)."""
+    from rota.app import App
+
     module_name, _, attribute = spec.partition(":")
+    attribute = attribute or "app"
     sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
+    except ModuleNotFoundError as exc:
+        missing = exc.name or ""
+        if not (module_name == missing or module_name.startswith(f"{missing}.")):
+            raise ConfigError(f"importing {module_name!r} failed: {_describe(exc)}") from exc
         raise ConfigError(f"cannot import {module_name!r}: {exc}") from None
-    app = getattr(module, attribute or "app", None)
-    if app is None:
-        raise ConfigError(f"module {module_name!r} has no attribute {attribute or 'app'!r}")
-    if getattr(app, "import_name", "") is None:  # process-mode children import it the same way
-        app.import_name = f"{module_name}:{attribute or 'app'}"
+    except Exception as exc:  # the module itself fails: its traceback is for --debug
+        raise ConfigError(f"importing {module_name!r} failed: {_describe(exc)}") from exc
+    if not hasattr(module, attribute):
+        raise ConfigError(f"module {module_name!r} has no attribute {attribute!r}")
+    app = getattr(module, attribute)
+    if not isinstance(app, App):
+        kind = type(app).__name__
+        article = "an" if kind[:1].lower() in "aeiou" else "a"
+        raise ConfigError(f"{module_name}:{attribute} is {article} {kind}, not a rota.App")
+    if app.import_name is None:  # process-mode children import it the same way
+        app.import_name = f"{module_name}:{attribute}"
     return app
 
 
 # -- worker ------------------------------------------------------------------------------------
 
 
+LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
+    level = args.log_level.lower()
+    if level not in LOG_LEVELS:
+        raise ConfigError(
+            f"unknown log level {args.log_level!r} "
+            f"({', '.join(LOG_LEVELS[:-1])} or {LOG_LEVELS[-1]})"
+        )
     app = load_app(args.app)
     options: dict[str, Any] = {}
     if args.config:
@@ -69,10 +106,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
     options.update(_non_defaults(Config.from_env()))
     if args.queue:
         options["queues"] = args.queue
-    if args.concurrency:
+    if args.concurrency is not None:
         options["concurrency"] = args.concurrency
-    _setup_logging(args.log_level)
-    return anyio.run(_worker_main, app, options, backend="trio")
+    held = _StartupLog(level)
+    try:
+        return anyio.run(_worker_main, app, options, held.started, backend="trio")
+    finally:
+        held.end(show=args.debug)
 
 
 def _non_defaults(config: Config) -> dict[str, Any]:
@@ -84,7 +124,7 @@ def _non_defaults(config: Config) -> dict[str, Any]:
     }
 
 
-async def _worker_main(app: Any, options: dict[str, Any]) -> int:
+async def _worker_main(app: Any, options: dict[str, Any], started: Callable[[], None]) -> int:
     log = logging.getLogger("rota.worker")
     gave_up: list[BaseException] = []
     stop = anyio.Event()
@@ -95,6 +135,7 @@ async def _worker_main(app: Any, options: dict[str, Any]) -> int:
             await tg.start(_on_signals, stop, running)
             async with app.run(**options) as runtime:
                 running.append(runtime)
+                started()
                 print(
                     f"rota worker {runtime.owner.id}: queues {', '.join(runtime.queues)} "
                     f"on {app.database_path} (Ctrl-C to stop)",
@@ -106,7 +147,10 @@ async def _worker_main(app: Any, options: dict[str, Any]) -> int:
     except* SupervisorGaveUp as group:
         gave_up.extend(group.exceptions)
     if gave_up:
-        log.error("rota worker gave up: %s", gave_up[0])
+        if running:  # after the start: logged with the rest
+            log.error("rota worker gave up: %s", gave_up[0])
+        else:  # the start-up's log is held (see _StartupLog): say it in one line
+            print(f"rota: worker gave up at start: {_printable(str(gave_up[0]))}", file=sys.stderr)
         return 1
     print("rota worker: stopped", flush=True)
     return 0
@@ -130,34 +174,72 @@ async def _on_signals(
             return
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+class _StartupLog:
+    """The worker's logging: records are held until the runtime has started (then written
+    out, and later ones as they come), so that a start that fails (a database that cannot
+    be opened...) is the one line of its error; ``--debug`` writes them out anyway."""
+
+    def __init__(self, level: str) -> None:
+        self.target = logging.StreamHandler()
+        self.target.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        )
+        self.held: logging.handlers.MemoryHandler | None = logging.handlers.MemoryHandler(
+            capacity=10_000,  # beyond that, written out at once
+            flushLevel=logging.CRITICAL + 1,  # never because of a level
+            target=self.target,
+            flushOnClose=False,
+        )
+        root = logging.getLogger()
+        root.setLevel(getattr(logging, level.upper()))
+        root.addHandler(self.held)
+
+    def started(self) -> None:
+        """The runtime is up: write out what was held, and log directly from now on."""
+        self.end(show=True)
+
+    def end(self, *, show: bool) -> None:
+        """Stop holding records: write them out (``show``) or drop them."""
+        held, self.held = self.held, None
+        if held is None:
+            return
+        root = logging.getLogger()
+        if show:
+            held.flush()
+        else:
+            held.buffer.clear()
+        root.removeHandler(held)
+        root.addHandler(self.target)
+        held.close()
 
 
 # -- database commands ---------------------------------------------------------------------------
 
 
-def _engine(args: argparse.Namespace) -> SqliteEngine:
+def _database(args: argparse.Namespace) -> str:
     if args.db:
-        path = args.db
-    elif args.app:
-        path = load_app(args.app).database_path
-    else:
-        path = Config.from_env().database
-    engine = SqliteEngine(path)
-    engine.migrate()
-    return engine
+        return str(args.db)
+    if args.app:
+        return str(load_app(args.app).database_path)
+    return Config.from_env().database
+
+
+def _engine(args: argparse.Namespace) -> SqliteEngine:
+    """The database the command is about, which must exist (never created here)."""
+    return SqliteEngine.open_existing(_database(args))
+
+
+#: How many jobs in an unknown state ``rota info`` lists (it counts them all).
+UNKNOWN_STATES_SHOWN: Final = 20
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    engine = _engine(args)
+    path = _database(args)
+    engine = SqliteEngine.open_existing(path)
     try:
         now = engine.now_ms()
         paused = engine.paused_queues()
-        print(f"database: {args.db or '(from app)'}")
+        _print(f"database: {path}")
         rows = [("queue", *(s.value for s in JobState), "paused")]
         for queue in engine.queues():
             counts = engine.count(queue)
@@ -165,22 +247,40 @@ def cmd_info(args: argparse.Namespace) -> int:
                 (queue, *(str(counts[s]) for s in JobState), "yes" if queue in paused else "")
             )
         _table(rows)
-        owners = engine.list_owners()
+        total, unknown = engine.unknown_states(UNKNOWN_STATES_SHOWN)
+        if total:
+            print()
+            _print(f"jobs in an unknown state (corrupt rows, not counted above): {total}")
+            for job in unknown:
+                _print(f"  {job.id}  queue {_cell(job.queue)}  state {_cell(job.state)}")
+            if total > len(unknown):
+                _print(f"  ... and {total - len(unknown)} more (rota jobs list marks them)")
+        owners = engine.owner_records()
         note = "  (pools as of the last heartbeat)" if any(o.pools for o in owners) else ""
-        print(f"\nowners: {len(owners)}{note}")
+        print()
+        _print(f"owners: {len(owners)}{note}")
         for owner in owners:
-            age = (now - owner.heartbeat_at_ms) / 1000
-            local = owner.host == socket.gethostname()
-            alive = "" if not local else (" (alive)" if pid_alive(owner.pid) else " (gone)")
-            print(
-                f"  {owner.id}  pid {owner.pid}{alive}  queues {', '.join(owner.queues)}"
-                f"  heartbeat {age:.1f} s ago"
-            )
+            _print(_describe_owner(owner, now))
             for queue, pool in (owner.pools or {}).items():
-                print(f"    {queue}: {_describe_pool(pool)}")
+                _print(f"    {queue}: {_describe_pool(pool)}")
     finally:
         engine.close()
     return 0
+
+
+def _describe_owner(owner: OwnerRecord, now: int) -> str:
+    """``  id  pid 123 (alive)  queues a, b  heartbeat 1.2 s ago``, ``?`` for what cannot be
+    read, and a mark on a corrupt row."""
+    alive = ""
+    if owner.host == socket.gethostname() and owner.pid is not None:
+        alive = " (alive)" if pid_alive(owner.pid) else " (gone)"
+    queues = "?" if owner.queues is None else ", ".join(owner.queues)
+    age = "?" if owner.heartbeat_at_ms is None else f"{(now - owner.heartbeat_at_ms) / 1000:.1f}"
+    line = f"  {owner.id}  pid {_cell(owner.pid)}{alive}  queues {queues}  heartbeat {age} s ago"
+    if owner.corrupt:
+        ignored = "; workers ignore this owner" if owner.owner() is None else ""
+        line += f"  [corrupt row: {', '.join(owner.corrupt)} unreadable{ignored}]"
+    return line
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
@@ -191,52 +291,72 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         elif args.app is None and not target.isdigit():
             args.app = target
         else:
-            print(f"rota jobs: unexpected argument {target!r}", file=sys.stderr)
-            return 2
+            raise ConfigError(f"jobs {args.action}: unexpected argument {target!r}")
+    if args.action != "list" and args.job_id is None:
+        raise ConfigError(f"jobs {args.action}: a job id is required")
     engine = _engine(args)
     try:
         if args.action == "list":
-            state = JobState(args.state) if args.state else None
-            jobs = engine.list_jobs(
-                queue=args.queue, state=state, limit=args.limit, offset=args.offset
-            )
-            rows = [("id", "name", "queue", "state", "attempt", "priority", "error")]
-            for job in jobs:
-                error = (job.error or "").strip().splitlines()[-1:] or [""]
-                rows.append(
-                    (
-                        str(job.id),
-                        job.name,
-                        job.queue,
-                        job.state.value,
-                        f"{job.attempt}/{job.max_attempts}",
-                        str(job.priority),
-                        error[0][:60],
-                    )
-                )
-            _table(rows)
-            return 0
-        if args.job_id is None:
-            print(f"rota jobs {args.action}: a job id is required", file=sys.stderr)
-            return 2
-        if args.action == "show":
-            job = engine.get(args.job_id)
-            data = msgspec.structs.asdict(job)
-            for field in ("payload", "result", "progress"):
-                if data[field] is not None:
-                    data[field] = data[field].decode(errors="replace")
-            print(msgspec.json.format(msgspec.json.encode(data)).decode())
+            _list_jobs(engine, args)
+        elif args.action == "show":
+            _show_job(engine.job_record(args.job_id))
             for entry in engine.logs(args.job_id, limit=1000):
-                print(f"  log attempt {entry.attempt} @{entry.at_ms}: {entry.message}")
+                _print(f"  log attempt {entry.attempt} @{entry.at_ms}: {entry.message}")
         elif args.action == "retry":
-            print(f"job {args.job_id}: {engine.retry(args.job_id).value}")
+            _print(f"job {args.job_id}: {engine.retry(args.job_id).value}")
         elif args.action == "cancel":
             state = engine.cancel(args.job_id)
             note = " (cancel requested: its worker stops it)" if state is JobState.ACTIVE else ""
-            print(f"job {args.job_id}: {state.value}{note}")
+            _print(f"job {args.job_id}: {state.value}{note}")
     finally:
         engine.close()
     return 0
+
+
+def _list_jobs(engine: SqliteEngine, args: argparse.Namespace) -> None:
+    """One row per job (a summary: no payload is read), its corrupt columns named in a
+    last column that is there only when some row has one."""
+    state = JobState(args.state) if args.state else None
+    jobs = engine.list_summaries(
+        queue=args.queue, state=state, limit=args.limit, offset=args.offset
+    )
+    marked = any(job.corrupt for job in jobs)
+    rows: list[tuple[object, ...]] = [
+        ("id", "name", "queue", "state", "attempt", "priority", "error")
+        + (("corrupt",) if marked else ())
+    ]
+    for job in jobs:
+        error = (job.error or "").strip().splitlines()[-1:] or [""]
+        row = (
+            job.id,
+            job.name,
+            job.queue,
+            job.state,
+            f"{_cell(job.attempt)}/{_cell(job.max_attempts)}",
+            job.priority,
+            error[0][:60],
+        )
+        rows.append(row + ((",".join(job.corrupt),) if marked else ()))
+    _table(rows)
+
+
+def _show_job(record: JobRecord) -> None:
+    """The job's row as JSON, as ``Job`` would encode (payload, result and progress as
+    text, the backoff as an object); a column rota cannot read is shown as stored, and
+    named under ``"corrupt"``."""
+    data: dict[str, Any] = {}
+    for column, value in record.columns.items():
+        if isinstance(value, bytes):
+            value = value.decode(errors="replace")
+        if column not in record.corrupt:
+            if column == "backoff":
+                value = msgspec.json.decode(value)
+            elif column == "cancel_requested":
+                value = bool(value)
+        data[column] = value
+    if record.corrupt:
+        data["corrupt"] = list(record.corrupt)
+    print(_json_printable(msgspec.json.format(msgspec.json.encode(data)).decode()))
 
 
 def _describe_pool(pool: Any) -> str:
@@ -278,43 +398,124 @@ def _describe_pool(pool: Any) -> str:
     return "; ".join(parts) or "no figures"
 
 
-def _table(rows: Sequence[Sequence[str]]) -> None:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
+def _table(rows: Sequence[Sequence[object]]) -> None:
+    cells = [[_cell(value) for value in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
+    for row in cells:
         print(
             "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         )
 
 
+# -- output: nothing stored reaches the terminal raw -------------------------------------------
+
+_NAMED_ESCAPES: Final = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _printable(text: str) -> str:
+    """``text`` with every character a terminal could act on escaped, visibly: control
+    characters (``\\x1b``, ``\\n``, C1 controls), format characters such as bidi
+    overrides (``\\u202e``), line and paragraph separators. One line, always."""
+    if text.isprintable():
+        return text
+    return "".join(
+        c if c.isprintable() else _NAMED_ESCAPES.get(c) or _escape_code(ord(c)) for c in text
+    )
+
+
+def _escape_code(code: int) -> str:
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def _json_printable(text: str) -> str:
+    """JSON text with the characters JSON leaves raw but a terminal could act on (DEL, C1
+    controls, format characters: the encoder escapes C0 controls itself) written as
+    ``\\uXXXX`` escapes: the same JSON, safe to print."""
+
+    def escape(c: str) -> str:
+        if c == "\n" or c.isprintable():  # newlines: the formatting's, never in a string
+            return c
+        code = ord(c)
+        if code < 0x10000:
+            return f"\\u{code:04x}"
+        code -= 0x10000  # a surrogate pair, as JSON spells characters beyond the BMP
+        return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+
+    return "".join(escape(c) for c in text)
+
+
+def _cell(value: object) -> str:
+    """A stored value as printable text: ``?`` for one that could not be read (None)."""
+    if value is None:
+        return "?"
+    if isinstance(value, bytes):
+        value = value.decode(errors="replace")
+    return _printable(str(value))
+
+
+def _print(line: str) -> None:
+    """Print one line that may hold stored text (job data, names, ids), escaped."""
+    print(_printable(line))
+
+
 # -- parser -------------------------------------------------------------------------------------
+
+
+def _at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {text!r}")
+        return value
+
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rota", description="rota: durable jobs and actors")
+    debug_help = "on an error, print its traceback (and a worker's start-up log)"
+    parser.add_argument("--debug", action="store_true", help=debug_help)
+    # --debug after the command too: a default that does not override the one above
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    worker = sub.add_parser("worker", help="run a worker for an app's queues")
+    worker = sub.add_parser("worker", parents=[common], help="run a worker for an app's queues")
     worker.add_argument("app", help="module:app, e.g. myproject.jobs:app")
     worker.add_argument("--queue", "-q", action="append", help="queue to work on (repeatable)")
-    worker.add_argument("--concurrency", "-c", type=int, help="jobs at once per queue")
+    worker.add_argument(
+        "--concurrency", "-c", type=_at_least(1), help="jobs at once per queue (>= 1)"
+    )
     worker.add_argument("--config", help="TOML file with rota options")
-    worker.add_argument("--log-level", default="warning", help="logging level (default warning)")
-    worker.set_defaults(fn=cmd_worker)
+    worker.add_argument(
+        "--log-level", default="warning", help=f"{', '.join(LOG_LEVELS)} (default warning)"
+    )
+    worker.set_defaults(fn=lambda args: cmd_worker(args))
 
-    info = sub.add_parser("info", help="queues, counts by state, live owners")
+    database_help = (
+        "the SQLite file; it must exist (never created here); an older rota schema is migrated"
+    )
+    info = sub.add_parser(
+        "info", parents=[common], help="queues, counts by state, live owners, corrupt rows"
+    )
     info.add_argument("app", nargs="?", help="module:app (or --db)")
-    info.add_argument("--db", help="SQLite file")
-    info.set_defaults(fn=cmd_info)
+    info.add_argument("--db", help=database_help)
+    info.set_defaults(fn=lambda args: cmd_info(args))
 
-    jobs = sub.add_parser("jobs", help="list, show, retry or cancel jobs")
+    jobs = sub.add_parser("jobs", parents=[common], help="list, show, retry or cancel jobs")
     jobs.add_argument("action", choices=["list", "show", "retry", "cancel"])
     jobs.add_argument("targets", nargs="*", metavar="[module:app] [JOB_ID]")
-    jobs.add_argument("--db", help="SQLite file")
+    jobs.add_argument("--db", help=database_help)
     jobs.add_argument("--queue")
     jobs.add_argument("--state", choices=[s.value for s in JobState])
-    jobs.add_argument("--limit", type=int, default=50)
-    jobs.add_argument("--offset", type=int, default=0)
-    jobs.set_defaults(fn=cmd_jobs)
+    jobs.add_argument("--limit", type=_at_least(0), default=50)
+    jobs.add_argument("--offset", type=_at_least(0), default=0)
+    jobs.set_defaults(fn=lambda args: cmd_jobs(args))
 
     sub.add_parser("demo", help="run a worker over sample jobs on SQLite (see rota demo -h)")
     sub.add_parser("bench", help="the benchmark suite of a source checkout (see rota bench -h)")
@@ -340,10 +541,13 @@ def _demo(rest: list[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["demo"]:  # the demo parses its own options
-        return _demo(argv[1:])
-    if argv[:1] == ["bench"]:  # so does the benchmark suite
-        return _bench(argv[1:])
+    lead = 0
+    while argv[lead : lead + 1] == ["--debug"]:
+        lead += 1
+    if argv[lead : lead + 1] == ["demo"]:  # the demo parses its own options
+        return _guarded(lambda: _demo(argv[lead + 1 :]), debug=lead > 0)
+    if argv[lead : lead + 1] == ["bench"]:  # so does the benchmark suite
+        return _guarded(lambda: _bench(argv[lead + 1 :]), debug=lead > 0)
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # argparse cannot put positionals after an option (`rota jobs show --db X 42`): the
@@ -352,10 +556,51 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.targets = [*args.targets, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return _guarded(lambda: args.fn(args), debug=args.debug)
+
+
+# -- errors: one line ---------------------------------------------------------------------------
+
+#: Errors that say what is wrong in words an operator can act on: their message is enough.
+EXPECTED_ERRORS: Final = (RotaError, ValueError)
+
+
+def _guarded(command: Callable[[], int], *, debug: bool) -> int:
+    """Run a command; an error is one line on stderr, ``rota: ...`` (after its traceback
+    with ``debug``). Exit status: the command's; 2 for an expected error (a ``RotaError``:
+    a bad option, a missing database...; a ``ValueError``: a transition the job's state
+    does not allow); 1 for anything else; 130 for Ctrl-C."""
     try:
-        return int(args.fn(args))
-    except (RotaError, JobNotFound, ValueError) as exc:
-        print(f"rota: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+        return int(command())
+    except SystemExit:
+        raise
+    except BaseException as exc:
+        errors = _leaves(exc)
+        if any(isinstance(e, KeyboardInterrupt) for e in errors):
+            return 130
+        if debug:
+            traceback.print_exception(exc)
+        first = errors[0]
+        expected = isinstance(first, EXPECTED_ERRORS)
+        if expected:
+            line = str(first) or type(first).__name__
+        else:
+            line = f"unexpected error: {_describe(first)}"
+        if len(errors) > 1:
+            line += f" (and {len(errors) - 1} more errors)"
+        if not debug and (not expected or first.__cause__ is not None):
+            line += " (run with --debug for the traceback)"
+        print(f"rota: {_printable(line)}", file=sys.stderr)
+        return 2 if expected else 1
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    """The errors an exception group holds (the exception itself if it is none)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
+
+
+def _describe(exc: BaseException) -> str:
+    message = str(exc)
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__

@@ -4,17 +4,20 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
+import msgspec
 import pytest
 
 from rota.actors.kernel import ActorRef
-from rota.actors.scheduler import Scheduler, SchedulerSettings
+from rota.actors.scheduler import Scheduler, SchedulerSettings, pid_alive
 from rota.actors.store import Store, StoreClient
+from rota.domain import JobOptions, JobState, lifecycle
 from rota.domain.event import Owner
 from rota.storage.sqlite import SqliteEngine
 
@@ -143,3 +146,88 @@ async def test_a_failed_report_keeps_the_last_good_pools(
         await wait_for(store, lambda o: o.heartbeat_at_ms > first.heartbeat_at_ms)
         assert (await owner_row(store)).pools == {"q": {"running": 1}}
     assert calls >= 3
+
+
+# --- owners that cannot be read, pids that cannot be --------------------------------------
+
+
+@pytest.mark.parametrize("pid", [-1, 0, 2**31, 2**40, -(2**40)])
+def test_pid_alive_says_no_for_an_impossible_pid_without_raising(pid: int) -> None:
+    assert pid_alive(pid) is False  # -1 and 0 name process groups; 2**40 overflows pid_t
+
+
+#: A pid no process has (above any Linux pid_max, within pid_t): an owner gone for good.
+GONE_PID = 2**31 - 1
+
+
+async def test_corrupt_owner_rows_are_reported_and_ignored_at_start(
+    anyio_backend: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = str(tmp_path / "db")
+    engine = SqliteEngine(db)
+    engine.migrate()
+    engine.close()
+    conn = sqlite3.connect(db, isolation_level=None)
+    rows = {  # id: pid, queues, pools: each on this Scheduler's host
+        "pid-minus-one": (-1, '["q"]', None),
+        "pid-zero": (0, '["q"]', None),
+        "pid-huge": (2**40, '["q"]', None),
+        "queues-not-json": (GONE_PID, "not json", None),
+        "pools-garbage": (GONE_PID, '["q"]', b"\xff{garbage"),  # usable: released
+        "gone": (GONE_PID, '["q"]', None),  # released
+    }
+    for owner_id, (pid, queues, pools) in rows.items():
+        conn.execute(
+            "INSERT INTO rota_owners VALUES (?, ?, ?, 0, 0, ?, ?)",
+            (owner_id, OWNER.host, pid, queues, pools),
+        )
+    conn.close()
+    with caplog.at_level(logging.WARNING):
+        async with scheduler(db, None) as (ref, store):
+            assert ref.running
+            left = {o.id for o in await store.list_owners()}
+    assert left == {OWNER.id}  # the corrupt rows are not owners the runtime sees...
+    conn = sqlite3.connect(db)
+    stored = {owner_id for (owner_id,) in conn.execute("SELECT id FROM rota_owners")}
+    conn.close()
+    # ... and were left alone (this Scheduler removed its own row at stop)
+    assert stored == {"pid-minus-one", "pid-zero", "pid-huge", "queues-not-json"}
+    messages = [r.getMessage() for r in caplog.records]
+    for owner_id, column in [
+        ("pid-minus-one", "pid"),
+        ("pid-zero", "pid"),
+        ("pid-huge", "pid"),
+        ("queues-not-json", "queues"),
+        ("pools-garbage", "pools"),
+    ]:
+        assert any(f"owner '{owner_id}'" in m and f"column {column}" in m for m in messages)
+    assert any("owner gone (pid 2147483647) is gone" in m for m in messages)
+
+
+async def test_a_gone_owner_whose_job_row_is_corrupt_is_released_and_the_job_failed(
+    anyio_backend: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = str(tmp_path / "db")
+    engine = SqliteEngine(db)
+    engine.migrate()
+    for owner_id in ("gone", "also-gone"):
+        engine.register_owner(msgspec.structs.replace(OWNER, id=owner_id, pid=GONE_PID))
+    engine.enqueue([lifecycle.new_job("t", b"{}", JobOptions(queue="q"), 0)] * 2)
+    engine.claim("q", "gone", 1, 60_000)
+    engine.claim("q", "also-gone", 1, 60_000)
+    engine.close()
+    conn = sqlite3.connect(db, isolation_level=None)  # gone's job: a backoff rota cannot read
+    conn.execute("UPDATE rota_jobs SET backoff = '{garbage' WHERE owner = 'gone'")
+    conn.close()
+    with caplog.at_level(logging.WARNING, logger="rota.scheduler"):
+        async with scheduler(db, None) as (ref, store):
+            assert ref.running
+            # both released: the corrupt job was failed for good on the way, not a crash
+            assert {o.id for o in await store.list_owners()} == {OWNER.id}
+            failed = await store.list_jobs(state=JobState.FAILED)
+            assert [job.owner for job in failed] == [None]
+            assert failed[0].error is not None
+            assert failed[0].error.startswith(f"corrupt row: job {failed[0].id}, column 'backoff'")
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("owner gone (pid 2147483647) is gone: released 0" in m for m in messages)
+    assert any("owner also-gone (pid 2147483647) is gone: released 1" in m for m in messages)

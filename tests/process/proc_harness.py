@@ -161,7 +161,7 @@ class Harness:
     def env(self, **options: Any) -> dict[str, str]:
         """The environment of a worker process: ``ROTA_<OPTION>`` per option."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("ROTA_")}
-        env["PYTHONPATH"] = str(SUPPORT)
+        env["PYTHONPATH"] = os.pathsep.join([str(SUPPORT), str(REPO / "src")])  # this checkout
         env["ROTA_DATABASE"] = str(self.db)
         env["ROTA_SCHEDULER_INTERVAL_S"] = "0.1"
         for name, value in options.items():

@@ -3,6 +3,8 @@ others are released (no stall counted) and run on the next start; the process ex
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import time
 from typing import Any
@@ -133,3 +135,14 @@ def test_ctrl_c_while_a_job_keeps_the_loop_busy_still_shuts_down_gracefully(
     assert "rota worker: stopped" in worker.stdout()
     done = harness.get(job_id)
     assert (done.state, done.attempt) == (JobState.COMPLETED, 1)  # finished within the grace
+
+
+def test_a_database_replaced_under_a_worker_stops_it_with_one_line(harness: Harness) -> None:
+    worker = harness.start_worker()
+    replacement = harness.workdir / "restored.db"
+    shutil.copy(harness.db, replacement)
+    os.replace(replacement, harness.db)  # a restore from a backup, under the running worker
+    code = worker.wait(10)
+    assert code != 0, worker.describe()
+    lines = [line for line in worker.stderr().splitlines() if line.startswith("rota: ")]
+    assert lines and f"database file {harness.db} was replaced by another file" in lines[-1]

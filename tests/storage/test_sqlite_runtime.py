@@ -473,7 +473,7 @@ def test_unreadable_pools_read_as_none_with_a_warning(
         owners = engine.list_owners()
     assert [(o.id, o.pools) for o in owners] == [("a", None), ("b", POOLS)]
     assert owners[0] == owner("a", 10)  # every other field read as usual
-    assert [r.getMessage() for r in caplog.records if "owner a" in r.getMessage()] != []
+    assert [r.getMessage() for r in caplog.records if "owner 'a'" in r.getMessage()] != []
 
 
 # --- data_version ---------------------------------------------------------------------

@@ -38,7 +38,7 @@ import msgspec
 from rota.actors._throttle import Throttled
 from rota.actors.kernel import Actor
 from rota.actors.store import StoreClient
-from rota.domain.event import Owner
+from rota.domain.event import Owner, possible_pid
 from rota.domain.job import JobState
 from rota.errors import ActorNotRunning, CallTimeout, StorageError
 from rota.storage.engine import LeaseRef, Rescued
@@ -98,13 +98,17 @@ class SchedulerSettings(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether a process with this pid exists on this host (a zombie does not count)."""
+    """Whether a process with this pid exists on this host (a zombie does not count).
+    Never raises: an impossible pid (0, negative, beyond ``pid_t``: from a corrupt row)
+    names no process."""
+    if not possible_pid(pid):
+        return False  # os.kill would signal a process group, or raise OverflowError
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
     except PermissionError:
         pass  # exists, owned by someone else
+    except (OSError, OverflowError):
+        return False  # ProcessLookupError: no such process
     stat = _proc_stat(pid)
     return stat is None or stat[0] != "Z"
 
@@ -221,13 +225,20 @@ class Scheduler(Actor):
     # -- duties -------------------------------------------------------------------------
 
     async def _release_dead_owners(self) -> None:
+        """Release the leases of same-host owners whose process is gone. ``list_owners``
+        leaves out (and reports) rows it cannot read; one owner whose release fails is
+        logged and left to its leases' expiry: nothing an owner row holds stops a start."""
         for other in await self.store.list_owners():
             if other.id == self.owner.id or other.host != self.owner.host:
                 continue
             if owner_alive(other, self.owner):
                 continue
-            released = await self.store.release_owner(other.id, as_stall=True)
-            await self.store.remove_owner(other.id)
+            try:
+                released = await self.store.release_owner(other.id, as_stall=True)
+                await self.store.remove_owner(other.id)
+            except Exception as exc:  # its leases still expire after lease_ttl_s
+                log.warning("owner %r is gone, but releasing its leases failed: %r", other.id, exc)
+                continue
             self.released_dead.extend(released)
             log.warning(
                 "owner %s (pid %d) is gone: released %d leases at once",

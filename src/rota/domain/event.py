@@ -8,11 +8,11 @@ stream (in id order) from the database.
 from __future__ import annotations
 
 import enum
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 
-__all__ = ["Event", "EventKind", "LogEntry", "Owner", "Progress"]
+__all__ = ["PID_MAX", "Event", "EventKind", "LogEntry", "Owner", "Progress", "possible_pid"]
 
 
 class EventKind(enum.StrEnum):
@@ -78,3 +78,14 @@ class Owner(msgspec.Struct, frozen=True, kw_only=True):
     pools: dict[str, Any] | None = None
     """Its execution pools as of its last heartbeat (JSON-able, by queue name: concurrency,
     running, ``threads`` and ``processes`` figures); None until first reported."""
+
+
+#: The largest process id any system rota runs on can give (``pid_t`` is a 32-bit int).
+PID_MAX: Final = 2**31 - 1
+
+
+def possible_pid(pid: object) -> bool:
+    """Whether ``pid`` can be a process's id: an int from 1 to ``PID_MAX``. Not 0 nor a
+    negative number (to ``kill`` they name process groups, or every process), nor a number
+    too large for ``pid_t`` (``os.kill`` raises ``OverflowError``)."""
+    return type(pid) is int and 0 < pid <= PID_MAX

@@ -61,6 +61,18 @@ Runtime support (schema version 2):
 * ``data_version()``: a number that changes when *another* connection commits: cheap to
   poll (no I/O) to notice jobs enqueued by other processes.
 
+Reads for display (``rota info``, ``rota jobs``), which survive rows rota did not write
+(a hand edit, a damaged file): each reads what it can, names the columns it cannot read
+(``corrupt``), and never raises for a row's content:
+
+* ``list_summaries(...)``: a page of jobs as ``list_jobs`` would select them, only the
+  columns a listing shows (``JobSummary``: no payload, result or progress).
+* ``job_record(job_id)``: one job's columns as stored (``JobRecord``).
+* ``unknown_states(limit)``: jobs whose state is none of ``JobState`` (``count`` leaves
+  them out): how many, and the first ``limit``.
+* ``owner_records()``: every owner row (``OwnerRecord``); ``list_owners`` returns only
+  those the runtime can rely on.
+
 Times come from the engine's clock (``now_ms``), so tests can drive time.
 """
 
@@ -81,7 +93,10 @@ __all__ = [
     "Completion",
     "Engine",
     "Failure",
+    "JobRecord",
+    "JobSummary",
     "LeaseRef",
+    "OwnerRecord",
     "Renewed",
     "Rescued",
     "Settled",
@@ -161,6 +176,79 @@ class Rescued(msgspec.Struct, frozen=True):
     requeued: list[int]
     failed: list[int]
     cancelled: list[int]
+
+
+class JobSummary(msgspec.Struct, frozen=True, kw_only=True):
+    """What a listing shows of a job (``rota jobs list``): no payload, result or progress,
+    so reading a page costs the page, not the size of its payloads.
+
+    ``corrupt`` names the columns whose stored value rota cannot read; each of those
+    fields is None (but ``state``, kept as the text stored, so that an unknown state can
+    be shown: it is corrupt when it is none of ``JobState``)."""
+
+    id: int
+    name: str | None
+    queue: str | None
+    state: str | None
+    attempt: int | None
+    max_attempts: int | None
+    priority: int | None
+    error: str | None
+    """The end of the error text (its last ``ERROR_TAIL`` characters), or None."""
+    corrupt: tuple[str, ...] = ()
+
+
+#: How much of a job's error a ``JobSummary`` carries: its end, where the last line is.
+ERROR_TAIL = 1000
+
+
+class JobRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """A job's row as stored (``rota jobs show``): each column of ``Job`` by name, with
+    the value the database holds (the state as text, the backoff as its JSON text, 0/1
+    for ``cancel_requested``); ``corrupt`` names the columns rota cannot read (a wrong
+    type, an unknown state, a backoff, payload, result or progress that does not decode)."""
+
+    columns: dict[str, Any]
+    corrupt: tuple[str, ...] = ()
+
+
+class OwnerRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """An owner row as far as it can be read (``rota info``). ``corrupt`` names the
+    columns rota cannot read; each of those fields is None (``id`` is then the stored
+    value shown as text). An owner with any corrupt column but ``pools`` is ignored by the
+    runtime (``list_owners`` leaves it out: its leases expire as any other's)."""
+
+    id: str
+    host: str | None
+    pid: int | None
+    started_at_ms: int | None
+    heartbeat_at_ms: int | None
+    queues: list[str] | None
+    pools: dict[str, Any] | None
+    corrupt: tuple[str, ...] = ()
+
+    def owner(self) -> Owner | None:
+        """The ``Owner``, or None if a column other than ``pools`` is corrupt."""
+        host, pid, queues = self.host, self.pid, self.queues
+        started_at_ms, heartbeat_at_ms = self.started_at_ms, self.heartbeat_at_ms
+        if (
+            any(column != "pools" for column in self.corrupt)
+            or host is None
+            or pid is None
+            or queues is None
+            or started_at_ms is None
+            or heartbeat_at_ms is None
+        ):
+            return None
+        return Owner(
+            id=self.id,
+            host=host,
+            pid=pid,
+            started_at_ms=started_at_ms,
+            heartbeat_at_ms=heartbeat_at_ms,
+            queues=queues,
+            pools=self.pools,
+        )
 
 
 @runtime_checkable
@@ -280,7 +368,8 @@ class Engine(Protocol):
         ...
 
     def count(self, queue: str | None = None) -> dict[JobState, int]:
-        """How many jobs are in each state (every state present, zeros included)."""
+        """How many jobs are in each state (every state present, zeros included); jobs in a
+        state that is none of these (a corrupt row) are left out: see ``unknown_states``."""
         ...
 
     def queues(self) -> list[str]:
@@ -317,7 +406,9 @@ class Engine(Protocol):
         ...
 
     def list_owners(self) -> list[Owner]:
-        """Every registered owner, oldest first."""
+        """Every registered owner, oldest first; a row that cannot be read (but for its
+        pools, then read as None) is reported (a warning naming the owner and the column)
+        and left out: see ``owner_records``."""
         ...
 
     def set_paused(self, queue: str, paused: bool) -> None:
@@ -379,4 +470,31 @@ class Engine(Protocol):
 
     def data_version(self) -> int:
         """Changes when another connection commits (no I/O)."""
+        ...
+
+    # -- reads for display, that survive corrupt rows ------------------------------------
+
+    def list_summaries(
+        self,
+        *,
+        queue: str | None = None,
+        state: JobState | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[JobSummary]:
+        """The page ``list_jobs`` would return, as summaries (rows rota cannot read
+        included, marked)."""
+        ...
+
+    def job_record(self, job_id: int) -> JobRecord:
+        """The job's row as stored; ``JobNotFound`` if there is none."""
+        ...
+
+    def unknown_states(self, limit: int = 20) -> tuple[int, list[JobSummary]]:
+        """How many jobs have a state that is none of ``JobState``, and the first
+        ``limit`` of them in id order (reads every job: for display only)."""
+        ...
+
+    def owner_records(self) -> list[OwnerRecord]:
+        """Every owner row, oldest first, corrupt ones included (marked, and logged)."""
         ...

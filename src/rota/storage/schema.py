@@ -69,6 +69,8 @@ from __future__ import annotations
 
 from typing import Final, NamedTuple
 
+from rota.storage.engine import ERROR_TAIL
+
 __all__ = [
     "APPLICATION_ID",
     "CLAIM_JOBS",
@@ -94,6 +96,10 @@ __all__ = [
     "LIST_JOBS_IN_QUEUE_AND_STATE",
     "LIST_JOBS_IN_STATE",
     "LIST_OWNERS",
+    "LIST_SUMMARIES",
+    "LIST_SUMMARIES_IN_QUEUE",
+    "LIST_SUMMARIES_IN_QUEUE_AND_STATE",
+    "LIST_SUMMARIES_IN_STATE",
     "MIGRATIONS",
     "NEXT_JOB_ID",
     "PROMOTE_DUE",
@@ -124,9 +130,11 @@ __all__ = [
     "SELECT_RETRYABLE",
     "SELECT_SCHEMA_VERSION",
     "SELECT_STATE",
+    "SELECT_UNKNOWN_STATES",
     "SET_PAUSED",
     "SET_PROGRESS",
     "SET_SCHEMA_VERSION",
+    "SUMMARY_COLUMNS",
     "UPSERT_OWNER",
     "WRITE_TRANSITION",
     "Migration",
@@ -516,6 +524,38 @@ LIST_JOBS_IN_STATE: Final = (
 LIST_JOBS_IN_QUEUE_AND_STATE: Final = (
     f"SELECT {JOB_COLUMNS} FROM rota_jobs WHERE queue = ? AND state = ? "
     "ORDER BY id LIMIT ? OFFSET ?"
+)
+
+# The columns a listing shows (rota.storage.engine.JobSummary, in field order): no payload,
+# result or progress, and only the end of the error (its last ERROR_TAIL characters, where
+# the last line is), so a page costs its rows, not their payloads.
+SUMMARY_COLUMNS: Final = (
+    f"id, name, queue, state, attempt, max_attempts, priority, substr(error, -{ERROR_TAIL})"
+)
+
+# In: limit, offset (and the filters the name says, first). Out: the page LIST_JOBS (of
+# the same name) selects, as SUMMARY_COLUMNS.
+LIST_SUMMARIES: Final = f"SELECT {SUMMARY_COLUMNS} FROM rota_jobs ORDER BY id LIMIT ? OFFSET ?"
+LIST_SUMMARIES_IN_QUEUE: Final = (
+    f"SELECT {SUMMARY_COLUMNS} FROM rota_jobs WHERE queue = ? ORDER BY id LIMIT ? OFFSET ?"
+)
+LIST_SUMMARIES_IN_STATE: Final = (
+    f"SELECT {SUMMARY_COLUMNS} FROM rota_jobs WHERE state = ? ORDER BY id LIMIT ? OFFSET ?"
+)
+LIST_SUMMARIES_IN_QUEUE_AND_STATE: Final = (
+    f"SELECT {SUMMARY_COLUMNS} FROM rota_jobs WHERE queue = ? AND state = ? "
+    "ORDER BY id LIMIT ? OFFSET ?"
+)
+
+# In: limit (>= 1). Out: the first jobs in id order whose state is none of JobState's
+# (written around the CHECK constraint: PRAGMA ignore_check_constraints, a damaged file),
+# as SUMMARY_COLUMNS, each followed by how many such jobs there are in all. Such a job is
+# in no partial index, so this scans the table (about 0.2 s per million jobs): for
+# `rota info`, never on a hot path.
+SELECT_UNKNOWN_STATES: Final = (
+    f"SELECT {SUMMARY_COLUMNS}, count(*) OVER () FROM rota_jobs WHERE state IS NULL OR "
+    "state NOT IN ('waiting', 'delayed', 'active', 'completed', 'failed', 'cancelled') "
+    "ORDER BY id LIMIT ?"
 )
 
 # Out: (state, count) rows for the states that have jobs. Each arm counts over the

@@ -83,13 +83,14 @@ import sqlite3
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from operator import itemgetter
+from pathlib import Path
 from typing import Any, Concatenate, Final, Literal, ParamSpec, TypeVar
 
 import msgspec
 
 from rota.domain import lifecycle
 from rota.domain.backoff import DEFAULT_BACKOFF, StoredBackoff, decode_backoff, encode_backoff
-from rota.domain.event import Event, EventKind, LogEntry, Owner
+from rota.domain.event import Event, EventKind, LogEntry, Owner, possible_pid
 from rota.domain.job import FINISHED_STATES, Job, JobState, NewJob
 from rota.domain.outcome import FailureKind
 from rota.errors import ConfigError, CorruptRow, JobNotFound, LeaseLost, StorageError
@@ -98,7 +99,10 @@ from rota.storage.engine import (
     ClaimRequest,
     Completion,
     Failure,
+    JobRecord,
+    JobSummary,
     LeaseRef,
+    OwnerRecord,
     Renewed,
     Rescued,
     Settled,
@@ -194,16 +198,10 @@ _OUTCOME_KIND: Final = {
 _BUSY, _LOCKED, _READONLY, _IOERR, _CORRUPT, _FULL, _CANTOPEN, _NOTADB = 5, 6, 8, 10, 11, 13, 14, 26
 
 
-def _pools(owner_id: str, data: Any) -> dict[str, Any] | None:
-    """An owner's stored pools, or None: NULL, or a value that is not a JSON object (a
-    corrupt value is reported, and must not hide the owners from ``rota info``)."""
-    if data is None:
-        return None
-    try:
-        return _POOLS.decode(data)
-    except (msgspec.DecodeError, TypeError) as exc:
-        log.warning("owner %s: unreadable pools ignored: %r", owner_id, exc)
-        return None
+def _pools(data: Any) -> dict[str, Any] | None:
+    """An owner's stored pools: None for NULL; raises for a value that is not a JSON
+    object (the caller reports it: a corrupt value must not hide the owner)."""
+    return None if data is None else _POOLS.decode(data)
 
 
 @functools.lru_cache(maxsize=256)
@@ -1365,7 +1363,9 @@ class SqliteEngine:
             rows = self._conn.execute(sql.COUNT_JOBS_IN_QUEUE, (queue,)).fetchall()
         counts = dict.fromkeys(JobState, 0)
         for state, n in rows:
-            counts[_STATES[state]] = n
+            known = _STATES.get(state)
+            if known is not None:  # an unknown state is counted apart: unknown_states()
+                counts[known] = n
         return counts
 
     @_read("list queues")
@@ -1387,17 +1387,276 @@ class SqliteEngine:
 
     @_read("list owners")
     def list_owners(self) -> list[Owner]:
-        return [
-            Owner(
-                id=id_,
-                host=host,
-                pid=pid,
-                started_at_ms=started_at_ms,
-                heartbeat_at_ms=heartbeat_at_ms,
-                queues=_QUEUE_NAMES.decode(queues),
-                pools=_pools(id_, pools),
+        owners = (record.owner() for record in self._owner_records())
+        return [owner for owner in owners if owner is not None]
+
+    # --- reads that survive corrupt rows (for display: rota info, rota jobs) --------------
+
+    @_read("list owner rows")
+    def owner_records(self) -> list[OwnerRecord]:
+        return self._owner_records()
+
+    def _owner_records(self) -> list[OwnerRecord]:
+        """Every owner row, read column by column: one rota cannot read is reported (a
+        warning naming the owner and the column) and read as None, never raised."""
+        records = []
+        for row in self._conn.execute(sql.LIST_OWNERS).fetchall():
+            (id_, *values), problems = _read_row(_OWNER_READERS, row)
+            record = OwnerRecord(
+                id=id_ if "id" not in problems else _as_text(row[0]),
+                host=values[0],
+                pid=values[1],
+                started_at_ms=values[2],
+                heartbeat_at_ms=values[3],
+                queues=values[4],
+                pools=values[5],
+                corrupt=tuple(problems),
             )
-            for id_, host, pid, started_at_ms, heartbeat_at_ms, queues, pools in (
-                self._conn.execute(sql.LIST_OWNERS).fetchall()
+            if problems:
+                _report_owner(record.id, problems)
+            records.append(record)
+        return records
+
+    @_read("list job summaries")
+    def list_summaries(
+        self,
+        *,
+        queue: str | None = None,
+        state: JobState | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[JobSummary]:
+        _check_page(limit, offset)
+        conn = self._conn
+        if state is None:
+            if queue is None:
+                rows = conn.execute(sql.LIST_SUMMARIES, (limit, offset))
+            else:
+                rows = conn.execute(sql.LIST_SUMMARIES_IN_QUEUE, (queue, limit, offset))
+        elif queue is None:
+            rows = conn.execute(sql.LIST_SUMMARIES_IN_STATE, (JobState(state).value, limit, offset))
+        else:
+            rows = conn.execute(
+                sql.LIST_SUMMARIES_IN_QUEUE_AND_STATE,
+                (queue, JobState(state).value, limit, offset),
             )
-        ]
+        return [_summary(row) for row in rows.fetchall()]
+
+    @_read("list jobs in an unknown state")
+    def unknown_states(self, limit: int = 20) -> tuple[int, list[JobSummary]]:
+        _check_page(limit, 0)
+        rows = self._conn.execute(sql.SELECT_UNKNOWN_STATES, (max(limit, 1),)).fetchall()
+        total = rows[0][-1] if rows else 0
+        return total, [_summary(row[:-1]) for row in rows[:limit]]
+
+    @_read("read a job's row")
+    def job_record(self, job_id: int) -> JobRecord:
+        row = self._conn.execute(sql.SELECT_JOB, (job_id,)).fetchone()
+        if row is None:
+            raise JobNotFound(job_id)
+        _, problems = _read_row(_JOB_READERS, row)
+        return JobRecord(
+            columns=dict(zip(_JOB_COLUMN_NAMES, row, strict=True)), corrupt=tuple(problems)
+        )
+
+    @classmethod
+    def open_existing(cls, path: str | os.PathLike[str], **options: Any) -> SqliteEngine:
+        """An engine on the rota database at ``path``, which must exist: never creates
+        one, so that a mistyped path in a tool that reads or manages a database (the CLI)
+        is an error, not a new empty database. ``StorageError`` for no file, a directory,
+        or a file that holds no rota database (an empty or foreign file is left exactly as
+        it was: it is probed read-only). A database of an older rota schema is migrated,
+        as a worker starting on it would. ``options`` are ``SqliteEngine``'s."""
+        name = os.fspath(path)
+        if name in (":memory:", ""):
+            raise StorageError(
+                f"{name!r} is a private, empty database: there is nothing to read in it; "
+                f"give the database file the workers use"
+            )
+        where = os.path.abspath(name)
+        if os.path.isdir(where):
+            raise StorageError(f"{where} is a directory, not a database file")
+        if not os.path.exists(where):
+            raise StorageError(
+                f"no database at {where} (is the path right? `rota worker` creates it; "
+                f"this command does not)"
+            )
+        _probe_rota_database(where)
+        engine = cls(name, **options)
+        try:
+            engine.migrate()
+        except BaseException:
+            engine.close()
+            raise
+        return engine
+
+
+# --- reading rows column by column (the reads that survive corrupt rows) ---------------
+
+#: Reads one stored value: returns it as rota uses it, or raises if rota cannot read it.
+_Reader = Callable[[Any], Any]
+
+
+def _int(value: Any) -> int:
+    if type(value) is not int:
+        raise ValueError(f"not an integer: {value!r}")
+    return value
+
+
+def _text(value: Any) -> str:
+    if type(value) is not str:
+        raise ValueError(f"not text: {value!r}")
+    return value
+
+
+def _or_null(read: _Reader) -> _Reader:
+    return lambda value: None if value is None else read(value)
+
+
+def _state(value: Any) -> str:
+    text = _text(value)
+    if text not in _STATES:
+        raise ValueError(f"not a job state: {value!r}")
+    return text
+
+
+def _pid(value: Any) -> int:
+    if not possible_pid(value):
+        raise ValueError(f"not a process id: {value!r}")
+    return int(value)
+
+
+def _flag(value: Any) -> int:
+    number = _int(value)
+    if number not in (0, 1):
+        raise ValueError(f"not 0 or 1: {value!r}")
+    return number
+
+
+def _json(value: Any) -> Any:
+    return _JSON_VALUE.decode(value)  # validates; what it decodes to is not used
+
+
+def _as_text(value: Any) -> str:
+    """Any stored value as text, to show it (bytes decoded, invalid UTF-8 replaced)."""
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    return str(value)
+
+
+_JSON_VALUE: Final = msgspec.json.Decoder(msgspec.Raw)
+
+#: Readers of a LIST_OWNERS row, in column order.
+_OWNER_READERS: Final[tuple[tuple[str, _Reader], ...]] = (
+    ("id", _text),
+    ("host", _text),
+    ("pid", _pid),
+    ("started_at_ms", _int),
+    ("heartbeat_at_ms", _int),
+    ("queues", _QUEUE_NAMES.decode),
+    ("pools", _pools),
+)
+
+#: Readers of a JOB_COLUMNS row, in column order: what _job() needs of each column.
+_JOB_READERS: Final[tuple[tuple[str, _Reader], ...]] = (
+    ("id", _int),
+    ("key", _or_null(_text)),
+    ("name", _text),
+    ("queue", _text),
+    ("state", _state),
+    ("priority", _int),
+    ("run_at_ms", _int),
+    ("payload", _json),
+    ("attempt", _int),
+    ("max_attempts", _int),
+    ("stalls", _int),
+    ("max_stalls", _int),
+    ("backoff", _backoff),
+    ("timeout_ms", _or_null(_int)),
+    ("owner", _or_null(_text)),
+    ("token", _or_null(_int)),
+    ("lease_expires_at_ms", _or_null(_int)),
+    ("cancel_requested", _flag),
+    ("created_at_ms", _int),
+    ("finished_at_ms", _or_null(_int)),
+    ("result", _or_null(_json)),
+    ("error", _or_null(_text)),
+    ("progress", _or_null(_json)),
+)
+_JOB_COLUMN_NAMES: Final = tuple(name for name, _ in _JOB_READERS)
+
+#: Readers of a SUMMARY_COLUMNS row, in column order (the state is kept as text: _summary).
+_SUMMARY_READERS: Final[tuple[tuple[str, _Reader], ...]] = (
+    ("id", _int),
+    ("name", _text),
+    ("queue", _text),
+    ("state", _state),
+    ("attempt", _int),
+    ("max_attempts", _int),
+    ("priority", _int),
+    ("error", _or_null(_text)),
+)
+
+
+def _read_row(
+    readers: Sequence[tuple[str, _Reader]], row: Sequence[Any]
+) -> tuple[list[Any], dict[str, str]]:
+    """Each column read by its reader; one that fails reads as None, and its name and
+    why are in the second value (in column order)."""
+    values: list[Any] = []
+    problems: dict[str, str] = {}
+    for (name, read), value in zip(readers, row, strict=True):
+        try:
+            values.append(read(value))
+        except Exception as exc:  # a reader's only failure: the value is unreadable
+            values.append(None)
+            problems[name] = str(exc) or type(exc).__name__
+    return values, problems
+
+
+def _summary(row: Sequence[Any]) -> JobSummary:
+    values, problems = _read_row(_SUMMARY_READERS, row)
+    id_, name, queue, _, attempt, max_attempts, priority, error = values
+    state = row[3]
+    return JobSummary(
+        id=id_,
+        name=name,
+        queue=queue,
+        state=state if type(state) is str else None,  # an unknown state is shown as stored
+        attempt=attempt,
+        max_attempts=max_attempts,
+        priority=priority,
+        error=error,
+        corrupt=tuple(problems),
+    )
+
+
+def _report_owner(owner_id: str, problems: dict[str, str]) -> None:
+    why = "; ".join(f"column {column}: {problem}" for column, problem in problems.items())
+    if list(problems) == ["pools"]:
+        log.warning("owner %r: pools unreadable, read as none (%s)", owner_id, why)
+    else:
+        log.warning("owner %r ignored (%s): its leases expire as anyone's", owner_id, why)
+
+
+def _probe_rota_database(where: str) -> None:
+    """Raise ``StorageError`` unless the existing file ``where`` holds a rota database,
+    reading it through a read-only connection (so nothing is written to a file that is
+    not one, not even the WAL mode)."""
+    try:
+        probe = sqlite3.connect(f"{Path(where).as_uri()}?mode=ro", uri=True, timeout=5)
+        try:
+            application_id = probe.execute(sql.SELECT_APPLICATION_ID).fetchone()[0]
+            has_meta = probe.execute(sql.SELECT_META_TABLE_EXISTS).fetchone()[0]
+        finally:
+            probe.close()
+    except sqlite3.Error as exc:
+        raise StorageError(
+            f"database file {where} is corrupt or is not a rota (SQLite) database "
+            f"({type(exc).__name__}: {exc}); point rota at the database file a worker uses"
+        ) from exc
+    if application_id != sql.APPLICATION_ID or not has_meta:
+        raise StorageError(
+            f"{where} is not a rota database (it holds no rota schema; left as it was); "
+            f"point rota at the database file a worker uses"
+        )
