@@ -114,11 +114,13 @@ async def test_a_database_deleted_or_replaced_under_a_worker_stops_it_naming_the
 # -- two runtimes in one process ------------------------------------------------------------------
 
 
-async def test_two_runtimes_in_one_process_do_not_take_each_other_for_dead(
-    make_app: Callable[..., App], db_path: str
-) -> None:
-    first = make_app(db_path)
-    second = make_app(db_path)
+def two_apps(
+    make_app: Callable[..., App], db_path: str, **options: Any
+) -> tuple[App, App, anyio.Event, anyio.Event]:
+    """Two apps on one database: the first's job ``long`` (queue q, max_stalls 0) sets
+    ``started`` and runs until ``go_on``; the second's ``other`` (queue r) echoes."""
+    first = make_app(db_path, **options)
+    second = make_app(db_path, **options)
     started = anyio.Event()
     go_on = anyio.Event()
 
@@ -132,12 +134,19 @@ async def test_two_runtimes_in_one_process_do_not_take_each_other_for_dead(
     async def other(args: Item) -> int:
         return args.n
 
-    handle = await long.enqueue(Item(1))
+    return first, second, started, go_on
+
+
+async def test_two_runtimes_in_one_process_do_not_take_each_other_for_dead(
+    make_app: Callable[..., App], db_path: str
+) -> None:
+    first, second, started, go_on = two_apps(make_app, db_path)
+    handle = await first.definition("long").enqueue(Item(1))
     async with first.run():
         await started.wait()
         before = await handle.info()
         async with second.run():  # its start must not release the first one's leases
-            assert await (await other.enqueue(Item(5))).result(timeout=5) == 5
+            assert await (await second.definition("other").enqueue(Item(5))).result(5) == 5
             job = await handle.info()
             assert (job.state, job.token, job.stalls) == (JobState.ACTIVE, before.token, 0)
             go_on.set()
@@ -152,23 +161,9 @@ async def test_two_runtimes_in_one_process_do_not_take_each_other_for_dead(
 async def test_a_forward_clock_step_never_makes_a_runtime_rescue_live_leases(
     make_app: Callable[..., App], db_path: str
 ) -> None:
-    clock = Clock()
-    first = make_app(db_path, clock=clock, lease_ttl_s=1.0)
-    second = make_app(db_path, clock=clock, lease_ttl_s=1.0)  # another runtime, same host
-    started = anyio.Event()
-    go_on = anyio.Event()
-
-    @first.job(name="long", queue="q", max_stalls=0)
-    async def long(args: Item, ctx: Context) -> int:
-        started.set()
-        await go_on.wait()
-        return ctx.attempt
-
-    @second.job(name="other", queue="r")
-    async def other(args: Item) -> int:
-        return args.n
-
-    handle = await long.enqueue(Item(1))
+    clock = Clock()  # the second app is another runtime on this host, with the same clock
+    first, second, started, go_on = two_apps(make_app, db_path, clock=clock, lease_ttl_s=1.0)
+    handle = await first.definition("long").enqueue(Item(1))
     async with first.run() as runtime, second.run() as other_runtime:
         await started.wait()
         before = await wait_state(handle, JobState.ACTIVE)

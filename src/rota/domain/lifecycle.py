@@ -197,14 +197,7 @@ def release(
     if job.cancel_requested:
         return _finish(job, JobState.CANCELLED, now_ms, error="cancelled while its owner was lost")
     if not as_stall:  # interrupted, not rescheduled: it keeps its place in the queue
-        return _replace(
-            job,
-            state=JobState.WAITING,
-            attempt=max(job.attempt - 1, 0),
-            owner=None,
-            token=None,
-            lease_expires_at_ms=None,
-        )
+        return _uncounted(job)
     error = error if error is not None else stall_error(job)
     stalled = _replace(job, stalls=job.stalls + 1)
     if stalled.stalls > stalled.max_stalls:
@@ -223,6 +216,12 @@ def unclaim(job: Job, token: int) -> Job:
     """Undo a claim whose attempt never started (a job claimed ahead, then handed back at
     shutdown): waiting again, the attempt not counted. Fenced by the token."""
     _check_lease(job, token)
+    return _uncounted(job)
+
+
+def _uncounted(job: Job) -> Job:
+    """An active job handed back as if its attempt had not been made: waiting again, in
+    its old place in the queue, the attempt taken back."""
     return _replace(
         job,
         state=JobState.WAITING,
