@@ -39,7 +39,7 @@ from rota.domain import FailureKind, JobOptions, JobState, backoff, lifecycle
 from rota.domain.event import EventKind
 from rota.domain.job import Job
 from rota.errors import LeaseLost
-from rota.storage.engine import Failure, LeaseRef
+from rota.storage.engine import FailedAttempt, Failure, LeaseRef
 from rota.storage.sqlite import SqliteEngine
 
 TTL_MS = 10_000
@@ -222,23 +222,38 @@ class LeaseLifecycle(RuleBasedStateMachine):
         lease=consumes(leases),
         kind=st.sampled_from(list(FailureKind)),
         delay_ms=st.sampled_from([None, 0, 500]),
+        settle=st.booleans(),
     )
-    def fail(self, lease: tuple[str, int, int], kind: FailureKind, delay_ms: int | None) -> None:
+    def fail(
+        self, lease: tuple[str, int, int], kind: FailureKind, delay_ms: int | None, settle: bool
+    ) -> None:
+        """A failed attempt, alone (``fail``) or in a settlement (``settle_and_claim``,
+        which reports what became of it: the worker's log lines come from that)."""
         owner, job_id, token = lease
         self.held[owner].discard((job_id, token))
         before = self.engine.get(job_id)
         failure = Failure(job_id, token, "boom", kind=kind, delay_ms=delay_ms)
         if self.holds(job_id, token):
-            state = self.engine.fail(failure)
             expected = lifecycle.fail(
                 self.model[job_id], token, "boom", self.clock.now, kind=kind, delay_ms=delay_ms
             )
-            assert state is expected.state
+            if settle:
+                settled = self.engine.settle_and_claim([], [failure], None)
+                assert settled.lost == []
+                assert settled.failed == [
+                    FailedAttempt(job_id, expected.state, expected.run_at_ms, "boom")
+                ]
+            else:
+                assert self.engine.fail(failure) is expected.state
             self.expect(expected)
             self.emit(OUTCOME[expected.state], expected, "boom")
         else:
-            with pytest.raises(LeaseLost):
-                self.engine.fail(failure)
+            if settle:
+                settled = self.engine.settle_and_claim([], [failure], None)
+                assert (settled.lost, settled.failed) == ([job_id], [])
+            else:
+                with pytest.raises(LeaseLost):
+                    self.engine.fail(failure)
             event("fail: stale token refused")
             assert self.engine.get(job_id) == before, "a non-holder changed the job"
 
@@ -314,9 +329,12 @@ class LeaseLifecycle(RuleBasedStateMachine):
         result = self.engine.rescue_expired()
         rescued = {*result.requeued, *result.failed, *result.cancelled}
         assert rescued == {j.id for j in expired}
+        reported = {job.id: job for job in result.stalled}  # as they are now: for the logs
+        assert reported.keys() == rescued
         assert not any(self.model[j].owner == STEADY for j in rescued), "steady holder rescued"
         for job in expired:
             after = lifecycle.stall(job, self.clock.now)
+            assert reported[job.id] == after
             self.expect(after)
             self.stalled(job, after)
             bucket = {

@@ -319,3 +319,90 @@ def test_open_existing_brings_an_older_rota_schema_up_to_date(tmp_path: Path) ->
         assert engine.list_owners() == []
     finally:
         engine.close()
+
+
+# --- jobs failed for good as corrupt: reported once, by whoever can -------------------------
+
+
+def job_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "rota.job"]
+
+
+def test_a_row_failed_at_claim_is_logged_by_the_engine_with_the_job_named(
+    file_engine: SqliteEngine,
+    make_job: Callable[..., NewJob],
+    raw: sqlite3.Connection,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    [job_id] = file_engine.enqueue([make_job(name="jobs.resize", queue="images")])
+    raw.execute("UPDATE rota_jobs SET backoff = 'garbage' WHERE id = ?", (job_id,))
+    with caplog.at_level(logging.WARNING, logger="rota.job"):
+        assert file_engine.claim("images", "w", 1, 1000) == []  # nobody else can report it
+    [record] = job_lines(caplog)
+    assert record.levelno == logging.WARNING
+    assert record.getMessage().startswith(
+        f"jobs.resize #{job_id} (images) attempt 1 failed: corrupt row: job {job_id}, "
+        "column 'backoff'"
+    )
+    assert record.getMessage().endswith("; failed for good: in the dead-letter set")
+    fields = {k: getattr(record, k) for k in ("job_id", "job", "queue", "attempt", "outcome")}
+    assert fields == {
+        "job_id": job_id,
+        "job": "jobs.resize",
+        "queue": "images",
+        "attempt": 1,
+        "outcome": "failed",
+    }
+
+
+def test_a_failure_whose_row_went_corrupt_is_reported_to_the_settler_not_logged_twice(
+    file_engine: SqliteEngine,
+    make_job: Callable[..., NewJob],
+    raw: sqlite3.Connection,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    file_engine.enqueue([make_job(), make_job()])
+    first, second = file_engine.claim("default", "w", 2, 1000)
+    raw.execute(
+        "UPDATE rota_jobs SET backoff = 'garbage' WHERE id IN (?, ?)", (first.id, second.id)
+    )
+    with caplog.at_level(logging.WARNING, logger="rota.job"):
+        settled = file_engine.settle_and_claim(
+            [], [Failure(first.id, first.token or 0, "RuntimeError: boom")], None
+        )
+        assert job_lines(caplog) == []  # the worker pool logs it, from the report
+        [failed] = settled.failed
+        assert (failed.job_id, failed.state, failed.run_at_ms) == (
+            first.id,
+            JobState.FAILED,
+            clock.now_ms,
+        )
+        assert failed.error is not None
+        assert failed.error.startswith("RuntimeError: boom\nfailed for good: corrupt row: job")
+        assert failed.error == file_engine.get(first.id).error
+        # fail() alone has no one to report to: the engine logs it
+        file_engine.fail(Failure(second.id, second.token or 0, "RuntimeError: boom"))
+        [record] = job_lines(caplog)
+    assert record.getMessage().startswith(f"task #{second.id} (default) attempt 1 failed: ")
+    assert f"failed for good: corrupt row: job {second.id}, column 'backoff'" in (
+        record.getMessage()
+    )
+
+
+def test_the_retention_pass_logs_each_job_it_fails_for_an_unknown_state(
+    file_engine: SqliteEngine,
+    make_job: Callable[..., NewJob],
+    raw: sqlite3.Connection,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    [job_id] = file_engine.enqueue([make_job(name="jobs.mail", queue="mail")])
+    raw.execute("PRAGMA ignore_check_constraints = ON")
+    raw.execute("UPDATE rota_jobs SET state = 'bogus' WHERE id = ?", (job_id,))
+    with caplog.at_level(logging.WARNING, logger="rota.job"):
+        assert file_engine.quarantine_corrupt() == [job_id]
+    [record] = job_lines(caplog)
+    assert record.getMessage() == (
+        f"jobs.mail #{job_id} (mail) attempt 0 failed: corrupt row: job {job_id}, column "
+        "'state': 'bogus' is not a job state; failed for good: in the dead-letter set"
+    )

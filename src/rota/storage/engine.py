@@ -26,15 +26,17 @@ Operations, one sentence each:
 * ``complete(job_id, token, result)`` / ``fail(failure)``: settle one attempt, fenced by
   the token (``LeaseLost`` if it no longer holds; nothing changes).
 * ``settle_and_claim(completions, failures, claim)``: settle a batch of attempts and claim
-  the next jobs in one transaction (the fast path); lost leases are reported, not raised;
-  a claim that comes up short also reports when the queue's next delayed job is due.
+  the next jobs in one transaction (the fast path); lost leases are reported, not raised,
+  and so is what became of each failure (``FailedAttempt``: runs again when, or failed for
+  good); a claim that comes up short also reports when the queue's next delayed job is due.
 * ``release_owner(owner, as_stall)``: take back every lease an owner holds.
 * ``unclaim(leases)``: hand back leases whose attempt never started.
 * ``release(leases, as_stall)``: take back leases whose attempt was interrupted (cleanly,
   or by a crash of the pool that ran it: then as a stall).
 * ``promote_due(queue)``: move delayed jobs whose time has come to waiting.
 * ``rescue_expired(spare)``: treat every expired lease as a stall (see ``lifecycle.stall``),
-  except the ``spare`` leases (those the calling runtime holds and renews).
+  except the ``spare`` leases (those the calling runtime holds and renews); reports each
+  job taken back as it is now.
 * ``cancel(job_id)``: cancel a waiting or delayed job, or ask an active one to stop.
 * ``get`` / ``get_by_key`` / ``list_jobs`` / ``count``: read jobs.
 * ``prune(...)``: delete finished jobs by state, age and count (retention).
@@ -92,6 +94,7 @@ __all__ = [
     "ClaimRequest",
     "Completion",
     "Engine",
+    "FailedAttempt",
     "Failure",
     "JobRecord",
     "JobSummary",
@@ -156,6 +159,19 @@ class Renewed(msgspec.Struct, frozen=True):
     asked to cancel the job: stop it and report CANCELLED."""
 
 
+class FailedAttempt(msgspec.Struct, frozen=True, array_like=True):
+    """What a settlement made of one failed attempt, as the engine's rules decided
+    (``lifecycle.fail``, or a corrupt row failed for good): the job's state now (waiting or
+    delayed: it runs again at ``run_at_ms``; failed; cancelled) and the error stored. The
+    worker logs from this, and never derives the rules again."""
+
+    job_id: int
+    state: JobState
+    run_at_ms: int
+    """When it runs again (waiting, delayed); the settlement's time otherwise."""
+    error: str | None
+
+
 class Settled(msgspec.Struct, frozen=True):
     """Outcome of ``settle_and_claim``."""
 
@@ -168,6 +184,8 @@ class Settled(msgspec.Struct, frozen=True):
     instead of the Scheduler's next sweep."""
     now_ms: int | None = None
     """The engine's clock when the batch was applied (None if it does not say)."""
+    failed: list[FailedAttempt] = []
+    """The failures settled (those not in ``lost``), in order, with what became of them."""
 
 
 class Rescued(msgspec.Struct, frozen=True):
@@ -176,6 +194,10 @@ class Rescued(msgspec.Struct, frozen=True):
     requeued: list[int]
     failed: list[int]
     cancelled: list[int]
+    stalled: list[Job] = []
+    """The jobs taken back as stalls, as they are now (state, ``run_at_ms``, error), for
+    the Scheduler's log lines; rows failed for good as corrupt are not among them (the
+    engine logs those)."""
 
 
 class JobSummary(msgspec.Struct, frozen=True, kw_only=True):

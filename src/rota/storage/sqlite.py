@@ -93,11 +93,13 @@ from rota.domain.backoff import DEFAULT_BACKOFF, StoredBackoff, decode_backoff, 
 from rota.domain.event import Event, EventKind, LogEntry, Owner, possible_pid
 from rota.domain.job import FINISHED_STATES, Job, JobState, NewJob
 from rota.domain.outcome import FailureKind
+from rota.domain.report import JOB_LOG, attempt_ended
 from rota.errors import ConfigError, CorruptRow, JobNotFound, LeaseLost, StorageError
 from rota.storage import schema as sql
 from rota.storage.engine import (
     ClaimRequest,
     Completion,
+    FailedAttempt,
     Failure,
     JobRecord,
     JobSummary,
@@ -112,6 +114,7 @@ from rota.storage.schema import Migration
 __all__ = ["SqliteEngine"]
 
 log = logging.getLogger("rota.storage")
+job_log = logging.getLogger(JOB_LOG)
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -840,19 +843,30 @@ class SqliteEngine:
         return jobs
 
     def _quarantine(
-        self, job_id: int, error: str, now: int, events: list[_EventRow], column: str = ""
-    ) -> None:
+        self,
+        job_id: int,
+        error: str,
+        now: int,
+        events: list[_EventRow],
+        column: str = "",
+        *,
+        reported: bool = False,
+    ) -> str:
         """Fail a job whose row cannot be read back (or whose outcome cannot be applied)
-        for good, without reading its corrupt column; append its FAILED event. A corrupt
-        backoff is replaced by the default one, so the row reads back (and can be retried)."""
+        for good, without reading its corrupt column; append its FAILED event; log it
+        (unless the caller reports it: ``reported``). A corrupt backoff is replaced by the
+        default one, so the row reads back (and can be retried). Returns the error stored."""
         if column == "backoff":
             error += "; its backoff was replaced by the default policy"
-        log.error("job %d failed for good: %s", job_id, error)
         reset = _DEFAULT_BACKOFF_JSON if column == "backoff" else None
         row = self._conn.execute(sql.QUARANTINE_JOB, (now, error, reset, job_id)).fetchone()
+        if not reported:
+            queue, name, attempt = ("?", "?", "?") if row is None else row
+            _log_failed_for_good(job_id, name, queue, attempt, error)
         if row is not None and self._record_events:
             queue, name, attempt = row
             events.append((now, _FAILED, job_id, queue, name, attempt, error.encode()))
+        return error
 
     def _job_or_quarantine(self, row: Any, now: int, events: list[_EventRow]) -> Job | None:
         """``_job(row)``, or None after failing a corrupt row for good (sweeps and
@@ -902,11 +916,16 @@ class SqliteEngine:
     @_write("fail a job")
     def fail(self, failure: Failure) -> JobState:
         events: list[_EventRow] = []
-        state = self._fail(failure, self._clock(), events)
+        failed = self._fail(failure, self._clock(), events)
         self._record(events)
-        return state
+        return failed.state
 
-    def _fail(self, failure: Failure, now: int, events: list[_EventRow]) -> JobState:
+    def _fail(
+        self, failure: Failure, now: int, events: list[_EventRow], *, reported: bool = False
+    ) -> FailedAttempt:
+        """Apply a failure (``lifecycle.fail``), or fail its job for good if its row does
+        not decode; ``reported``: the caller logs the outcome (else a quarantine is
+        logged here)."""
         row = self._conn.execute(sql.SELECT_HELD_JOB, (failure.job_id, failure.token)).fetchone()
         if row is None:
             raise LeaseLost(failure.job_id, failure.token)
@@ -926,13 +945,13 @@ class SqliteEngine:
             # cannot be retried safely; it fails for good, and the error says why.
             error = f"{failure.error.rstrip()[-7000:]}\nfailed for good: {exc}"
             column = exc.column if isinstance(exc, CorruptRow) else ""
-            self._quarantine(failure.job_id, error, now, events, column)
-            return JobState.FAILED
+            error = self._quarantine(failure.job_id, error, now, events, column, reported=reported)
+            return FailedAttempt(failure.job_id, JobState.FAILED, now, error)
         if not self._write_transition(job, after):
             raise LeaseLost(failure.job_id, failure.token)
         if self._record_events:
             events.append(_outcome_event(after, now))
-        return after.state
+        return FailedAttempt(job.id, after.state, after.run_at_ms, after.error)
 
     @_write("settle and claim jobs")
     def settle_and_claim(
@@ -943,24 +962,27 @@ class SqliteEngine:
     ) -> Settled:
         now = self._clock()
         lost = self._complete_many(completions, now)
-        events: list[_EventRow] = []
-        for failure in failures:
-            try:
-                self._fail(failure, now, events)
-            except LeaseLost:
-                lost.append(failure.job_id)
-        self._record(events)  # before the claim's: events follow the order of the changes
+        failed: list[FailedAttempt] = []
+        if failures:
+            events: list[_EventRow] = []
+            for failure in failures:
+                try:
+                    failed.append(self._fail(failure, now, events, reported=True))
+                except LeaseLost:
+                    lost.append(failure.job_id)
+            self._record(events)  # before the claim's: events follow the order of changes
         claimed = (
             []
             if claim is None
             else self._claim(claim.queue, claim.owner, claim.n, claim.ttl_ms, now)
         )
         if claim is None or len(claimed) >= claim.n:
-            return Settled(lost=lost, claimed=claimed, now_ms=now)
+            return Settled(lost=lost, claimed=claimed, now_ms=now, failed=failed)
         # Short: the queue has nothing more ready now; say when its next delayed job is
         # due (one index seek; never on the drain's path, where claims come back full).
         row = self._conn.execute(sql.SELECT_NEXT_DUE, (claim.queue,)).fetchone()
-        return Settled(lost, claimed, next_due_ms=None if row is None else row[0], now_ms=now)
+        due = None if row is None else row[0]
+        return Settled(lost, claimed, next_due_ms=due, now_ms=now, failed=failed)
 
     def _complete_many(self, completions: Sequence[Completion], now: int) -> list[int]:
         """Complete (and write their COMPLETED events); return the ids whose lease was lost."""
@@ -1093,6 +1115,7 @@ class SqliteEngine:
     def rescue_expired(self, spare: Sequence[LeaseRef] = ()) -> Rescued:
         now = self._clock()
         outcome: dict[JobState, list[int]] = {state: [] for state in JobState}
+        stalled: list[Job] = []
         events: list[_EventRow] = []
         kept = {(lease.job_id, lease.token) for lease in spare}
         for row in sorted(self._conn.execute(sql.SELECT_EXPIRED, (now,)).fetchall()):
@@ -1105,11 +1128,13 @@ class SqliteEngine:
             after = lifecycle.stall(job, now, u=self._rng.random())
             if self._take_back(job, after, now, True, events):
                 outcome[after.state].append(job.id)
+                stalled.append(after)
         self._record(events)
         return Rescued(
             requeued=sorted(outcome[JobState.WAITING] + outcome[JobState.DELAYED]),
             failed=outcome[JobState.FAILED],
             cancelled=outcome[JobState.CANCELLED],
+            stalled=stalled,
         )
 
     @_write("cancel a job")
@@ -1131,8 +1156,8 @@ class SqliteEngine:
     def quarantine_corrupt(self) -> list[int]:
         now = self._clock()
         rows = self._conn.execute(sql.QUARANTINE_UNKNOWN_STATES, (now,)).fetchall()
-        for job_id, _, _, _, error in rows:
-            log.error("job %d failed for good: %s", job_id, error)
+        for job_id, queue, name, attempt, error in rows:
+            _log_failed_for_good(job_id, name, queue, attempt, error)
         if self._record_events:
             self._record(
                 [
@@ -1660,3 +1685,22 @@ def _probe_rota_database(where: str) -> None:
             f"{where} is not a rota database (it holds no rota schema; left as it was); "
             f"point rota at the database file a worker uses"
         )
+
+
+def _log_failed_for_good(
+    job_id: int, name: object, queue: object, attempt: object, error: str
+) -> None:
+    """The log line of a job failed for good here, in the engine (a corrupt row): its
+    worker never ran it, or cannot settle it, so nobody else reports it."""
+    if job_log.isEnabledFor(logging.WARNING):
+        line = attempt_ended(
+            job_id=job_id,
+            name=name,
+            queue=queue,
+            attempt=attempt,
+            max_attempts=None,
+            outcome="failed",
+            error=error,
+        )
+        message = line.message if line.traceback is None else f"{line.message}\n{line.traceback}"
+        job_log.warning(message, extra=line.fields)
