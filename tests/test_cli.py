@@ -413,6 +413,38 @@ def test_a_bad_log_level_is_one_line(capsys: pytest.CaptureFixture[str], app_mod
     )
 
 
+def test_a_bad_log_format_is_one_line(capsys: pytest.CaptureFixture[str], app_module: str) -> None:
+    code, _, err = run(capsys, "worker", f"{app_module}:app", "--log-format", "xml")
+    assert (code, err) == (2, "rota: unknown log format 'xml' (text or json)\n")
+
+
+@pytest.mark.parametrize("quiet", ["-q", "--quiet"])
+def test_quiet_and_a_log_level_together_are_refused_not_guessed(
+    capsys: pytest.CaptureFixture[str], app_module: str, quiet: str
+) -> None:
+    code, _, err = run(capsys, "worker", f"{app_module}:app", quiet, "--log-level", "debug")
+    assert (code, err) == (
+        2,
+        "rota: --quiet and --log-level debug contradict each other: --quiet is --log-level "
+        "warning; give one of them\n",
+    )
+
+
+def test_q_is_quiet_and_a_queue_is_named_in_full(capsys: pytest.CaptureFixture[str]) -> None:
+    args = cli.build_parser().parse_args(["worker", "jobs:app", "-q", "--queue", "images"])
+    assert (args.quiet, args.queue, args.log_level, args.log_format) == (
+        True,
+        ["images"],
+        None,
+        "text",
+    )
+    assert cli._log_options(args) == ("warning", "text")
+    assert cli._log_options(cli.build_parser().parse_args(["worker", "jobs:app"])) == (
+        "info",
+        "text",
+    )
+
+
 # --- 16: unexpected errors, --debug -----------------------------------------------------------
 
 

@@ -67,6 +67,7 @@ from rota.domain.job import (
     option_error,
 )
 from rota.domain.outcome import FailureKind
+from rota.domain.report import LOG_LINES, job_fields, job_label
 from rota.errors import (
     ConfigError,
     CorruptRow,
@@ -95,7 +96,8 @@ __all__ = [
     "SyncContext",
 ]
 
-log = logging.getLogger("rota.job")
+#: What handlers write with ``ctx.log``, prefixed with their job (name, id, queue).
+log_lines = logging.getLogger(LOG_LINES)
 
 P = TypeVar("P", bound=msgspec.Struct)
 #: Where a handler runs: on the event loop, on a handler thread, or in a child process.
@@ -129,13 +131,14 @@ class _ContextBase:
 
     def log(self, message: str) -> None:
         """Append a line to the job's log (stored with the next progress report or when the
-        attempt ends) and to the ``rota.job`` logger. A lone surrogate, which UTF-8 cannot
-        store, is kept escaped (``\\ud800``)."""
+        attempt ends) and log it at INFO on the ``rota.job.log`` logger, prefixed with the
+        job (``jobs.resize #42 (images): ...``; the job's fields in the record). A lone
+        surrogate, which UTF-8 cannot store, is kept escaped (``\\ud800``)."""
         line = str(message)
         if not line.isascii():
             line = line.encode("utf-8", "backslashreplace").decode("utf-8")
         self._add_log(line)
-        log.info(line, extra=self._extra())
+        _log_line(self.job, line)
 
     def _add_log(self, line: str) -> None:
         assert self._run is not None
@@ -147,7 +150,14 @@ class _ContextBase:
 
 def _job_extra(job: Job) -> dict[str, Any]:
     """A job's fields in log records (``extra``)."""
-    return {"job_id": job.id, "queue": job.queue, "attempt": job.attempt}
+    return job_fields(job.name, job.id, job.queue, job.attempt)
+
+
+def _log_line(job: Job, line: str) -> None:
+    """A line a handler logged (``ctx.log``, here or in a child process), on
+    ``rota.job.log``: the job named in the text, its fields in the record."""
+    if log_lines.isEnabledFor(logging.INFO):
+        log_lines.info(f"{job_label(job.name, job.id, job.queue)}: {line}", extra=_job_extra(job))
 
 
 def _progress(
@@ -1158,9 +1168,6 @@ class App:
         if mode == "thread":
             return await self._execute_on_thread(run, definition, args, runners.threads)
         ctx = Context(self, run, job)
-        debug = log.isEnabledFor(logging.DEBUG)
-        if debug:
-            log.debug("job %d started (attempt %d)", job.id, job.attempt, extra=ctx._extra())
         timeout_s = job.timeout_s
         try:
             if timeout_s is None:  # the common case: no scope to open and close per job
@@ -1169,7 +1176,7 @@ class App:
                 with anyio.move_on_after(timeout_s) as scope:
                     result = await definition(args, ctx)
                 if scope.cancelled_caught:
-                    return self._timed_out(definition, run, f"timed out after {timeout_s:g} s")
+                    return self._failure(definition, run, f"timed out after {timeout_s:g} s")
             data = definition.encode_result(result)
         except BaseException as exc:  # SystemExit too: it ends the attempt, not the worker
             if is_cancellation(exc):
@@ -1178,8 +1185,6 @@ class App:
         finally:
             if run.logs:
                 await self._flush_logs_at_end(run)
-        if debug:
-            log.debug("job %d completed", job.id, extra=ctx._extra())
         return Completion(job.id, run.token, data)
 
     async def _execute_on_thread(
@@ -1208,7 +1213,7 @@ class App:
             if run.logs:
                 await self._flush_logs_at_end(run)
         if not finished or done is None:
-            return self._timed_out(
+            return self._failure(
                 definition,
                 run,
                 f"timed out after {timeout_s:g} s (its thread cannot be killed: it was left "
@@ -1236,7 +1241,7 @@ class App:
 
         def on_log(line: str) -> None:
             run.logs.append(line)
-            log.info(line, extra=_job_extra(job))
+            _log_line(job, line)
 
         try:
             done = await pool.run_job(job, on_progress=on_progress, on_log=on_log)
@@ -1245,19 +1250,16 @@ class App:
                 await self._flush_logs_at_end(run)
         if isinstance(done, Interrupted):
             if done.timed_out:
-                return self._timed_out(definition, run, done.error)
+                return self._failure(definition, run, done.error)
             # The child died: run the job again at once (it counts as an attempt).
             return Failure(job.id, run.token, done.error, FailureKind.ERROR, 0)
         return self._settle(definition, run, done)
 
-    def _timed_out(self, definition: JobDefinition[Any, Any], run: JobRun, text: str) -> Failure:
-        log.warning("job %d %s", run.job.id, text, extra=_job_extra(run.job))
-        return self._failure(definition, run, text)
-
     def _settle(
         self, definition: JobDefinition[Any, Any], run: JobRun, done: JobDone
     ) -> Completion | Failure:
-        """The outcome to store for an attempt that ended by itself, in any mode."""
+        """The outcome to store for an attempt that ended by itself, in any mode (the
+        worker pool logs it once it is stored, with what the engine made of it)."""
         job = run.job
         status = done.status
         if status == "ok":
@@ -1265,13 +1267,6 @@ class App:
         error = done.error or status
         if status == "unrecoverable":
             return Failure(job.id, run.token, error, FailureKind.UNRECOVERABLE)
-        if status == "error":
-            log.warning(
-                "job %d failed: %s",
-                job.id,
-                error.strip().splitlines()[-1] if error.strip() else error,
-                extra=_job_extra(job),
-            )
         return self._failure(definition, run, error, done.delay_ms)
 
     @staticmethod
@@ -1287,15 +1282,9 @@ class App:
             try:
                 delay_ms = round(backoff.delay_s(run.job.attempt) * 1000)
             except Exception as exc:  # a broken policy fails the job, never the pool
-                text = (
+                text = (  # its last line: what the log line of the failure shows
                     f"{error.rstrip()}\nno retry: the backoff policy {backoff.fn!r} of job "
                     f"{definition.name!r} failed for attempt {run.job.attempt}: {exc!r}"
-                )
-                log.warning(
-                    "job %d: its backoff policy failed (%r): failed without a retry",
-                    run.job.id,
-                    exc,
-                    extra=_job_extra(run.job),
                 )
                 return Failure(run.job.id, run.token, text, FailureKind.UNRECOVERABLE)
         return Failure(run.job.id, run.token, error, FailureKind.ERROR, delay_ms)

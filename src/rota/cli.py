@@ -3,6 +3,7 @@
 ::
 
     rota [--debug] worker module:app [--queue Q ...] [--concurrency N] [--config rota.toml]
+                          [--log-level LEVEL | -q] [--log-format text|json]
     rota [--debug] info   (module:app | --db PATH)
     rota [--debug] jobs   list (module:app | --db PATH) [--queue Q] [--state S] [--limit N]
     rota [--debug] jobs   show|retry|cancel (module:app | --db PATH) JOB_ID
@@ -11,7 +12,12 @@
 Options come from the command line, then ``ROTA_*`` environment variables, then a TOML
 file (``--config``); an unknown one is an error that names the closest known option.
 
-``rota worker`` stops gracefully on SIGINT or SIGTERM: it stops claiming, gives running
+``rota worker`` prints a banner once its runtime has started (version, backend, database,
+each queue's settings; its first line ``rota worker <owner id>: ... (Ctrl-C to stop)``) and
+logs to stderr at ``info`` by default: a line per finished job, a warning per failed attempt
+(see ``rota._log_format`` for the formats, ``rota.domain.report`` for the lines).
+
+It stops gracefully on SIGINT or SIGTERM: it stops claiming, gives running
 jobs ``shutdown_grace_s`` to finish, then cancels and releases them (they run again on the
 next start). A second signal cancels at once (leases still keep the jobs safe). Its log
 lines of the start-up are held until the runtime has started: a start that fails is one
@@ -46,6 +52,9 @@ import anyio
 import anyio.abc
 import msgspec
 
+import rota
+from rota import _log_format
+from rota.actors._backend import current_backend
 from rota.actors.scheduler import pid_alive
 from rota.config import Config
 from rota.domain.job import JobState
@@ -92,13 +101,33 @@ def load_app(spec: str) -> Any:
 LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
 
 
-def cmd_worker(args: argparse.Namespace) -> int:
-    level = args.log_level.lower()
+#: ``rota worker``'s log level unless ``--log-level`` or ``--quiet`` says otherwise.
+DEFAULT_LOG_LEVEL: Final = "info"
+
+
+def _log_options(args: argparse.Namespace) -> tuple[str, str]:
+    """The worker's log level and format: ``ConfigError`` naming a wrong one, or both
+    ``--quiet`` and ``--log-level`` (which would win is a guess)."""
+    if args.quiet and args.log_level is not None:
+        raise ConfigError(
+            f"--quiet and --log-level {args.log_level} contradict each other: "
+            "--quiet is --log-level warning; give one of them"
+        )
+    level = "warning" if args.quiet else (args.log_level or DEFAULT_LOG_LEVEL).lower()
     if level not in LOG_LEVELS:
         raise ConfigError(
             f"unknown log level {args.log_level!r} "
             f"({', '.join(LOG_LEVELS[:-1])} or {LOG_LEVELS[-1]})"
         )
+    if args.log_format not in _log_format.FORMATS:
+        raise ConfigError(
+            f"unknown log format {args.log_format!r} ({' or '.join(_log_format.FORMATS)})"
+        )
+    return level, args.log_format
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    level, log_format = _log_options(args)
     app = load_app(args.app)
     options: dict[str, Any] = {}
     if args.config:
@@ -108,9 +137,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
         options["queues"] = args.queue
     if args.concurrency is not None:
         options["concurrency"] = args.concurrency
-    held = _StartupLog(level)
+    held = _StartupLog(level, log_format)
     try:
-        return anyio.run(_worker_main, app, options, held.started, backend="trio")
+        announce = log_format == "json"
+        return anyio.run(_worker_main, app, options, held.started, announce, backend="trio")
     finally:
         held.end(show=args.debug)
 
@@ -124,7 +154,11 @@ def _non_defaults(config: Config) -> dict[str, Any]:
     }
 
 
-async def _worker_main(app: Any, options: dict[str, Any], started: Callable[[], None]) -> int:
+async def _worker_main(
+    app: Any, options: dict[str, Any], started: Callable[[], None], announce: bool = False
+) -> int:
+    """Run the worker until a signal; ``announce``: log the banner too (as a record with
+    its fields, for a reader of ``--log-format json``)."""
     log = logging.getLogger("rota.worker")
     gave_up: list[BaseException] = []
     stop = anyio.Event()
@@ -136,11 +170,7 @@ async def _worker_main(app: Any, options: dict[str, Any], started: Callable[[], 
             async with app.run(**options) as runtime:
                 running.append(runtime)
                 started()
-                print(
-                    f"rota worker {runtime.owner.id}: queues {', '.join(runtime.queues)} "
-                    f"on {app.database_path} (Ctrl-C to stop)",
-                    flush=True,
-                )
+                print(_banner(app, runtime, announce), flush=True)
                 await stop.wait()
                 print("rota worker: stopping (finishing running jobs)...", flush=True)
             tg.cancel_scope.cancel()
@@ -154,6 +184,63 @@ async def _worker_main(app: Any, options: dict[str, Any], started: Callable[[], 
         return 1
     print("rota worker: stopped", flush=True)
     return 0
+
+
+def _banner(app: Any, runtime: Any, announce: bool) -> str:
+    """What the worker says once it runs: its owner id, rota's version, the event loop,
+    the database (an absolute path), and each queue's concurrency, prefetch and modes.
+    The first line ends with ``(Ctrl-C to stop)``: the worker is ready. With ``announce``,
+    logged too (INFO, ``rota.worker``, the same as fields)."""
+    database = str(Path(app.database_path).resolve())
+    backend = current_backend()
+    queues = []
+    lines = [
+        f"rota worker {runtime.owner.id}: rota {rota.__version__}, backend {backend}, "
+        f"database {database} (Ctrl-C to stop)"
+    ]
+    for queue in runtime.queues:
+        settings = runtime.config.for_queue(queue)
+        modes = sorted(
+            {
+                definition.mode_on(settings.mode)
+                for definition in app.registry.jobs.values()
+                if definition.options.queue == queue
+            }
+            or ({"process"} if settings.mode == "process" else set())
+        )
+        mode = ("mode " if len(modes) == 1 else "modes ") + ", ".join(modes) if modes else ""
+        if "process" in modes:
+            mode += f" ({settings.processes} processes)"
+        lines.append(
+            f"  queue {queue}: concurrency {settings.concurrency}, prefetch {settings.prefetch}"
+            + (f", {mode}" if mode else ", no job registered for it")
+        )
+        queues.append(
+            {
+                "queue": queue,
+                "concurrency": settings.concurrency,
+                "prefetch": settings.prefetch,
+                "modes": modes,
+            }
+        )
+    if not announce:
+        return "\n".join(_printable(line) for line in lines)
+    logging.getLogger("rota.worker").info(
+        "rota worker %s started: rota %s, backend %s, database %s, queues %s",
+        runtime.owner.id,
+        rota.__version__,
+        backend,
+        database,
+        ", ".join(runtime.queues),
+        extra={
+            "owner": runtime.owner.id,
+            "version": rota.__version__,
+            "backend": backend,
+            "database": database,
+            "queues": queues,
+        },
+    )
+    return "\n".join(_printable(line) for line in lines)
 
 
 async def _on_signals(
@@ -179,17 +266,17 @@ class _StartupLog:
     out, and later ones as they come), so that a start that fails (a database that cannot
     be opened...) is the one line of its error; ``--debug`` writes them out anyway."""
 
-    def __init__(self, level: str) -> None:
+    def __init__(self, level: str, log_format: str = "text") -> None:
         self.target = logging.StreamHandler()
-        self.target.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-        )
+        self.target.setFormatter(_log_format.formatter(log_format))
         self.held: logging.handlers.MemoryHandler | None = logging.handlers.MemoryHandler(
             capacity=10_000,  # beyond that, written out at once
             flushLevel=logging.CRITICAL + 1,  # never because of a level
             target=self.target,
             flushOnClose=False,
         )
+        if level != "debug":
+            self.target.addFilter(_log_format.RoutineSupervision())
         root = logging.getLogger()
         root.setLevel(getattr(logging, level.upper()))
         root.addHandler(self.held)
@@ -487,13 +574,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser("worker", parents=[common], help="run a worker for an app's queues")
     worker.add_argument("app", help="module:app, e.g. myproject.jobs:app")
-    worker.add_argument("--queue", "-q", action="append", help="queue to work on (repeatable)")
+    worker.add_argument("--queue", action="append", help="queue to work on (repeatable)")
     worker.add_argument(
         "--concurrency", "-c", type=_at_least(1), help="jobs at once per queue (>= 1)"
     )
     worker.add_argument("--config", help="TOML file with rota options")
     worker.add_argument(
-        "--log-level", default="warning", help=f"{', '.join(LOG_LEVELS)} (default warning)"
+        "--log-level",
+        help=f"{', '.join(LOG_LEVELS)} (default {DEFAULT_LOG_LEVEL}: a line per finished job)",
+    )
+    worker.add_argument(
+        "--quiet", "-q", action="store_true", help="warnings and errors only (--log-level warning)"
+    )
+    worker.add_argument(
+        "--log-format",
+        default="text",
+        help=f"{' or '.join(_log_format.FORMATS)} (json: one object per line; default text)",
     )
     worker.set_defaults(fn=lambda args: cmd_worker(args))
 

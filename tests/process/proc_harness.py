@@ -173,14 +173,17 @@ class Harness:
         *args: str,
         name: str | None = None,
         ready: bool = True,
-        log_level: str = "warning",
+        log_level: str | None = "warning",
         wrapper: Sequence[str] = (),
         **options: Any,
     ) -> Worker:
         """Start ``rota worker scripted:app`` (under ``wrapper``, a command prefix) with
-        ``ROTA_*`` options; by default wait until it is ready."""
+        ``ROTA_*`` options (and ``--log-level``, unless None: the worker's default); by
+        default wait until it is ready."""
         name = name or f"worker{len(self.workers) + 1}"
-        argv = [sys.executable, "-m", "rota", "worker", "scripted:app", "--log-level", log_level]
+        argv = [sys.executable, "-m", "rota", "worker", "scripted:app"]
+        if log_level is not None:
+            argv += ["--log-level", log_level]
         worker = Worker(name, [*wrapper, *argv, *args], self.env(**options), self.workdir)
         self.workers.append(worker)
         if ready:

@@ -9,7 +9,8 @@ jobs in about a second rather than a lease ttl). Then, on its own timers:
 
 * every ``scheduler_interval_s``: promote due delayed jobs, rescue expired leases (each a
   stall: it counts as an attempt and follows the job's backoff; past ``max_stalls`` the
-  job fails as poison); queues that gained ready jobs are woken;
+  job fails as poison; one WARNING per job on the ``rota.job`` logger says which);
+  queues that gained ready jobs are woken;
 * every ``heartbeat_interval_s``: record that the owner is alive, with what its
   ``describe`` callback reports of its execution pools (for ``rota info``; also recorded
   at registration); a ``describe`` that raises, or reports what JSON cannot hold, is
@@ -35,11 +36,12 @@ from typing import Any, Final
 import anyio
 import msgspec
 
+from rota.actors._joblog import log_attempt
 from rota.actors._throttle import Throttled
 from rota.actors.kernel import Actor
 from rota.actors.store import StoreClient
 from rota.domain.event import Owner, possible_pid
-from rota.domain.job import JobState
+from rota.domain.job import Job, JobState
 from rota.errors import ActorNotRunning, CallTimeout, StorageError
 from rota.storage.engine import LeaseRef, Rescued
 
@@ -264,15 +266,36 @@ class Scheduler(Actor):
             rescued = await self.store.rescue_expired(spare)
         self.promoted += promoted
         self.rescued += len(rescued.requeued) + len(rescued.failed) + len(rescued.cancelled)
-        if rescued.requeued or rescued.failed:
-            log.warning(
-                "rescued expired leases: %d requeued, %d failed (poison or out of attempts)",
-                len(rescued.requeued),
-                len(rescued.failed),
-            )
+        if rescued.stalled:
+            self._log_stalls(rescued.stalled)
         if promoted or rescued.requeued:
             self.wake(None)
         return SweepResult(promoted, rescued.requeued, rescued.failed, rescued.cancelled)
+
+    def _log_stalls(self, jobs: list[Job]) -> None:
+        """One line per job taken back as a stall, as the engine left it: runs again (and
+        when), failed for good (out of attempts, or poison), or cancelled (asked to)."""
+        now_ms = self.clock()
+        for job in jobs:
+            retry_in_s = None
+            if job.state is JobState.CANCELLED:
+                outcome, level = "cancelled", logging.INFO
+            elif job.state is JobState.FAILED:
+                outcome, level = "failed", logging.WARNING
+            else:
+                outcome, level = "retrying", logging.WARNING
+                retry_in_s = (job.run_at_ms - now_ms) / 1000
+            log_attempt(
+                level,
+                job_id=job.id,
+                name=job.name,
+                queue=job.queue,
+                attempt=job.attempt,
+                max_attempts=job.max_attempts,
+                outcome=outcome,
+                error=job.error,
+                retry_in_s=retry_in_s,
+            )
 
     def _clock_jumped(self) -> bool:
         """Note the wall clock against the monotonic one; True while rescues wait after a

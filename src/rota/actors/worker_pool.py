@@ -24,6 +24,13 @@ again; the claim promotes due jobs itself. A full claim asks nothing more.
 A handler that raises is a ``Failure`` message, never a crash: only infrastructure faults
 (the Store gone for good, a bug here) crash the pool.
 
+Once the Store has stored a batch, the pool logs each attempt that ended, on the
+``rota.job`` logger (``rota.domain.report``): a WARNING per failed attempt, saying what the
+engine made of it (``Settled.failed``: the retry and its delay, or failed for good), and an
+INFO line per completed or cancelled job. Whether INFO is enabled is read once per batch:
+while it is not, a completed job costs one attribute test (and its start another: at DEBUG,
+a line per attempt started).
+
 Messages:
 
     JobsAvailable()             cast   there may be jobs to claim (coalesced)
@@ -50,10 +57,11 @@ import anyio.lowlevel
 import msgspec
 
 from rota.actors._backend import is_cancellation
+from rota.actors._joblog import job_log, log_attempt, log_started
 from rota.actors._throttle import Throttled
 from rota.actors.kernel import Actor
 from rota.actors.store import StoreClient
-from rota.domain.job import Job
+from rota.domain.job import Job, JobState
 from rota.domain.outcome import FailureKind
 from rota.errors import ActorNotRunning, CallTimeout, StorageError
 from rota.storage.engine import ClaimRequest, Completion, Failure, LeaseRef, Settled
@@ -126,14 +134,20 @@ class WorkerPoolStatistics(msgspec.Struct, frozen=True, kw_only=True):
 class JobRun:
     """A job this pool holds: buffered, then running."""
 
-    __slots__ = ("cancel_reason", "job", "logs", "scope", "started_at")
+    __slots__ = ("cancel_reason", "ended_at", "job", "logs", "scope", "started_at")
 
     def __init__(self, job: Job) -> None:
         self.job = job
         self.scope: anyio.CancelScope | None = None
         self.cancel_reason: str | None = None
         self.started_at = 0.0
+        self.ended_at = 0.0
+        """Set when the attempt's outcome is logged (failures; completions at INFO)."""
         self.logs: list[str] = []
+
+    def duration_s(self) -> float | None:
+        """How long the attempt ran (None: it never started)."""
+        return self.ended_at - self.started_at if self.started_at else None
 
     @property
     def token(self) -> int:
@@ -204,6 +218,14 @@ class WorkerPool(Actor):
         self.running = 0
         self.completions: list[Completion] = []
         self.failures: list[Failure] = []
+        self.completed_runs: list[JobRun] = []
+        """The runs of ``completions``, while INFO lines are logged (``log_completed``)."""
+        self.failed_runs: list[JobRun] = []
+        """The runs of ``failures``, in the same order."""
+        self.log_completed = job_log.isEnabledFor(logging.INFO)
+        """Whether completions are logged: read again after each batch is stored."""
+        self.log_started = job_log.isEnabledFor(logging.DEBUG)
+        """Whether starts are logged (DEBUG): read with ``log_completed``."""
         self.draining = False
         self.maybe_work = True
         self.wake = _Signal()
@@ -452,7 +474,9 @@ class WorkerPool(Actor):
                 if self.draining:
                     break  # on_stop settles what is left
                 completions, failures = self.completions, self.failures
+                completed_runs, failed_runs = self.completed_runs, self.failed_runs
                 self.completions, self.failures = [], []
+                self.completed_runs, self.failed_runs = [], []
                 try:
                     settled = await self.store.settle_and_claim(completions, failures, claim)
                 except (StorageError, ActorNotRunning, CallTimeout) as exc:
@@ -463,10 +487,12 @@ class WorkerPool(Actor):
                     )
                     self.completions[:0] = completions
                     self.failures[:0] = failures
+                    self.completed_runs[:0] = completed_runs
+                    self.failed_runs[:0] = failed_runs
                     settled = None
                 if settled is not None:
                     self.throttled.clear("store", f"queue {self.queue}: store calls work again")
-                    self._settled(completions, failures, settled.lost)
+                    self._settled(completed_runs, failed_runs, settled)
                     if claim is not None:
                         if len(settled.claimed) < claim.n:
                             self.maybe_work = False  # empty until someone says otherwise
@@ -517,13 +543,64 @@ class WorkerPool(Actor):
         self.due_at = time.monotonic() + max((due - now) / 1000, self.due_backoff_s)
 
     def _settled(
-        self, completions: Sequence[Completion], failures: Sequence[Failure], lost: list[int]
+        self, completed_runs: list[JobRun], failed_runs: list[JobRun], settled: Settled
     ) -> None:
+        """A batch was stored: log what it settled (failures as the engine decided them,
+        completions it confirmed), and read again whether completions are logged."""
         self.counts["store_calls"] += 1
+        lost = settled.lost
         if lost:
             log.warning(
                 "queue %s: %d settlements refused, leases lost: %s", self.queue, len(lost), lost
             )
+        if failed_runs:
+            self._log_failures(failed_runs, settled)
+        if completed_runs:
+            refused = set(lost)
+            for run in completed_runs:
+                if run.job.id not in refused:
+                    self._log_attempt(run, "completed", logging.INFO)
+        self.log_completed = job_log.isEnabledFor(logging.INFO)
+        self.log_started = job_log.isEnabledFor(logging.DEBUG)
+
+    def _log_failures(self, runs: list[JobRun], settled: Settled) -> None:
+        """One line per failed attempt stored: a WARNING saying whether it runs again (and
+        when) or failed for good, as the engine decided; an INFO line for a cancel."""
+        outcomes = {failed.job_id: failed for failed in settled.failed}
+        now_ms = settled.now_ms
+        for run in runs:
+            failed = outcomes.get(run.job.id)
+            if failed is None:
+                continue  # its lease was lost: refused, reported above
+            if failed.state is JobState.CANCELLED:
+                self._log_attempt(run, "cancelled", logging.INFO, failed.error)
+            elif failed.state in (JobState.WAITING, JobState.DELAYED):
+                retry_in_s = 0.0 if now_ms is None else (failed.run_at_ms - now_ms) / 1000
+                self._log_attempt(run, "retrying", logging.WARNING, failed.error, retry_in_s)
+            else:
+                self._log_attempt(run, "failed", logging.WARNING, failed.error)
+
+    @staticmethod
+    def _log_attempt(
+        run: JobRun,
+        outcome: str,
+        level: int,
+        error: str | None = None,
+        retry_in_s: float | None = None,
+    ) -> None:
+        job = run.job
+        log_attempt(
+            level,
+            job_id=job.id,
+            name=job.name,
+            queue=job.queue,
+            attempt=job.attempt,
+            max_attempts=job.max_attempts,
+            outcome=outcome,
+            duration_s=run.duration_s(),
+            error=error,
+            retry_in_s=retry_in_s,
+        )
 
     async def _flush(self) -> None:
         """Hand in what is left to settle (shutdown). If the Store cannot take them (a
@@ -531,6 +608,8 @@ class WorkerPool(Actor):
         if self.completions or self.failures:
             completions, failures = self.completions, self.failures
             self.completions, self.failures = [], []
+            completed_runs, failed_runs = self.completed_runs, self.failed_runs
+            self.completed_runs, self.failed_runs = [], []
             with anyio.CancelScope(shield=True):
                 try:
                     settled = await self.store.settle_and_claim(completions, failures, None)
@@ -543,7 +622,7 @@ class WorkerPool(Actor):
                         exc,
                     )
                     return
-            self._settled(completions, failures, settled.lost)
+            self._settled(completed_runs, failed_runs, settled)
 
     # -- running ----------------------------------------------------------------------
 
@@ -602,6 +681,8 @@ class WorkerPool(Actor):
             if run.cancel_reason is None:
                 run.started_at = time.monotonic()
                 run.scope = scope
+                if self.log_started:
+                    log_started(job)
                 try:
                     outcome = await self.execute(run)
                 except anyio.get_cancelled_exc_class():
@@ -619,12 +700,8 @@ class WorkerPool(Actor):
             if reason == "lost":
                 outcome = None
                 self.counts["lost"] += 1
-                log.warning(
-                    "job %d: lease lost during attempt %d; stopped, not settled",
-                    job.id,
-                    job.attempt,
-                    extra={"job_id": job.id, "queue": self.queue, "attempt": job.attempt},
-                )
+                run.ended_at = time.monotonic()
+                self._log_attempt(run, "lost", logging.WARNING)
             elif reason == "cancel":
                 outcome = Failure(job.id, run.token, "cancelled on request", FailureKind.CANCELLED)
             elif reason == "shutdown":
@@ -642,8 +719,13 @@ class WorkerPool(Actor):
         if isinstance(outcome, Completion):
             self.completions.append(outcome)
             self.counts["completed"] += 1
+            if self.log_completed:
+                run.ended_at = time.monotonic()
+                self.completed_runs.append(run)
         else:
             self.failures.append(outcome)
+            run.ended_at = time.monotonic()
+            self.failed_runs.append(run)
             kind = outcome.kind
             self.counts["cancelled" if kind is FailureKind.CANCELLED else "failed"] += 1
         self.wake.set()

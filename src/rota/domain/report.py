@@ -28,6 +28,7 @@ __all__ = [
     "LOG_LINES",
     "OUTCOMES",
     "attempt_ended",
+    "attempt_started",
     "job_fields",
     "job_label",
     "last_line",
@@ -79,6 +80,16 @@ def _seconds(value: float) -> str:
     if ms >= 10:
         return f"{ms:.0f} ms"
     return f"{ms:.1f} ms" if ms >= 1 else f"{ms:.2f} ms"
+
+
+def attempt_started(
+    *, job_id: int, name: object, queue: object, attempt: object, max_attempts: object
+) -> AttemptLine:
+    """``jobs.resize #42 (images) attempt 1/5 started`` (logged at DEBUG)."""
+    fields = job_fields(name, job_id, queue, attempt)
+    fields["max_attempts"] = max_attempts
+    label = job_label(name, job_id, queue)
+    return AttemptLine(f"{label} attempt {attempt}/{max_attempts} started", fields)
 
 
 def attempt_ended(

@@ -1,0 +1,67 @@
+"""The log lines of ended attempts (the worker pool's, the Scheduler's rescues):
+``rota.domain.report`` composes them, ``log_attempt`` writes them to the ``rota.job``
+logger, with the job's fields in the record (``extra``) and, when a job failed for good
+with a traceback, that traceback as the record's ``exc_text``: every formatter prints it
+after the message, as it would an exception's."""
+
+from __future__ import annotations
+
+import logging
+from typing import Final
+
+from rota.domain.job import Job
+from rota.domain.report import JOB_LOG, attempt_ended, attempt_started
+
+__all__ = ["job_log", "log_attempt", "log_started"]
+
+job_log: Final = logging.getLogger(JOB_LOG)
+
+
+def log_attempt(
+    level: int,
+    *,
+    job_id: int,
+    name: str,
+    queue: str,
+    attempt: int,
+    max_attempts: int,
+    outcome: str,
+    duration_s: float | None = None,
+    error: str | None = None,
+    retry_in_s: float | None = None,
+) -> None:
+    """Log one ended attempt at ``level`` (nothing is composed if the level is off)."""
+    if not job_log.isEnabledFor(level):
+        return
+    line = attempt_ended(
+        job_id=job_id,
+        name=name,
+        queue=queue,
+        attempt=attempt,
+        max_attempts=max_attempts,
+        outcome=outcome,
+        duration_s=duration_s,
+        error=error,
+        retry_in_s=retry_in_s,
+    )
+    if line.traceback is None:
+        job_log.log(level, line.message, extra=line.fields, stacklevel=2)
+        return
+    path, lineno, func, _ = job_log.findCaller(stacklevel=2)
+    record = job_log.makeRecord(
+        job_log.name, level, path, lineno, line.message, (), None, func, line.fields
+    )
+    record.exc_text = line.traceback
+    job_log.handle(record)
+
+
+def log_started(job: Job) -> None:
+    """Log at DEBUG that an attempt starts (the caller checked that DEBUG is on)."""
+    line = attempt_started(
+        job_id=job.id,
+        name=job.name,
+        queue=job.queue,
+        attempt=job.attempt,
+        max_attempts=job.max_attempts,
+    )
+    job_log.debug(line.message, extra=line.fields, stacklevel=2)
