@@ -307,6 +307,28 @@ async def test_a_job_cancelled_while_it_runs_is_an_info_line(
     assert record.getMessage().endswith(": cancelled on request")
 
 
+async def test_at_debug_each_attempt_started_is_a_line_too(
+    make_app: Callable[..., App], lines: Callable[..., Lines]
+) -> None:
+    log = lines(level=logging.DEBUG)
+    app = make_app()
+
+    @app.job(name="work", queue="q", max_attempts=2)
+    async def work(args: Item) -> int:
+        return args.n
+
+    handle = await work.enqueue(Item(5))
+    async with app.run():
+        assert await handle.result(timeout=10) == 5
+        await wait_for(lambda: len(log.of("rota.job")) == 2, what="two lines")
+    started, completed = log.of("rota.job")
+    assert (started.levelno, started.getMessage()) == (
+        logging.DEBUG,
+        f"work #{handle.id} (q) attempt 1/2 started",
+    )
+    assert completed.getMessage().startswith(f"work #{handle.id} (q) attempt 1/2 completed in ")
+
+
 # -- ctx.log ------------------------------------------------------------------------------------
 
 
