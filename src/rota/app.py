@@ -1015,7 +1015,8 @@ class App:
                 ...   # jobs run in the background; leaving the block shuts down gracefully
 
         ``options`` override ``Config`` options for this runtime (``queues``,
-        ``concurrency``...)."""
+        ``concurrency``...). The runtime runs on the caller's event loop: a ``backend``
+        set to the other one is a ``ConfigError`` (unset, it runs on either)."""
         if self._runtime is not None:
             raise RuntimeError("this app's runtime is already running")
         config = self.config.replace(where="App.run", **options) if options else self.config
@@ -1026,6 +1027,14 @@ class App:
             )
         queues = config.queues if config.queues is not None else self.queues
         backend = current_backend()
+        if config.backend is not None and config.backend != backend:
+            raise ConfigError(
+                f"this app's backend {config.backend!r} (App(backend=...), ROTA_BACKEND or "
+                f"--backend), but app.run() runs under {backend}: an embedded runtime runs on "
+                f"its caller's event loop and cannot switch; run the program under "
+                f"{config.backend} (e.g. anyio.run(main, backend={config.backend!r})), or leave "
+                "backend unset to run on whichever loop calls app.run()"
+            )
         runtime = Runtime(
             config=config,
             queues=queues,
@@ -1110,7 +1119,7 @@ class App:
             threads=ThreadPool(queue=queue, size=settings.concurrency, hooks=self.thread_hooks),
             processes=processes,
         )
-        runners.execute = functools.partial(self._execute, runners=runners)
+        runners.execute = functools.partial(self._execute, runners=runners, backend=backend)
         return runners
 
     def _import_spec(self) -> str:
@@ -1136,7 +1145,9 @@ class App:
             "or pass App(..., import_name='package.module:app')"
         )
 
-    async def _execute(self, run: JobRun, runners: QueueRunners) -> Completion | Failure:
+    async def _execute(
+        self, run: JobRun, runners: QueueRunners, backend: str
+    ) -> Completion | Failure:
         job = run.job
         definition = self.registry.jobs.get(job.name)
         if definition is None:
@@ -1174,7 +1185,7 @@ class App:
         except BaseException as exc:  # SystemExit too: it ends the attempt, not the worker
             if is_cancellation(exc):
                 raise
-            return self._settle(definition, run, attempt.failed(job.id, exc))
+            return self._settle(definition, run, attempt.failed(job.id, exc, backend=backend))
         finally:
             if run.logs:
                 await self._flush_logs_at_end(run)

@@ -2,7 +2,8 @@
 
 ::
 
-    rota [--debug] worker module:app [--queue Q ...] [--concurrency N] [--config rota.toml]
+    rota [--debug] worker module:app [--queue Q ...] [--concurrency N] [--backend B]
+                          [--config rota.toml]
     rota [--debug] info   (module:app | --db PATH)
     rota [--debug] jobs   list (module:app | --db PATH) [--queue Q] [--state S] [--limit N]
     rota [--debug] jobs   show|retry|cancel (module:app | --db PATH) JOB_ID
@@ -47,7 +48,7 @@ import anyio.abc
 import msgspec
 
 from rota.actors.scheduler import pid_alive
-from rota.config import Config
+from rota.config import BACKENDS, Config
 from rota.domain.job import JobState
 from rota.errors import ConfigError, RotaError, SupervisorGaveUp
 from rota.storage.engine import JobRecord, OwnerRecord
@@ -108,9 +109,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
         options["queues"] = args.queue
     if args.concurrency is not None:
         options["concurrency"] = args.concurrency
+    if args.backend is not None:
+        options["backend"] = args.backend
+    # --backend, ROTA_BACKEND, the TOML file, then the app's own App(backend=...)
+    backend = options.get("backend") or app.config.backend or "trio"
     held = _StartupLog(level)
     try:
-        return anyio.run(_worker_main, app, options, held.started, backend="trio")
+        return anyio.run(_worker_main, app, options, held.started, backend=backend)
     finally:
         held.end(show=args.debug)
 
@@ -490,6 +495,12 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--queue", "-q", action="append", help="queue to work on (repeatable)")
     worker.add_argument(
         "--concurrency", "-c", type=_at_least(1), help="jobs at once per queue (>= 1)"
+    )
+    worker.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        help="the event loop async handlers run on: trio (the default) or asyncio (for "
+        "handlers that use asyncio libraries: asyncpg, redis.asyncio, aiohttp...)",
     )
     worker.add_argument("--config", help="TOML file with rota options")
     worker.add_argument(

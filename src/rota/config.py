@@ -24,7 +24,11 @@ import msgspec
 
 from rota.errors import ConfigError
 
-__all__ = ["BOUNDS", "Bound", "Config", "QueueConfig"]
+__all__ = ["BACKENDS", "BOUNDS", "Backend", "Bound", "Config", "QueueConfig"]
+
+#: The event loops rota runs on (AnyIO's backend names).
+Backend = Literal["trio", "asyncio"]
+BACKENDS: Final[tuple[Backend, ...]] = ("trio", "asyncio")
 
 
 class Bound(NamedTuple):
@@ -103,6 +107,10 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     option, so a Config that ``App()`` accepts never stops ``app.run()``.
 
     * ``database`` (path or ``":memory:"``, default ``"rota.db"``): the SQLite file.
+    * ``backend`` (None, ``"trio"`` or ``"asyncio"``): the event loop async handlers run
+      on. ``rota worker`` runs this loop (None: trio). An embedded ``app.run()`` runs on
+      its caller's loop, which it cannot switch: None uses whichever loop that is, and a
+      backend set to the other one is a ``ConfigError`` at ``app.run()`` naming both.
     * ``synchronous`` (``"FULL"``): ``"NORMAL"`` skips the fsync per commit; a power cut
       may then lose the last acknowledged jobs (a crash of the process does not).
     * ``queues`` (list of names, default: every queue with a registered job): the queues a
@@ -158,6 +166,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     """
 
     database: str = "rota.db"
+    backend: Backend | None = None
     synchronous: Literal["FULL", "NORMAL"] = "FULL"
     queues: list[str] | None = None
     concurrency: int = 10
@@ -183,6 +192,8 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
 
     def __post_init__(self) -> None:
         _check_numbers(self, "")
+        if self.backend is not None and self.backend not in BACKENDS:  # Config(...) itself
+            raise ConfigError(_bad_backend(self.backend))
         for queue, qc in self.queue_config.items():
             _check_numbers(qc, f"queue_config[{queue!r}].")
 
@@ -196,6 +207,9 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
         for name in options:
             if name not in known:
                 raise ConfigError.unknown_option(name, known, where)
+        backend = options.get("backend")
+        if backend is not None and backend not in BACKENDS:
+            raise ConfigError(f"invalid option for {where}: {_bad_backend(backend)}")
         if isinstance(options.get("queue_config"), Mapping):
             options["queue_config"] = {
                 q: _queue_config(q, qc) for q, qc in options["queue_config"].items()
@@ -313,11 +327,15 @@ def _queue_config(queue: str, value: Any) -> QueueConfig:
         raise ConfigError(f"invalid queue_config[{queue!r}]: {exc}") from None
 
 
+def _bad_backend(value: object) -> str:
+    return f"option 'backend' must be 'trio' or 'asyncio', got {value!r}"
+
+
 def _from_text(name: str, raw: str) -> Any:
     """An environment variable's text as the option's type (lists comma-separated)."""
     if name == "queues":
         return [q.strip() for q in raw.split(",") if q.strip()]
-    if name in ("database", "synchronous"):
+    if name in ("database", "synchronous", "backend"):
         return raw
     if raw.lower() in ("none", ""):
         return None

@@ -98,7 +98,11 @@ class _Runner:
             ctx = _ChildContext(app, None, job)
             ctx._channel = self.channel
             done: wire.JobDone = self._portal().call(
-                attempt.run_async, job.id, lambda: definition(args, ctx), definition.encode_result
+                attempt.run_async,
+                job.id,
+                lambda: definition(args, ctx),
+                definition.encode_result,
+                self.backend,
             )
             return done
         if not self.hooks_ran:
