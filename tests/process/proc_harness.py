@@ -147,6 +147,10 @@ class Harness:
         self.job: JobDefinition[Script, str] = self.app.job(
             name="scripted", queue="scripted", max_attempts=3, backoff=rota.fixed(0.05)
         )(scripted.scripted.fn)
+        #: the same actions in thread mode (``scripted.thread``, a plain ``def``)
+        self.thread_job: JobDefinition[Script, str] = self.app.job(
+            name="scripted.thread", queue="scripted", max_attempts=3, backoff=rota.fixed(0.05)
+        )(scripted.scripted_thread.fn)
         self.engine = SqliteEngine(str(self.db))
         self.engine.migrate()
 
@@ -175,13 +179,15 @@ class Harness:
         ready: bool = True,
         log_level: str = "warning",
         wrapper: Sequence[str] = (),
+        extra_env: dict[str, str] | None = None,
         **options: Any,
     ) -> Worker:
         """Start ``rota worker scripted:app`` (under ``wrapper``, a command prefix) with
-        ``ROTA_*`` options; by default wait until it is ready."""
+        ``ROTA_*`` options (and ``extra_env``); by default wait until it is ready."""
         name = name or f"worker{len(self.workers) + 1}"
         argv = [sys.executable, "-m", "rota", "worker", "scripted:app", "--log-level", log_level]
-        worker = Worker(name, [*wrapper, *argv, *args], self.env(**options), self.workdir)
+        env = {**self.env(**options), **(extra_env or {})}
+        worker = Worker(name, [*wrapper, *argv, *args], env, self.workdir)
         self.workers.append(worker)
         if ready:
             worker.wait_ready()
@@ -210,8 +216,18 @@ class Harness:
         """A payload that logs its starts to this harness's log file."""
         return Script(action=action, log=str(self.log), **fields)
 
-    def enqueue(self, action: str = "ok", **fields: Any) -> int:
-        return self.job.enqueue_sync(self.script(action, **fields)).id
+    def enqueue(
+        self,
+        action: str = "ok",
+        *,
+        thread: bool = False,
+        options: dict[str, Any] | None = None,
+        **fields: Any,
+    ) -> int:
+        """Enqueue the scripted job (``thread``: its thread-mode twin) with ``options``
+        (``enqueue``'s: ``max_attempts``...) and ``Script`` ``fields``."""
+        job = self.thread_job if thread else self.job
+        return job.enqueue_sync(self.script(action, **fields), **(options or {})).id
 
     def enqueue_many(self, payloads: Iterable[Script], *, chunk: int = 1000) -> list[int]:
         ids: list[int] = []
