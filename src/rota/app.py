@@ -1057,10 +1057,15 @@ class App:
             except Exception as exc:  # re-raised as itself below, not inside a group
                 body_error = exc
             finally:
-                self._runtime = None
-                self._runtime_token = None
-                with anyio.CancelScope(shield=True):
-                    await runtime.stop()
+                # Cleared once stopped, not before: jobs that run on during the grace period
+                # report progress and logs through this runtime, as before the shutdown (a
+                # sync handler's ctx.progress needs its loop, or it fails the attempt).
+                try:
+                    with anyio.CancelScope(shield=True):
+                        await runtime.stop()
+                finally:
+                    self._runtime = None
+                    self._runtime_token = None
         if body_error is not None:
             raise body_error
 
@@ -1330,7 +1335,10 @@ class App:
     # -- storage access (through the runtime's Store if one runs here, else directly) --
 
     def _in_runtime_loop(self) -> bool:
-        if self._runtime is None:
+        """Called on the loop of a runtime of this app whose Store takes calls (not once it
+        is stopping: calls then go to the database directly)."""
+        runtime = self._runtime
+        if runtime is None or not runtime.store_ref.running:
             return False
         try:
             return anyio.lowlevel.current_token() == self._runtime_token

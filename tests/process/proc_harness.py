@@ -274,6 +274,12 @@ class Harness:
 
         return wait_until(started, timeout_s, f"start #{times} of job {job_id}", interval_s=0.005)
 
+    def wait_until_progress(self, job_id: int, timeout_s: float = 10.0) -> None:
+        """Until the job has reported progress."""
+        wait_until(
+            lambda: self.get(job_id).progress is not None, timeout_s, f"job {job_id}'s progress"
+        )
+
     def events(self, job_id: int) -> list[Event]:
         """Every stored event of one job, in order."""
         found: list[Event] = []
