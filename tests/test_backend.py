@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 import pytest
+import sniffio
 import trio
 
 from rota import App, Config, ConfigError
@@ -204,6 +205,11 @@ async def test_a_handler_that_needs_the_other_framework_says_how_to_switch(
         (
             "trio",
             TypeError("trio.run received unrecognized yield message <Future pending>. Are..."),
+            NEEDS_ASYNCIO,
+        ),
+        (
+            "trio",
+            sniffio.AsyncLibraryNotFoundError("unknown async library, or not in async context"),
             NEEDS_ASYNCIO,
         ),
         ("asyncio", RuntimeError("must be called from async context"), NEEDS_TRIO),
