@@ -1071,14 +1071,18 @@ class App:
 
     def close(self) -> None:
         """Close the producers' connections (and remove a ``:memory:`` database)."""
+        self._close_engines()
+        if self._tmpdir is not None:
+            self._tmpdir.cleanup()
+            self._tmpdir = None
+
+    def _close_engines(self) -> None:
+        """Close the producers' per-thread connections (the next use opens new ones)."""
         with self._engines_lock:
             engines, self._engines = self._engines, []
         for engine in engines:
             engine.close()
         self._local = threading.local()
-        if self._tmpdir is not None:
-            self._tmpdir.cleanup()
-            self._tmpdir = None
 
     # -- executing (called by the WorkerPool) --
 
