@@ -186,7 +186,7 @@ async def test_a_handler_that_needs_the_other_framework_says_how_to_switch(
     needs = "asyncio" if anyio_backend == "trio" else "trio"
     app = make_app(tmp_path)
     handle = await app.definition(f"needs_{needs}").enqueue(Ping(1))
-    with caplog.at_level(logging.WARNING, logger="rota.worker"):
+    with caplog.at_level(logging.WARNING, logger="rota"):
         result = await drain(app)
     assert result.failed == 1
     job = await handle.info()
