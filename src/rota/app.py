@@ -1029,8 +1029,8 @@ class App:
         backend = current_backend()
         if config.backend is not None and config.backend != backend:
             raise ConfigError(
-                f"this app's backend {config.backend!r} (App(backend=...), ROTA_BACKEND or "
-                f"--backend), but app.run() runs under {backend}: an embedded runtime runs on "
+                f"App.run: backend {config.backend!r} is set (App(backend=...), ROTA_BACKEND "
+                f"or --backend), but app.run() runs under {backend}: an embedded runtime runs on "
                 f"its caller's event loop and cannot switch; run the program under "
                 f"{config.backend} (e.g. anyio.run(main, backend={config.backend!r})), or leave "
                 "backend unset to run on whichever loop calls app.run()"
@@ -1339,8 +1339,8 @@ class App:
     # -- storage access (through the runtime's Store if one runs here, else directly) --
 
     def _in_runtime_loop(self) -> bool:
-        """Called on the loop of a runtime of this app whose Store takes calls (not once it
-        is stopping: calls then go to the database directly)."""
+        """Whether this is the loop of this app's runtime, and its Store takes calls (once
+        the Store is stopping, calls go to the database directly)."""
         runtime = self._runtime
         if runtime is None or not runtime.store_ref.running:
             return False

@@ -23,7 +23,10 @@ on a private database with ``isolated``: nothing touches ``jobs.db``::
         clock = Clock()
         with isolated(jobs.app, clock=clock) as app:
             handle = await jobs.resize.enqueue(jobs.Resize(url="https://x/y.png"))
-            assert (await drain(app, clock=clock)).completed == 1 With a ``Clock``, when only delayed jobs are left it moves the
+            assert (await drain(app, clock=clock)).completed == 1
+
+``drain`` runs the real runtime (the same actors, the same SQLite engine) until no job is
+waiting, active or delayed. With a ``Clock``, when only delayed jobs are left it moves the
 clock to the next one's time instead of waiting, so a test of retries with a 10-minute
 backoff takes milliseconds, and the delays are exactly the ones your policy computed.
 """

@@ -54,7 +54,6 @@ _OTHER_LOOP_SIGNATURES: Final[dict[str, tuple[tuple[type[BaseException], str], .
         (AttributeError, "'RunContext' object has no attribute"),  # trio.open_nursery()
     ),
 }
-_BACKENDS: Final = ("trio", "asyncio")
 
 
 def backend_hint(exc: BaseException, backend: str) -> str | None:
@@ -69,7 +68,7 @@ def backend_hint(exc: BaseException, backend: str) -> str | None:
         if type(error).__name__ == "AsyncLibraryNotFoundError" or any(
             isinstance(error, kind) and part in text for kind, part in signatures
         ):
-            needed = _BACKENDS[1 - _BACKENDS.index(backend)]
+            needed = "asyncio" if backend == "trio" else "trio"
             return (
                 f"this handler needs {needed} (it ran on {backend}): run "
                 f"`rota worker --backend {needed}` (or ROTA_BACKEND={needed} / "
@@ -81,11 +80,13 @@ def backend_hint(exc: BaseException, backend: str) -> str | None:
 def _chain(exc: BaseException) -> list[BaseException]:
     """``exc``, the leaves of a group, and what each was raised from or during."""
     found: list[BaseException] = []
+    seen: set[int] = set()
     todo = [exc]
     while todo and len(found) < 100:
         error = todo.pop()
-        if any(error is seen for seen in found):
+        if id(error) in seen:
             continue
+        seen.add(id(error))
         found.append(error)
         if isinstance(error, BaseExceptionGroup):
             todo.extend(error.exceptions)
