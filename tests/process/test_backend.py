@@ -46,9 +46,12 @@ def test_an_asyncio_only_handler_runs_under_a_worker_on_asyncio(
     assert (done.attempt, done.result) == (1, b'"done on _UnixSelectorEventLoop"')
 
 
-def test_the_same_handler_under_trio_fails_saying_how_to_switch(harness: Harness) -> None:
+@pytest.mark.parametrize("flags", [("--backend", "trio"), ()], ids=["--backend trio", "default"])
+def test_the_same_handler_under_trio_fails_saying_how_to_switch(
+    harness: Harness, flags: tuple[str, ...]
+) -> None:
     job_id = harness.enqueue("asyncio", options={"max_attempts": 1})
-    worker = harness.start_worker()  # the default: trio
+    worker = harness.start_worker(*flags)
     failed = harness.wait_state(job_id, JobState.FAILED, timeout_s=10)
     assert failed.error is not None
     lines = failed.error.strip().splitlines()
