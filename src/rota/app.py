@@ -97,7 +97,9 @@ __all__ = [
 
 log = logging.getLogger("rota.job")
 
-P = TypeVar("P", bound=msgspec.Struct)
+#: A job's payload type: anything msgspec validates (a Struct, a dataclass, an attrs class,
+#: a TypedDict, a NamedTuple, int, str, list[...], dict[...]...).
+P = TypeVar("P")
 #: Where a handler runs: on the event loop, on a handler thread, or in a child process.
 Mode = Literal["async", "thread", "process"]
 _MODES: tuple[str, ...] = typing.get_args(Mode)
@@ -256,6 +258,11 @@ class SyncContext(_ContextBase):
 # -- job definitions ------------------------------------------------------------------------
 
 
+class _NoInstance:
+    """What nothing is an instance of: the payload class of types whose values are checked
+    by decoding alone (``JobDefinition._cls``)."""
+
+
 class JobDefinition(Generic[P, R]):
     """A registered job type: its name, payload schema, handler and default options."""
 
@@ -264,7 +271,7 @@ class JobDefinition(Generic[P, R]):
         fn: Callable[..., Awaitable[R]] | Callable[..., R],
         *,
         name: str,
-        payload_type: type[P],
+        payload_type: Any,
         result_type: Any,
         options: JobOptions,
         takes_context: bool,
@@ -282,6 +289,11 @@ class JobDefinition(Generic[P, R]):
         self.options = options
         self.takes_context = takes_context
         self._decoder = msgspec.json.Decoder(payload_type)
+        shape = _encoding.shape(payload_type)
+        self._shape = shape
+        #: instances of this class are payloads as they are (one isinstance per enqueue);
+        #: anything else is a dict of the fields, or a value checked by decoding alone
+        self._cls: type = shape.cls or _NoInstance
         #: whether a NaN written as null could pass the decoding check (``encode``)
         self._null_check = _encoding.may_hold_null(payload_type)
         self._result_decoder = msgspec.json.Decoder(result_type)
@@ -314,26 +326,12 @@ class JobDefinition(Generic[P, R]):
     def encode(self, args: P | dict[str, Any]) -> bytes:
         """The stored payload, validated against the schema before anything is stored:
         ``PayloadError`` names the field, also for what JSON cannot hold (NaN, infinities,
-        lone surrogates, nesting too deep, values of unsupported types)."""
-        if isinstance(args, dict):
-            fields = self.payload_type.__struct_encode_fields__  # names as in JSON
-            for key in args:
-                if key not in fields:
-                    raise PayloadError(
-                        f"invalid payload for job {self.name!r}: unknown field {key!r}"
-                        f"{did_you_mean(str(key), fields)}",
-                        field=str(key),
-                    )
-            try:
-                args = msgspec.convert(args, self.payload_type)
-            except msgspec.ValidationError as exc:
-                raise _payload_error(self.name, exc) from None
-            except RecursionError:
-                raise _unencodable(self.name, _encoding.too_deep(args)) from None
-        elif not isinstance(args, self.payload_type):
-            raise PayloadError(
-                f"job {self.name!r} takes a {self.payload_type.__name__}, got {type(args).__name__}"
-            )
+        lone surrogates, nesting too deep, values of unsupported types). A payload type with
+        fields (a Struct, a dataclass, an attrs class, a NamedTuple) takes an instance, or
+        a dict of its fields (a TypedDict: only that); any other type, a value that decodes
+        as it."""
+        if not isinstance(args, self._cls):
+            args = self._from_fields(args)
         try:
             data = _JSON.encode(args)
             if self._null_check and data.find(b"null") >= 0:  # NaN, inf come out as null
@@ -343,18 +341,62 @@ class JobDefinition(Generic[P, R]):
         except msgspec.ValidationError as exc:
             if "got `null`" in str(exc):  # a NaN or an infinity where null does not decode?
                 _unencodable_floats(self.name, args)
-            raise _payload_error(self.name, exc) from None
+            raise _payload_error(self.name, exc, self.payload_type, args) from None
         except (TypeError, ValueError, OverflowError, RecursionError) as exc:
             raise _unencodable(self.name, _encoding.explain(args, exc)) from None
         return data
 
+    def _from_fields(self, args: Any) -> Any:
+        """A payload that is not an instance of the payload class: a dict of its fields,
+        checked (unknown keys refused, naming the closest field) and converted; a value of
+        a type without fields, as it is (the decoding check validates it)."""
+        shape = self._shape
+        if shape.fields is None:
+            return args
+        if not isinstance(args, dict):
+            wanted = _type_name(self.payload_type)
+            instead = "" if shape.cls is None else f"a {wanted} or "
+            raise PayloadError(
+                f"job {self.name!r} takes a {wanted}, got {type(args).__name__}: pass "
+                f"{instead}a dict of its fields"
+            )
+        for key in args:
+            if key not in shape.names:
+                raise PayloadError(
+                    f"invalid payload for job {self.name!r}: unknown field {key!r}"
+                    f"{did_you_mean(str(key), sorted(shape.names))}",
+                    field=str(key),
+                )
+        value: Any = args
+        if shape.positional:  # written as an array: the fields in their order
+            value = [] if shape.tag is None else [shape.tag[1]]
+            for field in shape.fields:
+                if field.encode_name in args:
+                    value.append(args[field.encode_name])
+                elif field.required:
+                    raise PayloadError(
+                        f"invalid payload for job {self.name!r}: Object missing required "
+                        f"field `{field.encode_name}`",
+                        field=field.encode_name,
+                    )
+                elif field.default is not msgspec.NODEFAULT:
+                    value.append(field.default)
+                else:
+                    value.append(field.default_factory())
+        try:
+            return msgspec.convert(value, self.payload_type)
+        except msgspec.ValidationError as exc:
+            raise _payload_error(self.name, exc, self.payload_type, args) from None
+        except RecursionError:
+            raise _unencodable(self.name, _encoding.too_deep(args)) from None
+
     def decode(self, payload: bytes) -> P:
-        """A stored payload as its Struct; ``msgspec.ValidationError`` for one that does not
+        """A stored payload as its type; ``msgspec.ValidationError`` for one that does not
         match the schema, and ``msgspec.DecodeError`` for one that does not decode at all
         (not JSON, or nested deeper than msgspec recurses: a corrupt row), so callers need
         to catch only ``DecodeError`` (``bad_payload`` says which it was)."""
         try:
-            return self._decoder.decode(payload)
+            return cast(P, self._decoder.decode(payload))
         except RecursionError as exc:
             raise msgspec.DecodeError(f"nested too deeply ({exc})") from None
 
@@ -441,16 +483,22 @@ def bad_payload(job: Job, definition: JobDefinition[Any, Any], exc: msgspec.Deco
     """Why a stored payload cannot be run: it does not match the job's schema (e.g. the
     schema changed since it was enqueued), or the row is corrupt (not JSON at all)."""
     if isinstance(exc, msgspec.ValidationError):
-        return f"payload does not match {definition.payload_type.__name__}: {exc}"
+        return f"payload does not match {_type_name(definition.payload_type)}: {exc}"
     return str(CorruptRow(job.id, "payload", f"not valid JSON ({exc})"))
 
 
-def _payload_error(name: str, exc: msgspec.ValidationError) -> PayloadError:
-    """Name the offending field as a dotted path (``inner.x``), also for missing ones."""
+def _payload_error(name: str, exc: msgspec.ValidationError, tp: Any, value: Any) -> PayloadError:
+    """Name the offending field of ``value`` (of type ``tp``) as a dotted path
+    (``inner.x``), also for missing ones, by name where msgspec gives a position (a
+    NamedTuple's ``[0]``) or hides a dict's key (``[...]``)."""
     message = str(exc)
-    path = message.rsplit("- at `$", 1)[1].rstrip("`").lstrip(".") if "- at `$" in message else ""
+    path = ""
+    if "- at `$" in message:
+        message, path = message.rsplit(" - at `$", 1)
+        path = _encoding.name_path(tp, value, path.rstrip("`"))
+        message = f"{message} - at `${path}`"
     missing = re.match(r"Object missing required field `([^`]+)`", message)
-    parts = [p for p in (path, missing.group(1) if missing else "") if p]
+    parts = [p for p in (path.lstrip("."), missing.group(1) if missing else "") if p]
     return PayloadError(
         f"invalid payload for job {name!r}: {message}", field=".".join(parts) or None
     )
@@ -859,13 +907,14 @@ def _define(
         raise ConfigError(
             f"job handler {fn.__qualname__} must take (args) or (args, ctx), got {len(params)}"
         )
-    hints = typing.get_type_hints(fn)
-    payload_type = hints.get(params[0].name)
-    if not (isinstance(payload_type, type) and issubclass(payload_type, msgspec.Struct)):
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception as exc:  # a NameError, mostly: a type defined where it is not seen
         raise ConfigError(
-            f"job handler {fn.__qualname__}: annotate its first parameter with a "
-            f"msgspec.Struct (its payload schema), got {payload_type!r}"
-        )
+            f"job handler {fn.__qualname__}: its annotations do not resolve ({exc}); "
+            "define the types they name at module level, or import them there"
+        ) from None
+    payload_type = _payload_type(fn, params[0].name, hints)
     result_type = hints.get("return", Any)
     if name is not None and option_error("name", name) is not None:
         raise ConfigError(f"job {fn.__qualname__}: option 'name' {option_error('name', name)}")
@@ -886,6 +935,35 @@ def _define(
         takes_context=len(params) == 2,
         mode=mode,
     )
+
+
+def _payload_type(fn: Callable[..., Any], param: str, hints: dict[str, Any]) -> Any:
+    """The payload type of a handler: its first parameter's annotation, which must be a
+    type msgspec validates (``ConfigError`` saying what to annotate, or what is wrong)."""
+    if param not in hints:
+        raise ConfigError(
+            f"job handler {fn.__qualname__}: annotate its first parameter {param!r} with the "
+            "type of the job's input (a msgspec.Struct, a dataclass, an attrs class, a "
+            "TypedDict, a NamedTuple, or int, str, list[...], dict[...]...), e.g. "
+            f"`def {fn.__name__}({param}: Resize, ctx: rota.Context)`"
+        )
+    payload_type = hints[param]
+    try:
+        msgspec.json.Decoder(payload_type)
+        unsupported = _encoding.unsupported_types(payload_type)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"job handler {fn.__qualname__}: its payload type `{_type_name(payload_type)}` "
+            f"is not one msgspec can validate: {exc}"
+        ) from None
+    if unsupported:
+        cls = unsupported[0]
+        raise ConfigError(
+            f"job handler {fn.__qualname__}: its payload type `{_type_name(payload_type)}` "
+            f"holds {cls.__qualname__}, which is not a type msgspec can validate (a plain "
+            "class): make it a msgspec.Struct, a dataclass or an attrs class"
+        )
+    return payload_type
 
 
 class _AppRegistry(Registry):
