@@ -32,6 +32,7 @@ import inspect
 import logging
 import math
 import os
+import random
 import re
 import sys
 import tempfile
@@ -40,7 +41,7 @@ import time
 import typing
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Generic, Literal, TypeVar, cast
+from typing import Any, Final, Generic, Literal, TypeVar, cast
 
 import anyio
 import anyio.from_thread
@@ -50,6 +51,7 @@ import msgspec
 
 from rota import _encoding
 from rota.actors._backend import current_backend, is_cancellation
+from rota.actors._throttle import Throttled
 from rota.actors.worker_pool import JobRun
 from rota.config import Config
 from rota.domain import lifecycle
@@ -84,6 +86,7 @@ from rota.storage.engine import Completion, Engine, Failure
 from rota.storage.sqlite import SqliteEngine
 
 __all__ = [
+    "UNKNOWN_JOB_DELAY_S",
     "App",
     "Context",
     "EventStream",
@@ -109,6 +112,12 @@ _JSON = msgspec.json.Encoder()
 _PROGRESS = msgspec.json.Decoder(Progress)
 #: First poll delay when waiting for another connection's commits (then doubling).
 _FIRST_POLL_S = 0.002
+#: A job whose name a worker has no handler for runs again after its backoff, but not
+#: sooner than this: a rolling deploy may have enqueued a job type that this worker does
+#: not have yet, and the job must neither spin nor use up its attempts in a moment.
+UNKNOWN_JOB_DELAY_S: Final = 5.0
+#: How often the warning about one unknown job name repeats (with a count) per worker.
+_UNKNOWN_JOB_LOG_EVERY_S: Final = 60.0
 
 
 # -- inside a handler ---------------------------------------------------------------------
@@ -487,6 +496,32 @@ def bad_payload(job: Job, definition: JobDefinition[Any, Any], exc: msgspec.Deco
     return str(CorruptRow(job.id, "payload", f"not valid JSON ({exc})"))
 
 
+def unknown_job(job: Job, where: str, known: Iterable[str], warnings: Throttled) -> tuple[str, int]:
+    """A job whose name has no handler ``where`` ("this worker", or its child process):
+    the error its attempt fails with, and the delay (ms) before it runs again (its stored
+    backoff, at least ``UNKNOWN_JOB_DELAY_S``). Logs a WARNING naming the job, its id and
+    queue, with the closest name known here: once per name, then at most every minute."""
+    known = sorted(known)
+    close = did_you_mean(job.name, known) if known else " (it has no jobs)"
+    if not close.startswith(","):  # no close match: some of the names it knows
+        shown = ", ".join(repr(name) for name in known[:10])
+        close = f" (it knows {len(known)}: {shown}{', ...' if len(known) > 10 else ''})"
+    error = f"no handler for job {job.name!r} in {where}{close}"
+    warnings.warning(
+        job.name,
+        "job %d (queue %r, attempt %d of %d): %s; retried per its policy, so that a worker "
+        "that has it (a newer version, during a deploy) runs it",
+        job.id,
+        job.queue,
+        job.attempt,
+        job.max_attempts,
+        error,
+        extra=_job_extra(job),
+    )
+    delay_ms = lifecycle.retry_delay_ms(job.backoff, job.attempt, random.random())
+    return error, max(delay_ms, round(UNKNOWN_JOB_DELAY_S * 1000))
+
+
 def _payload_error(name: str, exc: msgspec.ValidationError, tp: Any, value: Any) -> PayloadError:
     """Name the offending field of ``value`` (of type ``tp``) as a dotted path
     (``inner.x``), also for missing ones, by name where msgspec gives a position (a
@@ -845,10 +880,17 @@ class Registry:
         max_stalls: int | None = None,
         mode: Mode | None = None,
     ) -> Any:
-        """Register a handler ``handler(args: SomeStruct[, ctx])``; usable as ``@job`` or
-        ``@job(queue=..., ...)``. Its payload type is the first parameter's annotation; its
-        result type is the return annotation (what it returns is checked against it before
-        its job completes: see ``JobDefinition.encode_result``).
+        """Register a handler ``handler(args: T[, ctx])``; usable as ``@job`` or
+        ``@job(queue=..., ...)``. Its payload type ``T`` is the first parameter's
+        annotation: any type msgspec validates (a Struct, a dataclass, an attrs class, a
+        TypedDict, a NamedTuple, int, str, list[...], dict[...]...); its result type is the
+        return annotation (what it returns is checked against it before its job completes:
+        see ``JobDefinition.encode_result``).
+
+        ``name`` (stored with each job, and how a worker finds the handler) defaults to the
+        function's ``__qualname__`` (``resize``, ``Images.resize``): the same however its
+        module is imported (``pkg.jobs``, ``jobs``, ``__main__``). Two functions with one
+        name in an app are a ``ConfigError``: give one a ``name``.
 
         Where it runs (``mode``): an ``async def`` handler on the event loop, a plain
         ``def`` one on a handler thread; ``mode="process"`` runs either in the queue's
@@ -875,10 +917,42 @@ class Registry:
         return definition
 
     def add(self, definition: JobDefinition[Any, Any]) -> None:
+        """Register ``definition`` under its name: ``ConfigError`` if another function has
+        that name. The same function registered again (its module imported a second time,
+        under another name: ``pkg.jobs`` and ``jobs``) replaces itself."""
         existing = self.jobs.get(definition.name)
-        if existing is not None and existing.fn is not definition.fn:
-            raise ConfigError(f"a job named {definition.name!r} is already registered")
+        if (
+            existing is not None
+            and existing.fn is not definition.fn
+            and not _same_source(existing.fn, definition.fn)
+        ):
+            raise ConfigError(
+                f"two jobs are named {definition.name!r}: {_where(existing.fn)} and "
+                f"{_where(definition.fn)}; give one of them a name of its own: "
+                f"@app.job(name='...') (a job's name is stored with each of its jobs; by "
+                "default it is its function's name, whichever way its module is imported)"
+            )
         self.jobs[definition.name] = definition
+
+
+def _same_source(a: Callable[..., Any], b: Callable[..., Any]) -> bool:
+    """Whether two functions are one function of one file, loaded twice (compiled twice:
+    two closures of one code object, made by one factory, are two jobs)."""
+    code_a, code_b = getattr(a, "__code__", None), getattr(b, "__code__", None)
+    return (
+        code_a is not None
+        and code_b is not None
+        and code_a is not code_b
+        and code_a.co_filename == code_b.co_filename
+        and getattr(a, "__qualname__", None) == getattr(b, "__qualname__", None)
+    )
+
+
+def _where(fn: Callable[..., Any]) -> str:
+    """A handler as a user finds it: ``module.function (file:line)``."""
+    name = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+    code = getattr(fn, "__code__", None)
+    return name if code is None else f"{name} ({code.co_filename}:{code.co_firstlineno})"
 
 
 def _define(
@@ -928,7 +1002,7 @@ def _define(
         raise ConfigError(f"job {fn.__qualname__}: {exc}") from None
     return JobDefinition(
         fn,
-        name=name or f"{fn.__module__}.{fn.__qualname__}",
+        name=name or fn.__qualname__,
         payload_type=payload_type,
         result_type=result_type,
         options=job_options,
@@ -1012,6 +1086,8 @@ class App:
         self._engines: list[Engine] = []
         self._engines_lock = threading.Lock()
         self._tmpdir: tempfile.TemporaryDirectory[str] | None = None
+        #: warnings about jobs with a name this app has no handler for (``unknown_job``)
+        self._unknown = Throttled(log, _UNKNOWN_JOB_LOG_EVERY_S)
         self.database_path = self._resolve_database(self.config.database)
 
     def _resolve_database(self, database: str) -> str:
@@ -1217,13 +1293,9 @@ class App:
     async def _execute(self, run: JobRun, runners: QueueRunners) -> Completion | Failure:
         job = run.job
         definition = self.registry.jobs.get(job.name)
-        if definition is None:
-            return Failure(
-                job.id,
-                run.token,
-                f"no handler registered for job {job.name!r} in this worker",
-                FailureKind.UNRECOVERABLE,
-            )
+        if definition is None:  # a newer version's job, or a name another app uses
+            error, delay_ms = unknown_job(job, "this worker", self.registry.jobs, self._unknown)
+            return Failure(job.id, run.token, error, FailureKind.ERROR, delay_ms)
         # (a pool claims only its own queue's jobs: the queue's mode is the runners')
         mode = definition.mode_on(runners.mode)
         if mode == "process":
