@@ -392,6 +392,8 @@ GOOD: list[tuple[str, Any, Any, Any]] = [
     ("union dict", Tagged | Other, {"type": "Tagged", "a": 1}, Tagged(1)),
     ("tagged struct dict", Tagged, {"type": "Tagged", "a": 1}, Tagged(1)),
     ("optional", int | None, None, None),
+    ("any", Any, {"a": [1, None]}, {"a": [1, None]}),
+    ("object (decoded as Any is)", object, [1, "a"], [1, "a"]),
 ]
 
 

@@ -174,7 +174,7 @@ def shape(tp: Any) -> Shape:
 
 def unsupported_types(tp: Any) -> list[type]:
     """The classes inside ``tp`` that msgspec cannot validate or build without hooks (plain
-    classes: ``CustomType``), in the order found."""
+    classes: ``CustomType``, except ``object``), in the order found."""
     found: list[type] = []
     stack: list[Any] = [mi.type_info(tp)]
     seen: set[int] = set()
@@ -184,7 +184,8 @@ def unsupported_types(tp: Any) -> list[type]:
             continue
         seen.add(id(info))
         if isinstance(info, mi.CustomType):
-            found.append(info.cls)
+            if info.cls is not object:  # (``object`` decodes as ``Any`` does)
+                found.append(info.cls)
         elif isinstance(info, mi.Metadata):
             stack.append(info.type)
         elif isinstance(info, mi.UnionType):
