@@ -102,11 +102,14 @@ P = TypeVar("P", bound=msgspec.Struct)
 Mode = Literal["async", "thread", "process"]
 _MODES: tuple[str, ...] = typing.get_args(Mode)
 R = TypeVar("R")
+T = TypeVar("T")
 
 _JSON = msgspec.json.Encoder()
 _PROGRESS = msgspec.json.Decoder(Progress)
 #: First poll delay when waiting for another connection's commits (then doubling).
 _FIRST_POLL_S = 0.002
+#: The longest poll delay when waiting for another connection's commits.
+_LAST_POLL_S = 0.1
 
 
 # -- inside a handler ---------------------------------------------------------------------
@@ -607,6 +610,10 @@ class JobHandle(Generic[R]):
         return annotation: stored by another version of the job, or damaged)."""
         with anyio.fail_after(timeout):
             job = await self.app._wait_finished(self.id)
+        return self._outcome(job)
+
+    def _outcome(self, job: Job) -> R:
+        """A finished job's decoded result, or ``JobFailed``."""
         if job.state is JobState.COMPLETED:
             try:
                 if self.definition is None:
@@ -635,7 +642,9 @@ class JobHandle(Generic[R]):
     async def progress(self) -> Progress | None:
         """The last progress reported (None: none yet); ``StorageError`` naming the job if
         the stored one does not decode (damaged), never a raw msgspec error."""
-        job = await self.info()
+        return self._progress_of(await self.info())
+
+    def _progress_of(self, job: Job) -> Progress | None:
         if job.progress is None:
             return None
         try:
@@ -647,6 +656,66 @@ class JobHandle(Generic[R]):
         return cast(
             list[LogEntry], await self.app._engine_call("logs", self.id, limit=limit, offset=offset)
         )
+
+    # -- the same, blocking: for code that is not async (a web view, a script) --
+
+    def info_sync(self) -> Job:
+        """``info`` for code that is not async: reads on this thread's own connection."""
+        return self._blocking("info_sync", lambda engine: engine.get(self.id))
+
+    def status_sync(self) -> JobState:
+        """``status`` for code that is not async."""
+        return self._blocking("status_sync", lambda engine: engine.get(self.id)).state
+
+    def result_sync(self, timeout: float | None = None) -> R:
+        """``result`` for code that is not async: polls the database (2 ms, doubling up to
+        100 ms) until the job finishes; ``JobFailed`` if it failed or was cancelled,
+        ``TimeoutError`` after ``timeout`` seconds (0: one read)."""
+        deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
+        delay_s = _FIRST_POLL_S
+        while True:
+            job = self._blocking("result_sync", lambda engine: engine.get(self.id))
+            if job.state in FINISHED_STATES:
+                return self._outcome(job)
+            pause = delay_s
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(
+                        f"job {self.id} did not finish within {timeout:g} s "
+                        f"(it is {job.state.value})"
+                    )
+                pause = min(pause, left)
+            time.sleep(pause)
+            delay_s = min(delay_s * 2, _LAST_POLL_S)
+
+    def cancel_sync(self) -> JobState:
+        """``cancel`` for code that is not async (a running job is stopped by its worker,
+        in this process or another: it returns ``ACTIVE``, asked to stop)."""
+        return self._blocking("cancel_sync", lambda engine: engine.cancel(self.id))
+
+    def progress_sync(self) -> Progress | None:
+        """``progress`` for code that is not async."""
+        return self._progress_of(self._blocking("progress_sync", lambda e: e.get(self.id)))
+
+    def logs_sync(self, *, limit: int = 100, offset: int = 0) -> list[LogEntry]:
+        """``logs`` for code that is not async."""
+        return self._blocking(
+            "logs_sync", lambda engine: engine.logs(self.id, limit=limit, offset=offset)
+        )
+
+    def _blocking(self, method: str, fn: Callable[[Engine], T]) -> T:
+        """Run ``fn`` on this thread's own engine, unless this thread runs the app's
+        runtime: blocking it would stop the jobs the caller waits for (``RuntimeError``
+        naming the async method to await instead)."""
+        app = self.app
+        if app._runtime_thread == threading.get_ident():
+            raise RuntimeError(
+                f"JobHandle.{method}() blocks this thread, which runs the event loop of the "
+                "app's runtime: the jobs it waits for could not run. Use "
+                f"`await handle.{method.removesuffix('_sync')}()` here"
+            )
+        return app._direct(fn)
 
 
 class QueueHandle:
@@ -930,6 +999,8 @@ class App:
         self.job = self.registry.job
         self._runtime: Runtime | None = None
         self._runtime_token: anyio.lowlevel.EventLoopToken | None = None
+        #: the thread that runs the runtime's event loop (``threading.get_ident``)
+        self._runtime_thread: int | None = None
         self._local = threading.local()
         self._engines: list[Engine] = []
         self._engines_lock = threading.Lock()
@@ -1037,10 +1108,11 @@ class App:
         async with anyio.create_task_group() as tg:
             # Before the start: a sync handler may report progress as soon as jobs run.
             self._runtime_token = anyio.lowlevel.current_token()
+            self._runtime_thread = threading.get_ident()
             try:
                 await tg.start(runtime.run)
             except BaseException:
-                self._runtime_token = None
+                self._runtime_token = self._runtime_thread = None
                 raise
             self._runtime = runtime
             try:
@@ -1049,7 +1121,7 @@ class App:
                 body_error = exc
             finally:
                 self._runtime = None
-                self._runtime_token = None
+                self._runtime_token = self._runtime_thread = None
                 with anyio.CancelScope(shield=True):
                     await runtime.stop()
         if body_error is not None:
@@ -1388,7 +1460,7 @@ class App:
             await self._runtime.wait_for_commit(0.1)
             return delay_s
         await anyio.sleep(delay_s)
-        return min(delay_s * 2, 0.1)
+        return min(delay_s * 2, _LAST_POLL_S)
 
     # -- events --
 
