@@ -51,10 +51,10 @@ import msgspec
 from rota import _encoding
 from rota.actors._backend import current_backend, is_cancellation
 from rota.actors.worker_pool import JobRun
-from rota.config import Config
+from rota.config import LIVE_HEARTBEATS, Config
 from rota.domain import lifecycle
 from rota.domain.backoff import Backoff, Custom, Exponential, Fixed, Linear
-from rota.domain.event import Event, EventKind, LogEntry, Progress
+from rota.domain.event import Event, EventKind, LogEntry, Owner, Progress
 from rota.domain.job import (
     DEFAULT_QUEUE,
     FINISHED_STATES,
@@ -96,6 +96,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("rota.job")
+_app_log = logging.getLogger("rota.app")
 
 P = TypeVar("P", bound=msgspec.Struct)
 #: Where a handler runs: on the event loop, on a handler thread, or in a child process.
@@ -423,6 +424,8 @@ class JobDefinition(Generic[P, R]):
         now = app.clock()
         jobs = [self.new_job(args, now, **options) for args in many]
         ids = await app._enqueue(jobs)
+        if jobs and jobs[0].queue not in app._queues_checked:  # the options: one queue
+            await app._check_served(jobs[0].queue)
         return [JobHandle(app, job_id, self) for job_id in ids]
 
     def enqueue_sync(self, args: P | dict[str, Any], **options: Any) -> JobHandle[R]:
@@ -437,6 +440,8 @@ class JobDefinition(Generic[P, R]):
         now = app.clock()
         jobs = [self.new_job(args, now, **options) for args in many]
         ids = app._direct(lambda engine: engine.enqueue(jobs))
+        if jobs and jobs[0].queue not in app._queues_checked:  # the options: one queue
+            app._check_served_sync(jobs[0].queue)
         return [JobHandle(app, job_id, self) for job_id in ids]
 
 
@@ -1006,6 +1011,9 @@ class App:
         self._engines_lock = threading.Lock()
         self._tmpdir: tempfile.TemporaryDirectory[str] | None = None
         self.database_path = self._resolve_database(self.config.database)
+        #: the queues enqueued to whose workers were looked for (``_check_served``)
+        self._queues_checked: set[str] = set()
+        self._queues_checked_lock = threading.Lock()
 
     def _resolve_database(self, database: str) -> str:
         if database == ":memory:":
@@ -1403,6 +1411,57 @@ class App:
             assert self._runtime is not None
             return await self._runtime.enqueue(jobs)
         return cast(list[int], await self._engine_call("enqueue", list(jobs)))
+
+    # -- an enqueue to a queue that no live worker serves: said once per queue --
+
+    def _first_check(self, queue: str) -> bool:
+        """True once per queue: the first enqueue to it looks for its workers."""
+        with self._queues_checked_lock:
+            if queue in self._queues_checked:
+                return False
+            self._queues_checked.add(queue)
+            return True
+
+    def _served_here(self, queue: str) -> bool:
+        runtime = self._runtime
+        return runtime is not None and queue in runtime.queues
+
+    async def _check_served(self, queue: str) -> None:
+        """After the first enqueue to ``queue``: warn if no live worker serves it (a
+        runtime of this app that serves it counts without a read)."""
+        if not self._first_check(queue) or self._served_here(queue):
+            return
+        try:
+            owners = cast(list[Owner], await self._engine_call("list_owners"))
+        except Exception as exc:  # a warning's read never fails an enqueue that committed
+            _app_log.debug("could not read the workers of queue %r: %r", queue, exc)
+            return
+        self._warn_if_unserved(queue, owners)
+
+    def _check_served_sync(self, queue: str) -> None:
+        """``_check_served`` for ``enqueue_sync``."""
+        if not self._first_check(queue) or self._served_here(queue):
+            return
+        try:
+            owners = self._direct(lambda engine: engine.list_owners())
+        except Exception as exc:
+            _app_log.debug("could not read the workers of queue %r: %r", queue, exc)
+            return
+        self._warn_if_unserved(queue, owners)
+
+    def _warn_if_unserved(self, queue: str, owners: Sequence[Owner]) -> None:
+        max_age_s = LIVE_HEARTBEATS * self.config.heartbeat_interval_s
+        oldest = self.clock() - round(max_age_s * 1000)
+        if any(queue in o.queues and o.heartbeat_at_ms >= oldest for o in owners):
+            return
+        _app_log.warning(
+            "enqueued to queue %r, which no live worker serves (none sent a heartbeat in the "
+            "last %g s): its jobs wait until a worker for it starts (rota worker module:app); "
+            "said once per queue",
+            queue,
+            max_age_s,
+            extra={"queue": queue},
+        )
 
     def _wake(self, queues: Sequence[str]) -> None:
         if self._in_runtime_loop():

@@ -67,7 +67,7 @@ import msgspec
 
 from rota import __version__
 from rota.actors.scheduler import owner_alive, pid_alive
-from rota.config import Config
+from rota.config import LIVE_HEARTBEATS, Config
 from rota.domain.event import LogEntry, Owner
 from rota.domain.job import FINISHED_STATES, JobState
 from rota.errors import ConfigError, RotaError, StorageError, SupervisorGaveUp, did_you_mean
@@ -655,8 +655,6 @@ def _table(rows: Sequence[Sequence[object]]) -> None:
 
 #: How long ``rota health`` waits for the write lock before it calls the database locked.
 HEALTH_BUSY_TIMEOUT_S: Final = 2.0
-#: A worker whose last heartbeat is older than this many heartbeat intervals is not live.
-HEARTBEATS_MISSED: Final = 3
 
 
 def cmd_health(args: argparse.Namespace) -> int:
@@ -668,7 +666,7 @@ def cmd_health(args: argparse.Namespace) -> int:
     app = load_app(args.app) if args.app and not args.db else None
     config = app.config if app is not None else Config.from_env(warn=_warn)
     path = args.db or (app.database_path if app is not None else config.database)
-    max_age_s = args.max_heartbeat_age or HEARTBEATS_MISSED * config.heartbeat_interval_s
+    max_age_s = args.max_heartbeat_age or LIVE_HEARTBEATS * config.heartbeat_interval_s
     max_age_ms = round(max_age_s * 1000)
     problems: list[str] = []
     engine = SqliteEngine.open_existing(path, busy_timeout_s=HEALTH_BUSY_TIMEOUT_S)
@@ -972,7 +970,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-heartbeat-age",
         type=_positive_seconds,
         metavar="SECONDS",
-        help=f"a worker is live if its heartbeat is this recent (default {HEARTBEATS_MISSED} "
+        help=f"a worker is live if its heartbeat is this recent (default {LIVE_HEARTBEATS} "
         "x heartbeat_interval_s: 15 s) and, on this host, its process runs",
     )
     health.set_defaults(fn=lambda args: cmd_health(args))

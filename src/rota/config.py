@@ -26,7 +26,7 @@ import msgspec
 
 from rota.errors import ConfigError
 
-__all__ = ["BOUNDS", "Bound", "Config", "QueueConfig"]
+__all__ = ["BOUNDS", "LIVE_HEARTBEATS", "Bound", "Config", "QueueConfig"]
 
 log = logging.getLogger("rota.config")
 
@@ -46,6 +46,11 @@ _INTERVAL: Final = Bound(0.001, _DAY, "s")
 _RETAIN: Final = Bound(0.0, 3650 * _DAY, "s")
 #: Counts: comfortably inside a signed 64-bit integer.
 _COUNT: Final = 1_000_000_000
+
+#: A runtime whose last heartbeat is older than this many heartbeat intervals
+#: (``heartbeat_interval_s``) is not live: ``rota health``, the warning of an enqueue to a
+#: queue no live worker serves.
+LIVE_HEARTBEATS: Final = 3
 
 #: Every number of ``Config`` and ``QueueConfig`` (same name, same meaning) must lie in its
 #: range; floats must also be finite (never NaN or infinite). Stated in the docstring of
