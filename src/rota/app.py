@@ -53,10 +53,10 @@ from rota import _encoding
 from rota.actors._backend import current_backend, is_cancellation
 from rota.actors._throttle import Throttled
 from rota.actors.worker_pool import JobRun
-from rota.config import Config
+from rota.config import LIVE_HEARTBEATS, Config
 from rota.domain import lifecycle
 from rota.domain.backoff import Backoff, Custom, Exponential, Fixed, Linear
-from rota.domain.event import Event, EventKind, LogEntry, Progress
+from rota.domain.event import Event, EventKind, LogEntry, Owner, Progress
 from rota.domain.job import (
     DEFAULT_QUEUE,
     FINISHED_STATES,
@@ -99,6 +99,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("rota.job")
+_app_log = logging.getLogger("rota.app")
 
 #: A job's payload type: anything msgspec validates (a Struct, a dataclass, an attrs class,
 #: a TypedDict, a NamedTuple, int, str, list[...], dict[...]...).
@@ -107,6 +108,7 @@ P = TypeVar("P")
 Mode = Literal["async", "thread", "process"]
 _MODES: tuple[str, ...] = typing.get_args(Mode)
 R = TypeVar("R")
+T = TypeVar("T")
 
 _JSON = msgspec.json.Encoder()
 _PROGRESS = msgspec.json.Decoder(Progress)
@@ -118,6 +120,8 @@ _FIRST_POLL_S = 0.002
 UNKNOWN_JOB_DELAY_S: Final = 5.0
 #: How often the warning about one unknown job name repeats (with a count) per worker.
 _UNKNOWN_JOB_LOG_EVERY_S: Final = 60.0
+#: The longest poll delay when waiting for another connection's commits.
+_LAST_POLL_S = 0.1
 
 
 # -- inside a handler ---------------------------------------------------------------------
@@ -471,6 +475,8 @@ class JobDefinition(Generic[P, R]):
         now = app.clock()
         jobs = [self.new_job(args, now, **options) for args in many]
         ids = await app._enqueue(jobs)
+        if jobs and jobs[0].queue not in app._queues_checked:  # the options: one queue
+            await app._check_served(jobs[0].queue)
         return [JobHandle(app, job_id, self) for job_id in ids]
 
     def enqueue_sync(self, args: P | dict[str, Any], **options: Any) -> JobHandle[R]:
@@ -485,6 +491,8 @@ class JobDefinition(Generic[P, R]):
         now = app.clock()
         jobs = [self.new_job(args, now, **options) for args in many]
         ids = app._direct(lambda engine: engine.enqueue(jobs))
+        if jobs and jobs[0].queue not in app._queues_checked:  # the options: one queue
+            app._check_served_sync(jobs[0].queue)
         return [JobHandle(app, job_id, self) for job_id in ids]
 
 
@@ -690,6 +698,10 @@ class JobHandle(Generic[R]):
         return annotation: stored by another version of the job, or damaged)."""
         with anyio.fail_after(timeout):
             job = await self.app._wait_finished(self.id)
+        return self._outcome(job)
+
+    def _outcome(self, job: Job) -> R:
+        """A finished job's decoded result, or ``JobFailed``."""
         if job.state is JobState.COMPLETED:
             try:
                 if self.definition is None:
@@ -718,7 +730,9 @@ class JobHandle(Generic[R]):
     async def progress(self) -> Progress | None:
         """The last progress reported (None: none yet); ``StorageError`` naming the job if
         the stored one does not decode (damaged), never a raw msgspec error."""
-        job = await self.info()
+        return self._progress_of(await self.info())
+
+    def _progress_of(self, job: Job) -> Progress | None:
         if job.progress is None:
             return None
         try:
@@ -730,6 +744,66 @@ class JobHandle(Generic[R]):
         return cast(
             list[LogEntry], await self.app._engine_call("logs", self.id, limit=limit, offset=offset)
         )
+
+    # -- the same, blocking: for code that is not async (a web view, a script) --
+
+    def info_sync(self) -> Job:
+        """``info`` for code that is not async: reads on this thread's own connection."""
+        return self._blocking("info_sync", lambda engine: engine.get(self.id))
+
+    def status_sync(self) -> JobState:
+        """``status`` for code that is not async."""
+        return self._blocking("status_sync", lambda engine: engine.get(self.id)).state
+
+    def result_sync(self, timeout: float | None = None) -> R:
+        """``result`` for code that is not async: polls the database (2 ms, doubling up to
+        100 ms) until the job finishes; ``JobFailed`` if it failed or was cancelled,
+        ``TimeoutError`` after ``timeout`` seconds (0: one read)."""
+        deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
+        delay_s = _FIRST_POLL_S
+        while True:
+            job = self._blocking("result_sync", lambda engine: engine.get(self.id))
+            if job.state in FINISHED_STATES:
+                return self._outcome(job)
+            pause = delay_s
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(
+                        f"job {self.id} did not finish within {timeout:g} s "
+                        f"(it is {job.state.value})"
+                    )
+                pause = min(pause, left)
+            time.sleep(pause)
+            delay_s = min(delay_s * 2, _LAST_POLL_S)
+
+    def cancel_sync(self) -> JobState:
+        """``cancel`` for code that is not async (a running job is stopped by its worker,
+        in this process or another: it returns ``ACTIVE``, asked to stop)."""
+        return self._blocking("cancel_sync", lambda engine: engine.cancel(self.id))
+
+    def progress_sync(self) -> Progress | None:
+        """``progress`` for code that is not async."""
+        return self._progress_of(self._blocking("progress_sync", lambda e: e.get(self.id)))
+
+    def logs_sync(self, *, limit: int = 100, offset: int = 0) -> list[LogEntry]:
+        """``logs`` for code that is not async."""
+        return self._blocking(
+            "logs_sync", lambda engine: engine.logs(self.id, limit=limit, offset=offset)
+        )
+
+    def _blocking(self, method: str, fn: Callable[[Engine], T]) -> T:
+        """Run ``fn`` on this thread's own engine, unless this thread runs the app's
+        runtime: blocking it would stop the jobs the caller waits for (``RuntimeError``
+        naming the async method to await instead)."""
+        app = self.app
+        if app._runtime_thread == threading.get_ident():
+            raise RuntimeError(
+                f"JobHandle.{method}() blocks this thread, which runs the event loop of the "
+                "app's runtime: the jobs it waits for could not run. Use "
+                f"`await handle.{method.removesuffix('_sync')}()` here"
+            )
+        return app._direct(fn)
 
 
 class QueueHandle:
@@ -1082,6 +1156,8 @@ class App:
         self.job = self.registry.job
         self._runtime: Runtime | None = None
         self._runtime_token: anyio.lowlevel.EventLoopToken | None = None
+        #: the thread that runs the runtime's event loop (``threading.get_ident``)
+        self._runtime_thread: int | None = None
         self._local = threading.local()
         self._engines: list[Engine] = []
         self._engines_lock = threading.Lock()
@@ -1089,6 +1165,9 @@ class App:
         #: warnings about jobs with a name this app has no handler for (``unknown_job``)
         self._unknown = Throttled(log, _UNKNOWN_JOB_LOG_EVERY_S)
         self.database_path = self._resolve_database(self.config.database)
+        #: the queues enqueued to whose workers were looked for (``_check_served``)
+        self._queues_checked: set[str] = set()
+        self._queues_checked_lock = threading.Lock()
 
     def _resolve_database(self, database: str) -> str:
         if database == ":memory:":
@@ -1191,10 +1270,11 @@ class App:
         async with anyio.create_task_group() as tg:
             # Before the start: a sync handler may report progress as soon as jobs run.
             self._runtime_token = anyio.lowlevel.current_token()
+            self._runtime_thread = threading.get_ident()
             try:
                 await tg.start(runtime.run)
             except BaseException:
-                self._runtime_token = None
+                self._runtime_token = self._runtime_thread = None
                 raise
             self._runtime = runtime
             try:
@@ -1203,7 +1283,7 @@ class App:
                 body_error = exc
             finally:
                 self._runtime = None
-                self._runtime_token = None
+                self._runtime_token = self._runtime_thread = None
                 with anyio.CancelScope(shield=True):
                     await runtime.stop()
         if body_error is not None:
@@ -1486,6 +1566,57 @@ class App:
             return await self._runtime.enqueue(jobs)
         return cast(list[int], await self._engine_call("enqueue", list(jobs)))
 
+    # -- an enqueue to a queue that no live worker serves: said once per queue --
+
+    def _first_check(self, queue: str) -> bool:
+        """True once per queue: the first enqueue to it looks for its workers."""
+        with self._queues_checked_lock:
+            if queue in self._queues_checked:
+                return False
+            self._queues_checked.add(queue)
+            return True
+
+    def _served_here(self, queue: str) -> bool:
+        runtime = self._runtime
+        return runtime is not None and queue in runtime.queues
+
+    async def _check_served(self, queue: str) -> None:
+        """After the first enqueue to ``queue``: warn if no live worker serves it (a
+        runtime of this app that serves it counts without a read)."""
+        if not self._first_check(queue) or self._served_here(queue):
+            return
+        try:
+            owners = cast(list[Owner], await self._engine_call("list_owners"))
+        except Exception as exc:  # a warning's read never fails an enqueue that committed
+            _app_log.debug("could not read the workers of queue %r: %r", queue, exc)
+            return
+        self._warn_if_unserved(queue, owners)
+
+    def _check_served_sync(self, queue: str) -> None:
+        """``_check_served`` for ``enqueue_sync``."""
+        if not self._first_check(queue) or self._served_here(queue):
+            return
+        try:
+            owners = self._direct(lambda engine: engine.list_owners())
+        except Exception as exc:
+            _app_log.debug("could not read the workers of queue %r: %r", queue, exc)
+            return
+        self._warn_if_unserved(queue, owners)
+
+    def _warn_if_unserved(self, queue: str, owners: Sequence[Owner]) -> None:
+        max_age_s = LIVE_HEARTBEATS * self.config.heartbeat_interval_s
+        oldest = self.clock() - round(max_age_s * 1000)
+        if any(queue in o.queues and o.heartbeat_at_ms >= oldest for o in owners):
+            return
+        _app_log.warning(
+            "enqueued to queue %r, which no live worker serves (none sent a heartbeat in the "
+            "last %g s): its jobs wait until a worker for it starts (rota worker module:app); "
+            "said once per queue",
+            queue,
+            max_age_s,
+            extra={"queue": queue},
+        )
+
     def _wake(self, queues: Sequence[str]) -> None:
         if self._in_runtime_loop():
             assert self._runtime is not None
@@ -1542,7 +1673,7 @@ class App:
             await self._runtime.wait_for_commit(0.1)
             return delay_s
         await anyio.sleep(delay_s)
-        return min(delay_s * 2, 0.1)
+        return min(delay_s * 2, _LAST_POLL_S)
 
     # -- events --
 
