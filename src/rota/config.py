@@ -13,10 +13,12 @@ variables and from a TOML file (``Config.from_env``, ``Config.from_toml``).
 
 from __future__ import annotations
 
+import difflib
+import logging
 import math
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final, Literal, NamedTuple
 
@@ -24,7 +26,9 @@ import msgspec
 
 from rota.errors import ConfigError
 
-__all__ = ["BACKENDS", "BOUNDS", "Backend", "Bound", "Config", "QueueConfig"]
+__all__ = ["BACKENDS", "BOUNDS", "LIVE_HEARTBEATS", "Backend", "Bound", "Config", "QueueConfig"]
+
+log = logging.getLogger("rota.config")
 
 #: The event loops rota runs on (AnyIO's backend names).
 Backend = Literal["trio", "asyncio"]
@@ -46,6 +50,11 @@ _INTERVAL: Final = Bound(0.001, _DAY, "s")
 _RETAIN: Final = Bound(0.0, 3650 * _DAY, "s")
 #: Counts: comfortably inside a signed 64-bit integer.
 _COUNT: Final = 1_000_000_000
+
+#: A runtime whose last heartbeat is older than this many heartbeat intervals
+#: (``heartbeat_interval_s``) is not live: ``rota health``, the warning of an enqueue to a
+#: queue no live worker serves.
+LIVE_HEARTBEATS: Final = 3
 
 #: Every number of ``Config`` and ``QueueConfig`` (same name, same meaning) must lie in its
 #: range; floats must also be finite (never NaN or infinite). Stated in the docstring of
@@ -229,18 +238,31 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
         return Config.from_options(where, **merged)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **defaults: Any) -> Config:
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        warn: Callable[[str], object] | None = None,
+        **defaults: Any,
+    ) -> Config:
         """Options from ``ROTA_<OPTION>`` variables (e.g. ``ROTA_CONCURRENCY=20``) over
-        ``defaults``; an unknown ``ROTA_*`` variable is an error, not silently ignored."""
+        ``defaults``. A bad value of an option is a ``ConfigError``; a ``ROTA_*`` variable
+        that names no option (a typo, or a variable of the user's own such as
+        ``ROTA_ENV``) is ignored and reported, with the closest option's variable, through
+        ``warn`` (default: a warning on the ``rota.config`` logger)."""
         environ = os.environ if environ is None else environ
+        report = log.warning if warn is None else warn
         options = dict(defaults)
         fields = {name.upper(): name for name in cls.__struct_fields__}
-        for key, raw in environ.items():
+        for key, raw in sorted(environ.items()):
             if not key.startswith("ROTA_"):
                 continue
             name = key.removeprefix("ROTA_")
             if name not in fields:
-                raise ConfigError.unknown_option(name.lower(), cls.__struct_fields__, "ROTA_*")
+                close = difflib.get_close_matches(name, sorted(fields), n=1)
+                hint = f", did you mean ROTA_{close[0]}?" if close else ""
+                report(f"{key} is not a rota option (ignored){hint}")
+                continue
             options[fields[name]] = _from_text(fields[name], raw)
         return cls.from_options("the environment", **options)
 

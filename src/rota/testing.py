@@ -14,7 +14,9 @@
         assert await handle.result() == "sent"
 
 ``drain`` runs the real runtime (the same actors, the same SQLite engine) until no job is
-waiting, active or delayed.
+waiting, active or delayed. With a ``Clock``, when only delayed jobs are left it moves the
+clock to the next one's time instead of waiting, so a test of retries with a 10-minute
+backoff takes milliseconds, and the delays are exactly the ones your policy computed.
 
 Jobs declared on your own ``App`` (``app = rota.App("jobs.db")`` in ``jobs.py``) are tested
 on a private database with ``isolated``: nothing touches ``jobs.db``::
@@ -24,11 +26,6 @@ on a private database with ``isolated``: nothing touches ``jobs.db``::
         with isolated(jobs.app, clock=clock) as app:
             handle = await jobs.resize.enqueue(jobs.Resize(url="https://x/y.png"))
             assert (await drain(app, clock=clock)).completed == 1
-
-``drain`` runs the real runtime (the same actors, the same SQLite engine) until no job is
-waiting, active or delayed. With a ``Clock``, when only delayed jobs are left it moves the
-clock to the next one's time instead of waiting, so a test of retries with a 10-minute
-backoff takes milliseconds, and the delays are exactly the ones your policy computed.
 """
 
 from __future__ import annotations
