@@ -10,7 +10,7 @@ when the README is rendered):
   then exit 0.
 
 The blocks of one ``##`` section form one test, run in order in one directory. A leading
-``rota`` in a shell command runs this checkout's rota (``python -m rota``).
+``rota`` or ``uvicorn`` in a shell command runs this environment's (``python -m ...``).
 """
 
 from __future__ import annotations
@@ -77,8 +77,8 @@ def _command(code: str) -> list[str]:
     lines = [line for line in code.splitlines() if line.strip() and not line.startswith("#")]
     assert len(lines) == 1, f"a background block holds one command, got {lines}"
     words = shlex.split(lines[0], comments=True)
-    if words[0] == "rota":
-        words = [sys.executable, "-m", "rota", *words[1:]]
+    if words[0] in ("rota", "uvicorn"):  # this environment's, whatever is on PATH
+        words = [sys.executable, "-m", words[0], *words[1:]]
     return words
 
 
