@@ -25,6 +25,7 @@ import math
 import sys
 import types
 import typing
+from collections.abc import Iterator
 from typing import Any, Final, NamedTuple
 
 import msgspec
@@ -99,38 +100,48 @@ def explain(value: Any, exc: BaseException) -> Unencodable:
     return find_problem(value) or Unencodable("", str(exc))
 
 
-def may_hold_null(tp: Any) -> bool:
-    """Whether a value of type ``tp`` may hold a ``null`` that decodes: a None, or an
-    ``Any``. Where it cannot, a NaN or an infinity (which msgspec writes as ``null``) fails
-    the decoding check anyway, so encoders of such types need not look for them: the
-    common payload of ints and strings costs nothing more."""
-    try:
-        stack: list[Any] = [msgspec.inspect.type_info(tp)]
-    except (TypeError, ValueError):
-        return True
+def _type_infos(root: Any) -> Iterator[Any]:
+    """Every ``msgspec.inspect`` type info inside ``root`` (itself first), depth first in
+    the order the type spells them, each once (recursive types end)."""
+    stack: list[Any] = [root]
     seen: set[int] = set()
     while stack:
         info = stack.pop()
         if id(info) in seen:
             continue
         seen.add(id(info))
-        if isinstance(info, (mi.NoneType, mi.AnyType, mi.CustomType)):
-            return True
+        yield info
         if isinstance(info, mi.Metadata):
-            stack.append(info.type)
+            inner = [info.type]
         elif isinstance(info, mi.UnionType):
-            stack.extend(info.types)
+            inner = list(info.types)
         elif isinstance(info, mi.CollectionType):
-            stack.append(info.item_type)
+            inner = [info.item_type]
         elif isinstance(info, mi.TupleType):
-            stack.extend(info.item_types)
+            inner = list(info.item_types)
         elif isinstance(info, mi.DictType):
-            stack.extend((info.key_type, info.value_type))
+            inner = [info.key_type, info.value_type]
         elif isinstance(
             info, (mi.StructType, mi.TypedDictType, mi.NamedTupleType, mi.DataclassType)
         ):
-            stack.extend(field.type for field in info.fields)
-    return False
+            inner = [field.type for field in info.fields]
+        else:
+            inner = []
+        stack.extend(reversed(inner))
+
+
+def may_hold_null(tp: Any) -> bool:
+    """Whether a value of type ``tp`` may hold a ``null`` that decodes: a None, or an
+    ``Any``. Where it cannot, a NaN or an infinity (which msgspec writes as ``null``) fails
+    the decoding check anyway, so encoders of such types need not look for them: the
+    common payload of ints and strings costs nothing more."""
+    try:
+        root = msgspec.inspect.type_info(tp)
+    except (TypeError, ValueError):
+        return True
+    return any(
+        isinstance(info, (mi.NoneType, mi.AnyType, mi.CustomType)) for info in _type_infos(root)
+    )
 
 
 class Shape(NamedTuple):
@@ -174,33 +185,13 @@ def shape(tp: Any) -> Shape:
 
 def unsupported_types(tp: Any) -> list[type]:
     """The classes inside ``tp`` that msgspec cannot validate or build without hooks (plain
-    classes: ``CustomType``, except ``object``), in the order found."""
-    found: list[type] = []
-    stack: list[Any] = [mi.type_info(tp)]
-    seen: set[int] = set()
-    while stack:
-        info = stack.pop()
-        if id(info) in seen:
-            continue
-        seen.add(id(info))
-        if isinstance(info, mi.CustomType):
-            if info.cls is not object:  # (``object`` decodes as ``Any`` does)
-                found.append(info.cls)
-        elif isinstance(info, mi.Metadata):
-            stack.append(info.type)
-        elif isinstance(info, mi.UnionType):
-            stack.extend(reversed(info.types))
-        elif isinstance(info, mi.CollectionType):
-            stack.append(info.item_type)
-        elif isinstance(info, mi.TupleType):
-            stack.extend(reversed(info.item_types))
-        elif isinstance(info, mi.DictType):
-            stack.extend((info.value_type, info.key_type))
-        elif isinstance(
-            info, (mi.StructType, mi.TypedDictType, mi.NamedTupleType, mi.DataclassType)
-        ):
-            stack.extend(reversed([field.type for field in info.fields]))
-    return found
+    classes: ``CustomType``, except ``object``, which decodes as ``Any`` does), in the
+    order found."""
+    return [
+        info.cls
+        for info in _type_infos(mi.type_info(tp))
+        if isinstance(info, mi.CustomType) and info.cls is not object
+    ]
 
 
 def name_path(tp: Any, value: Any, path: str) -> str:
