@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import typing
 from pathlib import Path
@@ -91,10 +92,26 @@ def test_environment_variables() -> None:
     env = {"ROTA_CONCURRENCY": "20", "ROTA_QUEUES": "a, b", "ROTA_DATABASE": "x.db", "HOME": "/"}
     config = Config.from_env(env)
     assert (config.concurrency, config.queues, config.database) == (20, ["a", "b"], "x.db")
-    with pytest.raises(ConfigError, match="did you mean 'concurrency'"):
-        Config.from_env({"ROTA_CONCURENCY": "2"})
     with pytest.raises(ConfigError, match="ROTA_LEASE_TTL_S"):
-        Config.from_env({"ROTA_LEASE_TTL_S": "{"})
+        Config.from_env({"ROTA_LEASE_TTL_S": "{"})  # a bad value of a known option: an error
+
+
+def test_unknown_environment_variables_warn_and_are_ignored(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A ``ROTA_*`` variable that names no option (a user's own ``ROTA_ENV=prod``, or a
+    typo) is not a reason to refuse to start: it is reported, with the closest option."""
+    env = {"ROTA_CONCURENCY": "2", "ROTA_ENV": "prod", "ROTA_QUEUES": "a"}
+    with caplog.at_level(logging.WARNING, logger="rota.config"):
+        config = Config.from_env(env)
+    assert (config.concurrency, config.queues) == (10, ["a"])
+    assert caplog.messages == [
+        "ROTA_CONCURENCY is not a rota option (ignored), did you mean ROTA_CONCURRENCY?",
+        "ROTA_ENV is not a rota option (ignored)",
+    ]
+    told: list[str] = []
+    Config.from_env({"ROTA_PREFECH": "1"}, warn=told.append)
+    assert told == ["ROTA_PREFECH is not a rota option (ignored), did you mean ROTA_PREFETCH?"]
 
 
 def test_toml_file(tmp_path: Path) -> None:

@@ -11,6 +11,11 @@ contains ``null`` (how NaN and infinities come out) and its type may hold a ``nu
 would decode (``may_hold_null``; elsewhere the decoding check that follows refuses the
 ``null``). A payload of a type without ``None`` or ``Any`` in it costs nothing more; one
 with them, a substring search.
+
+Paths name fields as users wrote them, whatever the type that holds them: a Struct, a
+dataclass, an attrs class, a ``TypedDict``, a ``NamedTuple`` (``.left``, where msgspec,
+which writes it as an array, says ``[0]``: ``name_path``), a dict's key (``.a``, where
+msgspec says ``[...]``).
 """
 
 from __future__ import annotations
@@ -18,19 +23,26 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
-from typing import Any, Final
+import types
+import typing
+from collections.abc import Iterator
+from typing import Any, Final, NamedTuple
 
 import msgspec
 import msgspec.inspect as mi
 
 __all__ = [
+    "Shape",
     "Unencodable",
     "check_floats",
     "encode",
     "explain",
     "find_problem",
     "may_hold_null",
+    "name_path",
+    "shape",
     "too_deep",
+    "unsupported_types",
 ]
 
 _JSON: Final = msgspec.json.Encoder()
@@ -88,38 +100,208 @@ def explain(value: Any, exc: BaseException) -> Unencodable:
     return find_problem(value) or Unencodable("", str(exc))
 
 
-def may_hold_null(tp: Any) -> bool:
-    """Whether a value of type ``tp`` may hold a ``null`` that decodes: a None, or an
-    ``Any``. Where it cannot, a NaN or an infinity (which msgspec writes as ``null``) fails
-    the decoding check anyway, so encoders of such types need not look for them: the
-    common payload of ints and strings costs nothing more."""
-    try:
-        stack: list[Any] = [msgspec.inspect.type_info(tp)]
-    except (TypeError, ValueError):
-        return True
+def _type_infos(root: Any) -> Iterator[Any]:
+    """Every ``msgspec.inspect`` type info inside ``root`` (itself first), depth first in
+    the order the type spells them, each once (recursive types end)."""
+    stack: list[Any] = [root]
     seen: set[int] = set()
     while stack:
         info = stack.pop()
         if id(info) in seen:
             continue
         seen.add(id(info))
-        if isinstance(info, (mi.NoneType, mi.AnyType, mi.CustomType)):
-            return True
+        yield info
         if isinstance(info, mi.Metadata):
-            stack.append(info.type)
+            inner = [info.type]
         elif isinstance(info, mi.UnionType):
-            stack.extend(info.types)
+            inner = list(info.types)
         elif isinstance(info, mi.CollectionType):
-            stack.append(info.item_type)
+            inner = [info.item_type]
         elif isinstance(info, mi.TupleType):
-            stack.extend(info.item_types)
+            inner = list(info.item_types)
         elif isinstance(info, mi.DictType):
-            stack.extend((info.key_type, info.value_type))
+            inner = [info.key_type, info.value_type]
         elif isinstance(
             info, (mi.StructType, mi.TypedDictType, mi.NamedTupleType, mi.DataclassType)
         ):
-            stack.extend(field.type for field in info.fields)
-    return False
+            inner = [field.type for field in info.fields]
+        else:
+            inner = []
+        stack.extend(reversed(inner))
+
+
+def may_hold_null(tp: Any) -> bool:
+    """Whether a value of type ``tp`` may hold a ``null`` that decodes: a None, or an
+    ``Any``. Where it cannot, a NaN or an infinity (which msgspec writes as ``null``) fails
+    the decoding check anyway, so encoders of such types need not look for them: the
+    common payload of ints and strings costs nothing more."""
+    try:
+        root = msgspec.inspect.type_info(tp)
+    except (TypeError, ValueError):
+        return True
+    return any(
+        isinstance(info, (mi.NoneType, mi.AnyType, mi.CustomType)) for info in _type_infos(root)
+    )
+
+
+class Shape(NamedTuple):
+    """How values of a payload type are given: what ``shape`` found."""
+
+    cls: type | None
+    """The class whose instances are taken as they are (a Struct, a dataclass, an attrs
+    class, a NamedTuple); None for the others (a TypedDict, ``int``, ``list[int]``...),
+    whose values are checked by decoding what they encode to."""
+    fields: tuple[mi.Field, ...] | None
+    """The fields, for the types that have them (a dict of them is taken too); None for
+    the others."""
+    names: frozenset[str]
+    """The keys a dict of the fields may have: the fields' names as in JSON (and a tagged
+    Struct's tag field)."""
+    positional: bool
+    """Whether it is written as a JSON array (a NamedTuple, an ``array_like`` Struct), so a
+    dict of its fields is put in the fields' order first."""
+    tag: tuple[str, Any] | None
+    """A tagged Struct's tag field and value."""
+
+
+def shape(tp: Any) -> Shape:
+    """How values of ``tp`` are given (see ``Shape``)."""
+    info = mi.type_info(tp)
+    while isinstance(info, mi.Metadata):
+        info = info.type
+    if isinstance(info, (mi.StructType, mi.DataclassType, mi.NamedTupleType, mi.TypedDictType)):
+        names = {field.encode_name for field in info.fields}
+        tag = None
+        if isinstance(info, mi.StructType) and info.tag_field is not None:
+            tag = (info.tag_field, info.tag)
+            names.add(info.tag_field)
+        positional = isinstance(info, mi.NamedTupleType) or (
+            isinstance(info, mi.StructType) and info.array_like
+        )
+        cls = None if isinstance(info, mi.TypedDictType) else info.cls
+        return Shape(cls, info.fields, frozenset(names), positional, tag)
+    return Shape(None, None, frozenset(), False, None)
+
+
+def unsupported_types(tp: Any) -> list[type]:
+    """The classes inside ``tp`` that msgspec cannot validate or build without hooks (plain
+    classes: ``CustomType``, except ``object``, which decodes as ``Any`` does), in the
+    order found."""
+    return [
+        info.cls
+        for info in _type_infos(mi.type_info(tp))
+        if isinstance(info, mi.CustomType) and info.cls is not object
+    ]
+
+
+def name_path(tp: Any, value: Any, path: str) -> str:
+    """A path in a msgspec validation error of ``value`` (of type ``tp``) in the names a
+    user knows: a NamedTuple's or an ``array_like`` Struct's field by name (``.left``,
+    where msgspec says ``[0]``), a dict's value by its key (``.a``, where msgspec says
+    ``[...]``: found by checking the dict's values one by one). Steps it cannot follow
+    are kept as they are. Only for errors: it may decode parts of ``value`` again."""
+    if "[" not in path:
+        return path
+    steps = _steps(path)
+    named: list[str] = []
+    for n, step in enumerate(steps):
+        try:
+            found = _follow(tp, value, step)
+        except Exception:
+            found = None
+        if found is None:
+            named.extend(steps[n:])
+            break
+        shown, tp, value = found
+        named.append(shown)
+    return "".join(named)
+
+
+_MISSING: Final = object()
+
+
+def _follow(tp: Any, value: Any, step: str) -> tuple[str, Any, Any] | None:
+    """One step of ``name_path``: how to show it, and the type and value it leads to (None:
+    it cannot tell)."""
+    if typing.get_origin(tp) is typing.Annotated:
+        tp = typing.get_args(tp)[0]
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):  # only X | None can be followed
+        members = [member for member in args if member is not type(None)]
+        return _follow(members[0], value, step) if len(members) == 1 else None
+    if step == "[...]":  # a dict's value: which one does not validate?
+        if origin is not dict or not isinstance(value, dict):
+            return None
+        value_type = args[1] if args else Any
+        decoder = msgspec.json.Decoder(value_type)
+        for key, item in value.items():
+            try:
+                decoder.decode(_JSON.encode(item))
+            except msgspec.ValidationError:
+                return (f".{key}" if isinstance(key, str) else f"[{key!r}]"), value_type, item
+        return None
+    if step.startswith("["):
+        index = int(step[1:-1])
+        fields = _fields(tp)
+        if fields is not None and isinstance(tp, type) and _positional(tp):
+            if issubclass(tp, msgspec.Struct) and tp.__struct_config__.tag is not None:
+                index -= 1  # a tagged array_like Struct starts with its tag
+            attr, name = fields[index]
+            return f".{name}", _hints(tp)[attr], _item(value, attr, name, index)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            item_type = args[index]
+        else:
+            item_type = args[0] if args else Any
+        item = value[index] if isinstance(value, (list, tuple)) else _MISSING
+        return step, item_type, item
+    name = step[1:]
+    if origin is dict:
+        item = value.get(name, _MISSING) if isinstance(value, dict) else _MISSING
+        return step, args[1] if args else Any, item
+    for attr, encoded in _fields(tp) or ():
+        if encoded == name:
+            return step, _hints(tp)[attr], _item(value, attr, name, None)
+    return None
+
+
+def _fields(tp: Any) -> list[tuple[str, str]] | None:
+    """A type's fields as (attribute, name in JSON); None for a type without fields."""
+    if not isinstance(tp, type):
+        return None
+    if issubclass(tp, msgspec.Struct):
+        return list(zip(tp.__struct_fields__, tp.__struct_encode_fields__, strict=True))
+    if issubclass(tp, tuple) and hasattr(tp, "_fields"):  # a NamedTuple
+        return [(name, name) for name in tp._fields]
+    if dataclasses.is_dataclass(tp):
+        return [(f.name, f.name) for f in dataclasses.fields(tp)]
+    if hasattr(tp, "__attrs_attrs__"):
+        return [(a.name, a.name) for a in tp.__attrs_attrs__]
+    if typing.is_typeddict(tp):
+        return [(name, name) for name in _hints(tp)]
+    return None
+
+
+def _positional(tp: type) -> bool:
+    """Whether values of ``tp`` are written as JSON arrays (NamedTuples, array_like
+    Structs)."""
+    if issubclass(tp, msgspec.Struct):
+        return bool(tp.__struct_config__.array_like)
+    return issubclass(tp, tuple)
+
+
+def _hints(tp: type) -> dict[str, Any]:
+    return typing.get_type_hints(tp)
+
+
+def _item(value: Any, attr: str, name: str, index: int | None) -> Any:
+    """The field ``attr`` (``name`` in JSON, at ``index`` if positional) of ``value``: an
+    instance, or a dict of its fields."""
+    if isinstance(value, dict):
+        return value.get(name, _MISSING)
+    if isinstance(value, (list, tuple)) and index is not None and not hasattr(value, attr):
+        return value[index] if index < len(value) else _MISSING
+    return getattr(value, attr, _MISSING)
 
 
 def too_deep(value: Any) -> Unencodable:
@@ -197,10 +379,15 @@ def _children(item: Any, path: str) -> list[tuple[str, Any]] | None:
             (f"{path}.{key}" if isinstance(key, str) else f"{path}[{key!r}]", value)
             for key, value in item.items()
         ]
+    if isinstance(item, tuple) and hasattr(item, "_fields"):  # a NamedTuple: by field name
+        return [(f"{path}.{name}", value) for name, value in zip(item._fields, item, strict=True)]
     if isinstance(item, (list, tuple, set, frozenset)):
         return [(f"{path}[{i}]", value) for i, value in enumerate(item)]
     if dataclasses.is_dataclass(item) and not isinstance(item, type):
         return [(f"{path}.{f.name}", getattr(item, f.name)) for f in dataclasses.fields(item)]
+    attributes = getattr(type(item), "__attrs_attrs__", None)
+    if attributes is not None:  # an attrs instance
+        return [(f"{path}.{a.name}", getattr(item, a.name)) for a in attributes]
     return None
 
 
@@ -213,11 +400,11 @@ def _lone_surrogate(text: str) -> bool:
 
 
 def _steps(path: str) -> list[str]:
-    """``.a[0].b`` -> ``[".a", "[0]", ".b"]``."""
+    """``.a[0].b[...]`` -> ``[".a", "[0]", ".b", "[...]"]``."""
     steps: list[str] = []
     current = ""
     for char in path:
-        if char in ".[" and current:
+        if char in ".[" and current and not (current[0] == "[" and current[-1] != "]"):
             steps.append(current)
             current = ""
         current += char

@@ -32,6 +32,7 @@ import inspect
 import logging
 import math
 import os
+import random
 import re
 import sys
 import tempfile
@@ -40,7 +41,7 @@ import time
 import typing
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Generic, Literal, TypeVar, cast
+from typing import Any, Final, Generic, Literal, TypeVar, cast
 
 import anyio
 import anyio.from_thread
@@ -50,11 +51,12 @@ import msgspec
 
 from rota import _encoding
 from rota.actors._backend import current_backend, is_cancellation
+from rota.actors._throttle import Throttled
 from rota.actors.worker_pool import JobRun
-from rota.config import Config
+from rota.config import LIVE_HEARTBEATS, Config
 from rota.domain import lifecycle
 from rota.domain.backoff import Backoff, Custom, Exponential, Fixed, Linear
-from rota.domain.event import Event, EventKind, LogEntry, Progress
+from rota.domain.event import Event, EventKind, LogEntry, Owner, Progress
 from rota.domain.job import (
     DEFAULT_QUEUE,
     FINISHED_STATES,
@@ -85,6 +87,7 @@ from rota.storage.engine import Completion, Engine, Failure
 from rota.storage.sqlite import SqliteEngine
 
 __all__ = [
+    "UNKNOWN_JOB_DELAY_S",
     "App",
     "Context",
     "EventStream",
@@ -96,19 +99,32 @@ __all__ = [
     "SyncContext",
 ]
 
+log = logging.getLogger("rota.job")
 #: What handlers write with ``ctx.log``, prefixed with their job (name, id, queue).
 log_lines = logging.getLogger(LOG_LINES)
+_app_log = logging.getLogger("rota.app")
 
-P = TypeVar("P", bound=msgspec.Struct)
+#: A job's payload type: anything msgspec validates (a Struct, a dataclass, an attrs class,
+#: a TypedDict, a NamedTuple, int, str, list[...], dict[...]...).
+P = TypeVar("P")
 #: Where a handler runs: on the event loop, on a handler thread, or in a child process.
 Mode = Literal["async", "thread", "process"]
 _MODES: tuple[str, ...] = typing.get_args(Mode)
 R = TypeVar("R")
+T = TypeVar("T")
 
 _JSON = msgspec.json.Encoder()
 _PROGRESS = msgspec.json.Decoder(Progress)
 #: First poll delay when waiting for another connection's commits (then doubling).
 _FIRST_POLL_S = 0.002
+#: A job whose name a worker has no handler for runs again after its backoff, but not
+#: sooner than this: a rolling deploy may have enqueued a job type that this worker does
+#: not have yet, and the job must neither spin nor use up its attempts in a moment.
+UNKNOWN_JOB_DELAY_S: Final = 5.0
+#: How often the warning about one unknown job name repeats (with a count) per worker.
+_UNKNOWN_JOB_LOG_EVERY_S: Final = 60.0
+#: The longest poll delay when waiting for another connection's commits.
+_LAST_POLL_S = 0.1
 
 
 # -- inside a handler ---------------------------------------------------------------------
@@ -266,6 +282,11 @@ class SyncContext(_ContextBase):
 # -- job definitions ------------------------------------------------------------------------
 
 
+class _NoInstance:
+    """What nothing is an instance of: the payload class of types whose values are checked
+    by decoding alone (``JobDefinition._cls``)."""
+
+
 class JobDefinition(Generic[P, R]):
     """A registered job type: its name, payload schema, handler and default options."""
 
@@ -274,7 +295,7 @@ class JobDefinition(Generic[P, R]):
         fn: Callable[..., Awaitable[R]] | Callable[..., R],
         *,
         name: str,
-        payload_type: type[P],
+        payload_type: Any,
         result_type: Any,
         options: JobOptions,
         takes_context: bool,
@@ -292,6 +313,11 @@ class JobDefinition(Generic[P, R]):
         self.options = options
         self.takes_context = takes_context
         self._decoder = msgspec.json.Decoder(payload_type)
+        shape = _encoding.shape(payload_type)
+        self._shape = shape
+        #: instances of this class are payloads as they are (one isinstance per enqueue);
+        #: anything else is a dict of the fields, or a value checked by decoding alone
+        self._cls: type = shape.cls or _NoInstance
         #: whether a NaN written as null could pass the decoding check (``encode``)
         self._null_check = _encoding.may_hold_null(payload_type)
         self._result_decoder = msgspec.json.Decoder(result_type)
@@ -324,26 +350,12 @@ class JobDefinition(Generic[P, R]):
     def encode(self, args: P | dict[str, Any]) -> bytes:
         """The stored payload, validated against the schema before anything is stored:
         ``PayloadError`` names the field, also for what JSON cannot hold (NaN, infinities,
-        lone surrogates, nesting too deep, values of unsupported types)."""
-        if isinstance(args, dict):
-            fields = self.payload_type.__struct_encode_fields__  # names as in JSON
-            for key in args:
-                if key not in fields:
-                    raise PayloadError(
-                        f"invalid payload for job {self.name!r}: unknown field {key!r}"
-                        f"{did_you_mean(str(key), fields)}",
-                        field=str(key),
-                    )
-            try:
-                args = msgspec.convert(args, self.payload_type)
-            except msgspec.ValidationError as exc:
-                raise _payload_error(self.name, exc) from None
-            except RecursionError:
-                raise _unencodable(self.name, _encoding.too_deep(args)) from None
-        elif not isinstance(args, self.payload_type):
-            raise PayloadError(
-                f"job {self.name!r} takes a {self.payload_type.__name__}, got {type(args).__name__}"
-            )
+        lone surrogates, nesting too deep, values of unsupported types). A payload type with
+        fields (a Struct, a dataclass, an attrs class, a NamedTuple) takes an instance, or
+        a dict of its fields (a TypedDict: only that); any other type, a value that decodes
+        as it."""
+        if not isinstance(args, self._cls):
+            args = self._from_fields(args)
         try:
             data = _JSON.encode(args)
             if self._null_check and data.find(b"null") >= 0:  # NaN, inf come out as null
@@ -353,18 +365,62 @@ class JobDefinition(Generic[P, R]):
         except msgspec.ValidationError as exc:
             if "got `null`" in str(exc):  # a NaN or an infinity where null does not decode?
                 _unencodable_floats(self.name, args)
-            raise _payload_error(self.name, exc) from None
+            raise _payload_error(self.name, exc, self.payload_type, args) from None
         except (TypeError, ValueError, OverflowError, RecursionError) as exc:
             raise _unencodable(self.name, _encoding.explain(args, exc)) from None
         return data
 
+    def _from_fields(self, args: Any) -> Any:
+        """A payload that is not an instance of the payload class: a dict of its fields,
+        checked (unknown keys refused, naming the closest field) and converted; a value of
+        a type without fields, as it is (the decoding check validates it)."""
+        shape = self._shape
+        if shape.fields is None:
+            return args
+        if not isinstance(args, dict):
+            wanted = _type_name(self.payload_type)
+            instead = "" if shape.cls is None else f"a {wanted} or "
+            raise PayloadError(
+                f"job {self.name!r} takes a {wanted}, got {type(args).__name__}: pass "
+                f"{instead}a dict of its fields"
+            )
+        for key in args:
+            if key not in shape.names:
+                raise PayloadError(
+                    f"invalid payload for job {self.name!r}: unknown field {key!r}"
+                    f"{did_you_mean(str(key), sorted(shape.names))}",
+                    field=str(key),
+                )
+        value: Any = args
+        if shape.positional:  # written as an array: the fields in their order
+            value = [] if shape.tag is None else [shape.tag[1]]
+            for field in shape.fields:
+                if field.encode_name in args:
+                    value.append(args[field.encode_name])
+                elif field.required:
+                    raise PayloadError(
+                        f"invalid payload for job {self.name!r}: Object missing required "
+                        f"field `{field.encode_name}`",
+                        field=field.encode_name,
+                    )
+                elif field.default is not msgspec.NODEFAULT:
+                    value.append(field.default)
+                else:
+                    value.append(field.default_factory())
+        try:
+            return msgspec.convert(value, self.payload_type)
+        except msgspec.ValidationError as exc:
+            raise _payload_error(self.name, exc, self.payload_type, args) from None
+        except RecursionError:
+            raise _unencodable(self.name, _encoding.too_deep(args)) from None
+
     def decode(self, payload: bytes) -> P:
-        """A stored payload as its Struct; ``msgspec.ValidationError`` for one that does not
+        """A stored payload as its type; ``msgspec.ValidationError`` for one that does not
         match the schema, and ``msgspec.DecodeError`` for one that does not decode at all
         (not JSON, or nested deeper than msgspec recurses: a corrupt row), so callers need
         to catch only ``DecodeError`` (``bad_payload`` says which it was)."""
         try:
-            return self._decoder.decode(payload)
+            return cast(P, self._decoder.decode(payload))
         except RecursionError as exc:
             raise msgspec.DecodeError(f"nested too deeply ({exc})") from None
 
@@ -430,6 +486,8 @@ class JobDefinition(Generic[P, R]):
         now = app.clock()
         jobs = [self.new_job(args, now, **options) for args in many]
         ids = await app._enqueue(jobs)
+        if jobs and jobs[0].queue not in app._queues_checked:  # the options: one queue
+            await app._check_served(jobs[0].queue)
         return [JobHandle(app, job_id, self) for job_id in ids]
 
     def enqueue_sync(self, args: P | dict[str, Any], **options: Any) -> JobHandle[R]:
@@ -444,6 +502,8 @@ class JobDefinition(Generic[P, R]):
         now = app.clock()
         jobs = [self.new_job(args, now, **options) for args in many]
         ids = app._direct(lambda engine: engine.enqueue(jobs))
+        if jobs and jobs[0].queue not in app._queues_checked:  # the options: one queue
+            app._check_served_sync(jobs[0].queue)
         return [JobHandle(app, job_id, self) for job_id in ids]
 
 
@@ -451,16 +511,48 @@ def bad_payload(job: Job, definition: JobDefinition[Any, Any], exc: msgspec.Deco
     """Why a stored payload cannot be run: it does not match the job's schema (e.g. the
     schema changed since it was enqueued), or the row is corrupt (not JSON at all)."""
     if isinstance(exc, msgspec.ValidationError):
-        return f"payload does not match {definition.payload_type.__name__}: {exc}"
+        return f"payload does not match {_type_name(definition.payload_type)}: {exc}"
     return str(CorruptRow(job.id, "payload", f"not valid JSON ({exc})"))
 
 
-def _payload_error(name: str, exc: msgspec.ValidationError) -> PayloadError:
-    """Name the offending field as a dotted path (``inner.x``), also for missing ones."""
+def unknown_job(job: Job, where: str, known: Iterable[str], warnings: Throttled) -> tuple[str, int]:
+    """A job whose name has no handler ``where`` ("this worker", or its child process):
+    the error its attempt fails with, and the delay (ms) before it runs again (its stored
+    backoff, at least ``UNKNOWN_JOB_DELAY_S``). Logs a WARNING naming the job, its id and
+    queue, with the closest name known here: once per name, then at most every minute."""
+    known = sorted(known)
+    close = did_you_mean(job.name, known) if known else " (it has no jobs)"
+    if not close.startswith(","):  # no close match: some of the names it knows
+        shown = ", ".join(repr(name) for name in known[:10])
+        close = f" (it knows {len(known)}: {shown}{', ...' if len(known) > 10 else ''})"
+    error = f"no handler for job {job.name!r} in {where}{close}"
+    warnings.warning(
+        job.name,
+        "job %d (queue %r, attempt %d of %d): %s; retried per its policy, so that a worker "
+        "that has it (a newer version, during a deploy) runs it",
+        job.id,
+        job.queue,
+        job.attempt,
+        job.max_attempts,
+        error,
+        extra=_job_extra(job),
+    )
+    delay_ms = lifecycle.retry_delay_ms(job.backoff, job.attempt, random.random())
+    return error, max(delay_ms, round(UNKNOWN_JOB_DELAY_S * 1000))
+
+
+def _payload_error(name: str, exc: msgspec.ValidationError, tp: Any, value: Any) -> PayloadError:
+    """Name the offending field of ``value`` (of type ``tp``) as a dotted path
+    (``inner.x``), also for missing ones, by name where msgspec gives a position (a
+    NamedTuple's ``[0]``) or hides a dict's key (``[...]``)."""
     message = str(exc)
-    path = message.rsplit("- at `$", 1)[1].rstrip("`").lstrip(".") if "- at `$" in message else ""
+    path = ""
+    if "- at `$" in message:
+        message, path = message.rsplit(" - at `$", 1)
+        path = _encoding.name_path(tp, value, path.rstrip("`"))
+        message = f"{message} - at `${path}`"
     missing = re.match(r"Object missing required field `([^`]+)`", message)
-    parts = [p for p in (path, missing.group(1) if missing else "") if p]
+    parts = [p for p in (path.lstrip("."), missing.group(1) if missing else "") if p]
     return PayloadError(
         f"invalid payload for job {name!r}: {message}", field=".".join(parts) or None
     )
@@ -617,6 +709,10 @@ class JobHandle(Generic[R]):
         return annotation: stored by another version of the job, or damaged)."""
         with anyio.fail_after(timeout):
             job = await self.app._wait_finished(self.id)
+        return self._outcome(job)
+
+    def _outcome(self, job: Job) -> R:
+        """A finished job's decoded result, or ``JobFailed``."""
         if job.state is JobState.COMPLETED:
             try:
                 if self.definition is None:
@@ -645,7 +741,9 @@ class JobHandle(Generic[R]):
     async def progress(self) -> Progress | None:
         """The last progress reported (None: none yet); ``StorageError`` naming the job if
         the stored one does not decode (damaged), never a raw msgspec error."""
-        job = await self.info()
+        return self._progress_of(await self.info())
+
+    def _progress_of(self, job: Job) -> Progress | None:
         if job.progress is None:
             return None
         try:
@@ -657,6 +755,66 @@ class JobHandle(Generic[R]):
         return cast(
             list[LogEntry], await self.app._engine_call("logs", self.id, limit=limit, offset=offset)
         )
+
+    # -- the same, blocking: for code that is not async (a web view, a script) --
+
+    def info_sync(self) -> Job:
+        """``info`` for code that is not async: reads on this thread's own connection."""
+        return self._blocking("info_sync", lambda engine: engine.get(self.id))
+
+    def status_sync(self) -> JobState:
+        """``status`` for code that is not async."""
+        return self._blocking("status_sync", lambda engine: engine.get(self.id)).state
+
+    def result_sync(self, timeout: float | None = None) -> R:
+        """``result`` for code that is not async: polls the database (2 ms, doubling up to
+        100 ms) until the job finishes; ``JobFailed`` if it failed or was cancelled,
+        ``TimeoutError`` after ``timeout`` seconds (0: one read)."""
+        deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
+        delay_s = _FIRST_POLL_S
+        while True:
+            job = self._blocking("result_sync", lambda engine: engine.get(self.id))
+            if job.state in FINISHED_STATES:
+                return self._outcome(job)
+            pause = delay_s
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(
+                        f"job {self.id} did not finish within {timeout:g} s "
+                        f"(it is {job.state.value})"
+                    )
+                pause = min(pause, left)
+            time.sleep(pause)
+            delay_s = min(delay_s * 2, _LAST_POLL_S)
+
+    def cancel_sync(self) -> JobState:
+        """``cancel`` for code that is not async (a running job is stopped by its worker,
+        in this process or another: it returns ``ACTIVE``, asked to stop)."""
+        return self._blocking("cancel_sync", lambda engine: engine.cancel(self.id))
+
+    def progress_sync(self) -> Progress | None:
+        """``progress`` for code that is not async."""
+        return self._progress_of(self._blocking("progress_sync", lambda e: e.get(self.id)))
+
+    def logs_sync(self, *, limit: int = 100, offset: int = 0) -> list[LogEntry]:
+        """``logs`` for code that is not async."""
+        return self._blocking(
+            "logs_sync", lambda engine: engine.logs(self.id, limit=limit, offset=offset)
+        )
+
+    def _blocking(self, method: str, fn: Callable[[Engine], T]) -> T:
+        """Run ``fn`` on this thread's own engine, unless this thread runs the app's
+        runtime: blocking it would stop the jobs the caller waits for (``RuntimeError``
+        naming the async method to await instead)."""
+        app = self.app
+        if app._runtime_thread == threading.get_ident():
+            raise RuntimeError(
+                f"JobHandle.{method}() blocks this thread, which runs the event loop of the "
+                "app's runtime: the jobs it waits for could not run. Use "
+                f"`await handle.{method.removesuffix('_sync')}()` here"
+            )
+        return app._direct(fn)
 
 
 class QueueHandle:
@@ -807,10 +965,17 @@ class Registry:
         max_stalls: int | None = None,
         mode: Mode | None = None,
     ) -> Any:
-        """Register a handler ``handler(args: SomeStruct[, ctx])``; usable as ``@job`` or
-        ``@job(queue=..., ...)``. Its payload type is the first parameter's annotation; its
-        result type is the return annotation (what it returns is checked against it before
-        its job completes: see ``JobDefinition.encode_result``).
+        """Register a handler ``handler(args: T[, ctx])``; usable as ``@job`` or
+        ``@job(queue=..., ...)``. Its payload type ``T`` is the first parameter's
+        annotation: any type msgspec validates (a Struct, a dataclass, an attrs class, a
+        TypedDict, a NamedTuple, int, str, list[...], dict[...]...); its result type is the
+        return annotation (what it returns is checked against it before its job completes:
+        see ``JobDefinition.encode_result``).
+
+        ``name`` (stored with each job, and how a worker finds the handler) defaults to the
+        function's ``__qualname__`` (``resize``, ``Images.resize``): the same however its
+        module is imported (``pkg.jobs``, ``jobs``, ``__main__``). Two functions with one
+        name in an app are a ``ConfigError``: give one a ``name``.
 
         Where it runs (``mode``): an ``async def`` handler on the event loop, a plain
         ``def`` one on a handler thread; ``mode="process"`` runs either in the queue's
@@ -837,10 +1002,42 @@ class Registry:
         return definition
 
     def add(self, definition: JobDefinition[Any, Any]) -> None:
+        """Register ``definition`` under its name: ``ConfigError`` if another function has
+        that name. The same function registered again (its module imported a second time,
+        under another name: ``pkg.jobs`` and ``jobs``) replaces itself."""
         existing = self.jobs.get(definition.name)
-        if existing is not None and existing.fn is not definition.fn:
-            raise ConfigError(f"a job named {definition.name!r} is already registered")
+        if (
+            existing is not None
+            and existing.fn is not definition.fn
+            and not _same_source(existing.fn, definition.fn)
+        ):
+            raise ConfigError(
+                f"two jobs are named {definition.name!r}: {_where(existing.fn)} and "
+                f"{_where(definition.fn)}; give one of them a name of its own: "
+                f"@app.job(name='...') (a job's name is stored with each of its jobs; by "
+                "default it is its function's name, whichever way its module is imported)"
+            )
         self.jobs[definition.name] = definition
+
+
+def _same_source(a: Callable[..., Any], b: Callable[..., Any]) -> bool:
+    """Whether two functions are one function of one file, loaded twice (compiled twice:
+    two closures of one code object, made by one factory, are two jobs)."""
+    code_a, code_b = getattr(a, "__code__", None), getattr(b, "__code__", None)
+    return (
+        code_a is not None
+        and code_b is not None
+        and code_a is not code_b
+        and code_a.co_filename == code_b.co_filename
+        and getattr(a, "__qualname__", None) == getattr(b, "__qualname__", None)
+    )
+
+
+def _where(fn: Callable[..., Any]) -> str:
+    """A handler as a user finds it: ``module.function (file:line)``."""
+    name = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+    code = getattr(fn, "__code__", None)
+    return name if code is None else f"{name} ({code.co_filename}:{code.co_firstlineno})"
 
 
 def _define(
@@ -869,13 +1066,14 @@ def _define(
         raise ConfigError(
             f"job handler {fn.__qualname__} must take (args) or (args, ctx), got {len(params)}"
         )
-    hints = typing.get_type_hints(fn)
-    payload_type = hints.get(params[0].name)
-    if not (isinstance(payload_type, type) and issubclass(payload_type, msgspec.Struct)):
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception as exc:  # a NameError, mostly: a type defined where it is not seen
         raise ConfigError(
-            f"job handler {fn.__qualname__}: annotate its first parameter with a "
-            f"msgspec.Struct (its payload schema), got {payload_type!r}"
-        )
+            f"job handler {fn.__qualname__}: its annotations do not resolve ({exc}); "
+            "define the types they name at module level, or import them there"
+        ) from None
+    payload_type = _payload_type(fn, params[0].name, hints)
     result_type = hints.get("return", Any)
     if name is not None and option_error("name", name) is not None:
         raise ConfigError(f"job {fn.__qualname__}: option 'name' {option_error('name', name)}")
@@ -889,13 +1087,42 @@ def _define(
         raise ConfigError(f"job {fn.__qualname__}: {exc}") from None
     return JobDefinition(
         fn,
-        name=name or f"{fn.__module__}.{fn.__qualname__}",
+        name=name or fn.__qualname__,
         payload_type=payload_type,
         result_type=result_type,
         options=job_options,
         takes_context=len(params) == 2,
         mode=mode,
     )
+
+
+def _payload_type(fn: Callable[..., Any], param: str, hints: dict[str, Any]) -> Any:
+    """The payload type of a handler: its first parameter's annotation, which must be a
+    type msgspec validates (``ConfigError`` saying what to annotate, or what is wrong)."""
+    if param not in hints:
+        raise ConfigError(
+            f"job handler {fn.__qualname__}: annotate its first parameter {param!r} with the "
+            "type of the job's input (a msgspec.Struct, a dataclass, an attrs class, a "
+            "TypedDict, a NamedTuple, or int, str, list[...], dict[...]...), e.g. "
+            f"`def {fn.__name__}({param}: Resize, ctx: rota.Context)`"
+        )
+    payload_type = hints[param]
+    try:
+        msgspec.json.Decoder(payload_type)
+        unsupported = _encoding.unsupported_types(payload_type)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"job handler {fn.__qualname__}: its payload type `{_type_name(payload_type)}` "
+            f"is not one msgspec can validate: {exc}"
+        ) from None
+    if unsupported:
+        cls = unsupported[0]
+        raise ConfigError(
+            f"job handler {fn.__qualname__}: its payload type `{_type_name(payload_type)}` "
+            f"holds {cls.__qualname__}, which is not a type msgspec can validate (a plain "
+            "class): make it a msgspec.Struct, a dataclass or an attrs class"
+        )
+    return payload_type
 
 
 class _AppRegistry(Registry):
@@ -940,11 +1167,18 @@ class App:
         self.job = self.registry.job
         self._runtime: Runtime | None = None
         self._runtime_token: anyio.lowlevel.EventLoopToken | None = None
+        #: the thread that runs the runtime's event loop (``threading.get_ident``)
+        self._runtime_thread: int | None = None
         self._local = threading.local()
         self._engines: list[Engine] = []
         self._engines_lock = threading.Lock()
         self._tmpdir: tempfile.TemporaryDirectory[str] | None = None
+        #: warnings about jobs with a name this app has no handler for (``unknown_job``)
+        self._unknown = Throttled(log, _UNKNOWN_JOB_LOG_EVERY_S)
         self.database_path = self._resolve_database(self.config.database)
+        #: the queues enqueued to whose workers were looked for (``_check_served``)
+        self._queues_checked: set[str] = set()
+        self._queues_checked_lock = threading.Lock()
 
     def _resolve_database(self, database: str) -> str:
         if database == ":memory:":
@@ -1025,7 +1259,8 @@ class App:
                 ...   # jobs run in the background; leaving the block shuts down gracefully
 
         ``options`` override ``Config`` options for this runtime (``queues``,
-        ``concurrency``...)."""
+        ``concurrency``...). The runtime runs on the caller's event loop: a ``backend``
+        set to the other one is a ``ConfigError`` (unset, it runs on either)."""
         if self._runtime is not None:
             raise RuntimeError("this app's runtime is already running")
         config = self.config.replace(where="App.run", **options) if options else self.config
@@ -1036,6 +1271,14 @@ class App:
             )
         queues = config.queues if config.queues is not None else self.queues
         backend = current_backend()
+        if config.backend is not None and config.backend != backend:
+            raise ConfigError(
+                f"App.run: backend {config.backend!r} is set (App(backend=...), ROTA_BACKEND "
+                f"or --backend), but app.run() runs under {backend}: an embedded runtime runs on "
+                f"its caller's event loop and cannot switch; run the program under "
+                f"{config.backend} (e.g. anyio.run(main, backend={config.backend!r})), or leave "
+                "backend unset to run on whichever loop calls app.run()"
+            )
         runtime = Runtime(
             config=config,
             queues=queues,
@@ -1047,10 +1290,11 @@ class App:
         async with anyio.create_task_group() as tg:
             # Before the start: a sync handler may report progress as soon as jobs run.
             self._runtime_token = anyio.lowlevel.current_token()
+            self._runtime_thread = threading.get_ident()
             try:
                 await tg.start(runtime.run)
             except BaseException:
-                self._runtime_token = None
+                self._runtime_token = self._runtime_thread = None
                 raise
             self._runtime = runtime
             try:
@@ -1058,23 +1302,32 @@ class App:
             except Exception as exc:  # re-raised as itself below, not inside a group
                 body_error = exc
             finally:
-                self._runtime = None
-                self._runtime_token = None
-                with anyio.CancelScope(shield=True):
-                    await runtime.stop()
+                # Cleared once stopped, not before: jobs that run on during the grace period
+                # report progress and logs through this runtime, as before the shutdown (a
+                # sync handler's ctx.progress needs its loop, or it fails the attempt).
+                try:
+                    with anyio.CancelScope(shield=True):
+                        await runtime.stop()
+                finally:
+                    self._runtime = None
+                    self._runtime_token = self._runtime_thread = None
         if body_error is not None:
             raise body_error
 
     def close(self) -> None:
         """Close the producers' connections (and remove a ``:memory:`` database)."""
+        self._close_engines()
+        if self._tmpdir is not None:
+            self._tmpdir.cleanup()
+            self._tmpdir = None
+
+    def _close_engines(self) -> None:
+        """Close the producers' per-thread connections (the next use opens new ones)."""
         with self._engines_lock:
             engines, self._engines = self._engines, []
         for engine in engines:
             engine.close()
         self._local = threading.local()
-        if self._tmpdir is not None:
-            self._tmpdir.cleanup()
-            self._tmpdir = None
 
     # -- executing (called by the WorkerPool) --
 
@@ -1120,7 +1373,7 @@ class App:
             threads=ThreadPool(queue=queue, size=settings.concurrency, hooks=self.thread_hooks),
             processes=processes,
         )
-        runners.execute = functools.partial(self._execute, runners=runners)
+        runners.execute = functools.partial(self._execute, runners=runners, backend=backend)
         return runners
 
     def _import_spec(self) -> str:
@@ -1146,16 +1399,14 @@ class App:
             "or pass App(..., import_name='package.module:app')"
         )
 
-    async def _execute(self, run: JobRun, runners: QueueRunners) -> Completion | Failure:
+    async def _execute(
+        self, run: JobRun, runners: QueueRunners, backend: str
+    ) -> Completion | Failure:
         job = run.job
         definition = self.registry.jobs.get(job.name)
-        if definition is None:
-            return Failure(
-                job.id,
-                run.token,
-                f"no handler registered for job {job.name!r} in this worker",
-                FailureKind.UNRECOVERABLE,
-            )
+        if definition is None:  # a newer version's job, or a name another app uses
+            error, delay_ms = unknown_job(job, "this worker", self.registry.jobs, self._unknown)
+            return Failure(job.id, run.token, error, FailureKind.ERROR, delay_ms)
         # (a pool claims only its own queue's jobs: the queue's mode is the runners')
         mode = definition.mode_on(runners.mode)
         if mode == "process":
@@ -1181,7 +1432,7 @@ class App:
         except BaseException as exc:  # SystemExit too: it ends the attempt, not the worker
             if is_cancellation(exc):
                 raise
-            return self._settle(definition, run, attempt.failed(job.id, exc))
+            return self._settle(definition, run, attempt.failed(job.id, exc, backend=backend))
         finally:
             if run.logs:
                 await self._flush_logs_at_end(run)
@@ -1308,7 +1559,10 @@ class App:
     # -- storage access (through the runtime's Store if one runs here, else directly) --
 
     def _in_runtime_loop(self) -> bool:
-        if self._runtime is None:
+        """Whether this is the loop of this app's runtime, and its Store takes calls (once
+        the Store is stopping, calls go to the database directly)."""
+        runtime = self._runtime
+        if runtime is None or not runtime.store_ref.running:
             return False
         try:
             return anyio.lowlevel.current_token() == self._runtime_token
@@ -1320,6 +1574,57 @@ class App:
             assert self._runtime is not None
             return await self._runtime.enqueue(jobs)
         return cast(list[int], await self._engine_call("enqueue", list(jobs)))
+
+    # -- an enqueue to a queue that no live worker serves: said once per queue --
+
+    def _first_check(self, queue: str) -> bool:
+        """True once per queue: the first enqueue to it looks for its workers."""
+        with self._queues_checked_lock:
+            if queue in self._queues_checked:
+                return False
+            self._queues_checked.add(queue)
+            return True
+
+    def _served_here(self, queue: str) -> bool:
+        runtime = self._runtime
+        return runtime is not None and queue in runtime.queues
+
+    async def _check_served(self, queue: str) -> None:
+        """After the first enqueue to ``queue``: warn if no live worker serves it (a
+        runtime of this app that serves it counts without a read)."""
+        if not self._first_check(queue) or self._served_here(queue):
+            return
+        try:
+            owners = cast(list[Owner], await self._engine_call("list_owners"))
+        except Exception as exc:  # a warning's read never fails an enqueue that committed
+            _app_log.debug("could not read the workers of queue %r: %r", queue, exc)
+            return
+        self._warn_if_unserved(queue, owners)
+
+    def _check_served_sync(self, queue: str) -> None:
+        """``_check_served`` for ``enqueue_sync``."""
+        if not self._first_check(queue) or self._served_here(queue):
+            return
+        try:
+            owners = self._direct(lambda engine: engine.list_owners())
+        except Exception as exc:
+            _app_log.debug("could not read the workers of queue %r: %r", queue, exc)
+            return
+        self._warn_if_unserved(queue, owners)
+
+    def _warn_if_unserved(self, queue: str, owners: Sequence[Owner]) -> None:
+        max_age_s = LIVE_HEARTBEATS * self.config.heartbeat_interval_s
+        oldest = self.clock() - round(max_age_s * 1000)
+        if any(queue in o.queues and o.heartbeat_at_ms >= oldest for o in owners):
+            return
+        _app_log.warning(
+            "enqueued to queue %r, which no live worker serves (none sent a heartbeat in the "
+            "last %g s): its jobs wait until a worker for it starts (rota worker module:app); "
+            "said once per queue",
+            queue,
+            max_age_s,
+            extra={"queue": queue},
+        )
 
     def _wake(self, queues: Sequence[str]) -> None:
         if self._in_runtime_loop():
@@ -1377,7 +1682,7 @@ class App:
             await self._runtime.wait_for_commit(0.1)
             return delay_s
         await anyio.sleep(delay_s)
-        return min(delay_s * 2, 0.1)
+        return min(delay_s * 2, _LAST_POLL_S)
 
     # -- events --
 

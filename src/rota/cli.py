@@ -2,15 +2,24 @@
 
 ::
 
-    rota [--debug] worker module:app [--queue Q ...] [--concurrency N] [--config rota.toml]
-                          [--log-level LEVEL | -q] [--log-format text|json]
-    rota [--debug] info   (module:app | --db PATH)
+    rota --version
+    rota [--debug] worker module:app [--queue Q ...] [--concurrency N] [--backend B]
+                          [--config rota.toml] [--log-level LEVEL | -q] [--log-format F]
+    rota [--debug] info   (module:app | --db PATH) [--json]
+    rota [--debug] health (module:app | --db PATH) [--queue Q ...] [--max-heartbeat-age S]
     rota [--debug] jobs   list (module:app | --db PATH) [--queue Q] [--state S] [--limit N]
-    rota [--debug] jobs   show|retry|cancel (module:app | --db PATH) JOB_ID
+                          [--json]
+    rota [--debug] jobs   show (module:app | --db PATH) JOB_ID [--json]
+    rota [--debug] jobs   retry|cancel (module:app | --db PATH) JOB_ID
+    rota [--debug] queue  pause|resume|retry-failed|drain (module:app | --db PATH) QUEUE
+    rota [--debug] queue  clean (module:app | --db PATH) QUEUE [--state S]
+                          [--older-than SECONDS] [--keep-last N]
     rota demo   [--jobs N] [--db PATH]
 
 Options come from the command line, then ``ROTA_*`` environment variables, then a TOML
-file (``--config``); an unknown one is an error that names the closest known option.
+file (``--config``); an unknown one in a file is an error that names the closest known
+option; a ``ROTA_*`` variable that names no option is a warning (``rota: warning: ...``,
+with the closest option's variable), not a refusal: ``ROTA_ENV=prod`` is the user's own.
 
 ``rota worker`` prints a banner once its runtime has started (version, backend, database,
 each queue's settings; its first line ``rota worker <owner id>: ... (Ctrl-C to stop)``) and
@@ -23,11 +32,18 @@ next start). A second signal cancels at once (leases still keep the jobs safe). 
 lines of the start-up are held until the runtime has started: a start that fails is one
 line (``--debug`` shows them, and the traceback).
 
-``info`` and ``jobs`` need a rota database that exists: they never create one (a mistyped
-``--db`` is an error); one of an older schema is migrated, as a worker would. They print
-every row they can read and mark the corrupt ones (never die on them), and escape control
-characters in anything a job, a queue or an owner stored, so that no stored text can act
-on the terminal. ``jobs list`` reads only the columns it prints (no payload).
+``info``, ``health``, ``jobs`` and ``queue`` need a rota database that exists: they never
+create one (a mistyped ``--db`` is an error); one of an older schema is migrated, as a
+worker would. They print every row they can read and mark the corrupt ones (never die on
+them), and escape control characters in anything a job, a queue or an owner stored, so
+that no stored text can act on the terminal. ``jobs list`` reads only the columns it
+prints (no payload). ``queue`` refuses a queue the database does not know (no job, worker
+or pause names it, nor the app's jobs), with the closest name.
+
+``health`` exits 0 when the database takes writes and a live worker serves each queue, 1
+otherwise (one line per problem), 2 for a usage error or a missing database: for
+container health checks. A piped output that closes early (``| head``) ends the command
+quietly (exit status 141, as a process killed by SIGPIPE).
 
 An error is one line on stderr, ``rota: ...`` (exit status 2; 1 for an unexpected error,
 with a hint); ``--debug`` (before or after the command) adds the traceback.
@@ -36,10 +52,13 @@ with a hint); ``--debug`` (before or after the command) adds the traceback.
 from __future__ import annotations
 
 import argparse
+import datetime
 import importlib
 import logging
 import logging.handlers
+import math
 import os
+import select
 import signal
 import socket
 import sys
@@ -52,13 +71,13 @@ import anyio
 import anyio.abc
 import msgspec
 
-import rota
-from rota import _log_format
+from rota import __version__, _log_format
 from rota.actors._backend import current_backend
-from rota.actors.scheduler import pid_alive
-from rota.config import Config
-from rota.domain.job import JobState
-from rota.errors import ConfigError, RotaError, SupervisorGaveUp
+from rota.actors.scheduler import owner_alive, pid_alive
+from rota.config import BACKENDS, LIVE_HEARTBEATS, Config
+from rota.domain.event import LogEntry, Owner
+from rota.domain.job import FINISHED_STATES, JobState
+from rota.errors import ConfigError, RotaError, StorageError, SupervisorGaveUp, did_you_mean
 from rota.storage.engine import JobRecord, OwnerRecord
 from rota.storage.sqlite import SqliteEngine
 
@@ -132,15 +151,19 @@ def cmd_worker(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {}
     if args.config:
         options.update(_non_defaults(Config.from_toml(args.config)))
-    options.update(_non_defaults(Config.from_env()))
+    options.update(_non_defaults(Config.from_env(warn=_warn)))
     if args.queue:
         options["queues"] = args.queue
     if args.concurrency is not None:
         options["concurrency"] = args.concurrency
+    if args.backend is not None:
+        options["backend"] = args.backend
+    # --backend, ROTA_BACKEND, the TOML file, then the app's own App(backend=...)
+    backend = options.get("backend") or app.config.backend or "trio"
     held = _StartupLog(level, log_format)
     try:
         announce = log_format == "json"
-        return anyio.run(_worker_main, app, options, held.started, announce, backend="trio")
+        return anyio.run(_worker_main, app, options, held.started, announce, backend=backend)
     finally:
         held.end(show=args.debug)
 
@@ -195,7 +218,7 @@ def _banner(app: Any, runtime: Any, announce: bool) -> str:
     backend = current_backend()
     queues = []
     lines = [
-        f"rota worker {runtime.owner.id}: rota {rota.__version__}, backend {backend}, "
+        f"rota worker {runtime.owner.id}: rota {__version__}, backend {backend}, "
         f"database {database} (Ctrl-C to stop)"
     ]
     for queue in runtime.queues:
@@ -228,13 +251,13 @@ def _banner(app: Any, runtime: Any, announce: bool) -> str:
     logging.getLogger("rota.worker").info(
         "rota worker %s started: rota %s, backend %s, database %s, queues %s",
         runtime.owner.id,
-        rota.__version__,
+        __version__,
         backend,
         database,
         ", ".join(runtime.queues),
         extra={
             "owner": runtime.owner.id,
-            "version": rota.__version__,
+            "version": __version__,
             "backend": backend,
             "database": database,
             "queues": queues,
@@ -308,7 +331,7 @@ def _database(args: argparse.Namespace) -> str:
         return str(args.db)
     if args.app:
         return str(load_app(args.app).database_path)
-    return Config.from_env().database
+    return Config.from_env(warn=_warn).database
 
 
 def _engine(args: argparse.Namespace) -> SqliteEngine:
@@ -326,41 +349,85 @@ def cmd_info(args: argparse.Namespace) -> int:
     try:
         now = engine.now_ms()
         paused = engine.paused_queues()
-        _print(f"database: {path}")
-        rows = [("queue", *(s.value for s in JobState), "paused")]
-        for queue in engine.queues():
-            counts = engine.count(queue)
-            rows.append(
-                (queue, *(str(counts[s]) for s in JobState), "yes" if queue in paused else "")
-            )
-        _table(rows)
+        counts = {queue: engine.count(queue) for queue in engine.queues()}
         total, unknown = engine.unknown_states(UNKNOWN_STATES_SHOWN)
-        if total:
-            print()
-            _print(f"jobs in an unknown state (corrupt rows, not counted above): {total}")
-            for job in unknown:
-                _print(f"  {job.id}  queue {_cell(job.queue)}  state {_cell(job.state)}")
-            if total > len(unknown):
-                _print(f"  ... and {total - len(unknown)} more (rota jobs list marks them)")
         owners = engine.owner_records()
-        note = "  (pools as of the last heartbeat)" if any(o.pools for o in owners) else ""
-        print()
-        _print(f"owners: {len(owners)}{note}")
-        for owner in owners:
-            _print(_describe_owner(owner, now))
-            for queue, pool in (owner.pools or {}).items():
-                _print(f"    {queue}: {_describe_pool(pool)}")
     finally:
         engine.close()
+    if args.json:
+        _print_json(
+            {
+                "database": path,
+                "queues": [
+                    {
+                        "name": queue,
+                        "paused": queue in paused,
+                        "counts": {state.value: n for state, n in by_state.items()},
+                    }
+                    for queue, by_state in counts.items()
+                ],
+                "unknown_states": {
+                    "total": total,
+                    "jobs": [{"id": j.id, "queue": j.queue, "state": j.state} for j in unknown],
+                },
+                "owners": [_owner_data(owner, now) for owner in owners],
+            }
+        )
+        return 0
+    _print(f"database: {path}")
+    rows = [("queue", *(s.value for s in JobState), "paused")]
+    for queue, by_state in counts.items():
+        rows.append(
+            (queue, *(str(by_state[s]) for s in JobState), "yes" if queue in paused else "")
+        )
+    _table(rows)
+    if total:
+        print()
+        _print(f"jobs in an unknown state (corrupt rows, not counted above): {total}")
+        for job in unknown:
+            _print(f"  {job.id}  queue {_cell(job.queue)}  state {_cell(job.state)}")
+        if total > len(unknown):
+            _print(f"  ... and {total - len(unknown)} more (rota jobs list marks them)")
+    note = "  (pools as of the last heartbeat)" if any(o.pools for o in owners) else ""
+    print()
+    _print(f"owners: {len(owners)}{note}")
+    for owner in owners:
+        _print(_describe_owner(owner, now))
+        for queue, pool in (owner.pools or {}).items():
+            _print(f"    {queue}: {_describe_pool(pool)}")
     return 0
+
+
+def _pid_alive_here(owner: OwnerRecord) -> bool | None:
+    """Whether an owner's process runs, if it is on this host and its pid readable (None:
+    it cannot be told from here)."""
+    if owner.host == socket.gethostname() and owner.pid is not None:
+        return pid_alive(owner.pid)
+    return None
+
+
+def _owner_data(owner: OwnerRecord, now: int) -> dict[str, Any]:
+    """An owner row as ``rota info --json`` prints it."""
+    heartbeat = owner.heartbeat_at_ms
+    return {
+        "id": owner.id,
+        "host": owner.host,
+        "pid": owner.pid,
+        "alive": _pid_alive_here(owner),
+        "queues": owner.queues,
+        "started_at_ms": owner.started_at_ms,
+        "heartbeat_at_ms": heartbeat,
+        "heartbeat_age_s": None if heartbeat is None else round((now - heartbeat) / 1000, 3),
+        "pools": owner.pools,
+        "corrupt": list(owner.corrupt),
+        "ignored": owner.owner() is None,
+    }
 
 
 def _describe_owner(owner: OwnerRecord, now: int) -> str:
     """``  id  pid 123 (alive)  queues a, b  heartbeat 1.2 s ago``, ``?`` for what cannot be
     read, and a mark on a corrupt row."""
-    alive = ""
-    if owner.host == socket.gethostname() and owner.pid is not None:
-        alive = " (alive)" if pid_alive(owner.pid) else " (gone)"
+    alive = {None: "", True: " (alive)", False: " (gone)"}[_pid_alive_here(owner)]
     queues = "?" if owner.queues is None else ", ".join(owner.queues)
     age = "?" if owner.heartbeat_at_ms is None else f"{(now - owner.heartbeat_at_ms) / 1000:.1f}"
     line = f"  {owner.id}  pid {_cell(owner.pid)}{alive}  queues {queues}  heartbeat {age} s ago"
@@ -381,14 +448,19 @@ def cmd_jobs(args: argparse.Namespace) -> int:
             raise ConfigError(f"jobs {args.action}: unexpected argument {target!r}")
     if args.action != "list" and args.job_id is None:
         raise ConfigError(f"jobs {args.action}: a job id is required")
+    if args.json and args.action not in ("list", "show"):
+        raise ConfigError(f"jobs {args.action}: --json is for jobs list and jobs show")
     engine = _engine(args)
     try:
         if args.action == "list":
             _list_jobs(engine, args)
         elif args.action == "show":
-            _show_job(engine.job_record(args.job_id))
-            for entry in engine.logs(args.job_id, limit=1000):
-                _print(f"  log attempt {entry.attempt} @{entry.at_ms}: {entry.message}")
+            record = engine.job_record(args.job_id)
+            logs = engine.logs(args.job_id, limit=LOG_LINES_SHOWN)
+            if args.json:
+                _show_job(record, logs)
+            else:
+                _show_job_text(record, logs, engine.now_ms())
         elif args.action == "retry":
             _print(f"job {args.job_id}: {engine.retry(args.job_id).value}")
         elif args.action == "cancel":
@@ -407,6 +479,9 @@ def _list_jobs(engine: SqliteEngine, args: argparse.Namespace) -> None:
     jobs = engine.list_summaries(
         queue=args.queue, state=state, limit=args.limit, offset=args.offset
     )
+    if args.json:
+        _print_json(jobs)
+        return
     marked = any(job.corrupt for job in jobs)
     rows: list[tuple[object, ...]] = [
         ("id", "name", "queue", "state", "attempt", "priority", "error")
@@ -427,10 +502,14 @@ def _list_jobs(engine: SqliteEngine, args: argparse.Namespace) -> None:
     _table(rows)
 
 
-def _show_job(record: JobRecord) -> None:
+#: How many log lines of a job ``jobs show`` prints.
+LOG_LINES_SHOWN: Final = 1000
+
+
+def _show_job(record: JobRecord, logs: Sequence[LogEntry]) -> None:
     """The job's row as JSON, as ``Job`` would encode (payload, result and progress as
     text, the backoff as an object); a column rota cannot read is shown as stored, and
-    named under ``"corrupt"``."""
+    named under ``"corrupt"``; its log lines under ``"logs"``."""
     data: dict[str, Any] = {}
     for column, value in record.columns.items():
         if isinstance(value, bytes):
@@ -443,7 +522,174 @@ def _show_job(record: JobRecord) -> None:
         data[column] = value
     if record.corrupt:
         data["corrupt"] = list(record.corrupt)
-    print(_json_printable(msgspec.json.format(msgspec.json.encode(data)).decode()))
+    data["logs"] = [
+        {"at_ms": entry.at_ms, "attempt": entry.attempt, "message": entry.message} for entry in logs
+    ]
+    _print_json(data)
+
+
+#: How a job's state reads in ``jobs show`` (active: see ``_state_words``).
+_STATE_WORDS: Final = {
+    "waiting": "waiting (ready to run)",
+    "delayed": "delayed (runs at its run-at time)",
+    "completed": "completed",
+    "failed": "failed (in the dead-letter set: `rota jobs retry` runs it again)",
+    "cancelled": "cancelled (`rota jobs retry` runs it again)",
+}
+_LABEL: Final = 11  # the width of the labels of ``jobs show``
+
+
+def _show_job_text(record: JobRecord, logs: Sequence[LogEntry], now: int) -> None:
+    """The job for people: times as ISO 8601 dates with their age, the state in words,
+    attempts as n/m, the payload, result and progress as JSON, the error and the log.
+    A column rota cannot read is printed as stored (and named at the top)."""
+    columns, corrupt = record.columns, record.corrupt
+
+    def sound(column: str) -> Any:
+        """The stored value, or None if it is corrupt."""
+        return None if column in corrupt else columns.get(column)
+
+    def text(column: str) -> str:
+        return _cell(columns.get(column))
+
+    def when(column: str) -> str:
+        value = sound(column)
+        return text(column) if not isinstance(value, int) else _when(value, now)
+
+    def json_text(column: str) -> str:
+        value = columns.get(column)
+        if column in corrupt or not isinstance(value, bytes | str):
+            return text(column)
+        return _printable_lines(msgspec.json.format(value, indent=2))
+
+    lines: list[tuple[str, str]] = []
+    if corrupt:
+        lines.append(("corrupt", f"{', '.join(corrupt)} unreadable (shown as stored)"))
+    lines.append(("state", _state_words(record)))
+    lines.append(("queue", text("queue")))
+    lines.append(
+        (
+            "attempts",
+            f"{text('attempt')}/{text('max_attempts')} "
+            f"(stalls {text('stalls')}/{text('max_stalls')})",
+        )
+    )
+    lines.append(("priority", text("priority")))
+    lines.append(("created", when("created_at_ms")))
+    lines.append(("run at", when("run_at_ms")))
+    if columns.get("finished_at_ms") is not None:
+        lines.append(("finished", when("finished_at_ms")))
+    if columns.get("owner") is not None:
+        expires = sound("lease_expires_at_ms")
+        lease = (
+            f" (lease until {_iso(expires)}, {_age(now - expires)})"
+            if isinstance(expires, int)
+            else ""
+        )
+        lines.append(("owner", text("owner") + lease))
+    timeout = sound("timeout_ms")
+    if isinstance(timeout, int):
+        lines.append(("timeout", f"{timeout / 1000:g} s"))
+    elif columns.get("timeout_ms") is not None:
+        lines.append(("timeout", text("timeout_ms")))
+    if columns.get("key") is not None:
+        lines.append(("key", text("key")))
+    lines.append(("backoff", _backoff_words(sound("backoff")) or text("backoff")))
+    lines.append(("payload", json_text("payload")))
+    lines.extend(
+        (column, json_text(column))
+        for column in ("result", "progress")
+        if columns.get(column) is not None
+    )
+    if columns.get("error") is not None:
+        error = columns["error"]
+        error = error.decode(errors="replace") if isinstance(error, bytes) else str(error)
+        lines.append(("error", _printable_lines(error.rstrip("\n"))))
+    if logs:
+        lines.append(
+            (
+                "logs",
+                "\n".join(
+                    f"{_iso(e.at_ms)}  attempt {e.attempt}  {_printable(e.message)}" for e in logs
+                ),
+            )
+        )
+    print(f"job {_cell(columns.get('id'))}: {text('name')}")
+    indent = " " * (2 + _LABEL)
+    for label, value in lines:
+        first, *rest = value.split("\n")
+        print(f"  {label.ljust(_LABEL)}{first}".rstrip())
+        for line in rest:
+            print(f"{indent}{line}".rstrip())
+
+
+def _state_words(record: JobRecord) -> str:
+    columns = record.columns
+    state = columns.get("state")
+    if "state" in record.corrupt:
+        return f"{_cell(state)} (not a state rota knows)"
+    if state == JobState.ACTIVE.value:
+        cancel = bool(columns.get("cancel_requested")) and "cancel_requested" not in record.corrupt
+        return (
+            f"active{', cancel requested' if cancel else ''} (running: attempt "
+            f"{_cell(columns.get('attempt'))}{'; its worker stops it' if cancel else ''})"
+        )
+    return _STATE_WORDS.get(str(state), _cell(state))
+
+
+def _backoff_words(stored: Any) -> str | None:
+    """``exponential (base 1.0, factor 2.0, jitter 0.0, max_s 300.0)``; None if the
+    stored policy is not an object with a kind."""
+    try:
+        policy = msgspec.json.decode(stored) if isinstance(stored, str | bytes) else None
+    except msgspec.DecodeError:
+        return None
+    if not isinstance(policy, dict) or "kind" not in policy:
+        return None
+    kind = policy.pop("kind")
+    # the policy's own parameters first, then those every policy has
+    order = [k for k in policy if k not in ("jitter", "max_s")] + ["jitter", "max_s"]
+    params = ", ".join(
+        f"{k} {msgspec.json.encode(policy[k]).decode()}" for k in order if k in policy
+    )
+    return _printable(f"{kind} ({params})" if params else str(kind))
+
+
+def _iso(ms: int) -> str:
+    """``2026-12-07T21:30:00Z``: a time stored in ms since the epoch, in UTC."""
+    try:
+        moment = datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.UTC)
+    except (OverflowError, ValueError, OSError):
+        return f"{ms} ms since the epoch"
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _age(delta_ms: int) -> str:
+    """``3 min ago``, ``in 55 s``: how long ago (or ahead, for a negative delta)."""
+    seconds = abs(delta_ms) / 1000
+    if seconds < 1:
+        return "just now"
+    if seconds < 60:
+        amount = f"{int(seconds)} s"
+    elif seconds < 3600:
+        amount = f"{int(seconds // 60)} min"
+    elif seconds < 2 * 86_400:
+        amount = f"{int(seconds // 3600)} h"
+    else:
+        amount = f"{int(seconds // 86_400)} days"
+    return f"in {amount}" if delta_ms < 0 else f"{amount} ago"
+
+
+def _when(ms: int, now: int) -> str:
+    """``2026-12-07T21:30:00Z (3 min ago)``."""
+    return f"{_iso(ms)} ({_age(now - ms)})"
+
+
+def _printable_lines(text: str | bytes) -> str:
+    """Several lines, each escaped (see ``_printable``), joined by newlines."""
+    if isinstance(text, bytes):
+        text = text.decode(errors="replace")
+    return "\n".join(_printable(line) for line in text.split("\n"))
 
 
 def _describe_pool(pool: Any) -> str:
@@ -492,6 +738,177 @@ def _table(rows: Sequence[Sequence[object]]) -> None:
         print(
             "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         )
+
+
+# -- health -------------------------------------------------------------------------------------
+
+#: How long ``rota health`` waits for the write lock before it calls the database locked.
+HEALTH_BUSY_TIMEOUT_S: Final = 2.0
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    """Exit 0 if the database takes a write and a live worker serves each queue (those
+    given; default: the app's queues with ``module:app``, else every queue with unfinished
+    jobs or served by a live worker, and at least one live worker), else 1 with one line
+    per problem. Live: a heartbeat within ``--max-heartbeat-age`` (default three heartbeat
+    intervals) and, on this host, a process that still runs."""
+    app = load_app(args.app) if args.app and not args.db else None
+    config = app.config if app is not None else Config.from_env(warn=_warn)
+    path = args.db or (app.database_path if app is not None else config.database)
+    max_age_s = args.max_heartbeat_age or LIVE_HEARTBEATS * config.heartbeat_interval_s
+    max_age_ms = round(max_age_s * 1000)
+    problems: list[str] = []
+    engine = SqliteEngine.open_existing(path, busy_timeout_s=HEALTH_BUSY_TIMEOUT_S)
+    try:
+        try:
+            engine.probe_write()
+        except StorageError as exc:
+            problems.append(f"database {path}: not writable: {exc}")
+        now = engine.now_ms()
+        owners = [(owner, _not_live(owner, now, max_age_ms)) for owner in engine.owner_records()]
+        live = [owner for owner, why in owners if why is None]
+        if args.queue:
+            queues = list(dict.fromkeys(args.queue))
+        elif app is not None:
+            queues = app.queues
+        else:
+            served = {queue for owner in live for queue in owner.queues or ()}
+            queues = sorted(set(engine.queues_with_work()) | served)
+    finally:
+        engine.close()
+    for queue in queues:
+        if any(queue in (owner.queues or ()) for owner in live):
+            continue
+        dead = [
+            f"{owner.id}: {why}" for owner, why in owners if why and queue in (owner.queues or ())
+        ]
+        problems.append(
+            f"queue {queue!r}: no live worker serves it" + (f" ({'; '.join(dead)})" if dead else "")
+        )
+    if not live and not queues:
+        problems.append("no live worker on this database")
+    for problem in problems:
+        _print(problem)
+    if problems:
+        return 1
+    workers = f"{len(live)} live worker{'' if len(live) == 1 else 's'}"
+    served_text = f"queues {', '.join(queues)} served" if queues else "no queue has work"
+    _print(f"ok: {workers}; {served_text}; database writable")
+    return 0
+
+
+def _not_live(record: OwnerRecord, now: int, max_age_ms: int) -> str | None:
+    """Why an owner (a worker's runtime) is not live, or None if it is: its row cannot be
+    read; on this host, its process is gone (or its pid now names a newer process); its
+    last heartbeat is older than ``max_age_ms``."""
+    owner = record.owner()
+    if owner is None:
+        return f"corrupt row ({', '.join(record.corrupt)} unreadable)"
+    here = socket.gethostname()
+    local = owner.host == here
+    if local and not owner_alive(owner, _this_process(here)):
+        return f"pid {owner.pid} gone"
+    age_ms = now - owner.heartbeat_at_ms
+    if age_ms > max_age_ms:
+        where = "" if local else f"; host {owner.host}"
+        return f"heartbeat {age_ms / 1000:.1f} s ago, more than {max_age_ms / 1000:g} s{where}"
+    return None
+
+
+def _this_process(host: str) -> Owner:
+    """This process as an owner would describe it: an owner row with this process's pid
+    is live only if a runtime of this process registered it (``owner_alive``)."""
+    return Owner(id="", host=host, pid=os.getpid(), started_at_ms=0, heartbeat_at_ms=0)
+
+
+# -- queue --------------------------------------------------------------------------------------
+
+#: ``queue retry-failed`` retries this many jobs per transaction.
+RETRY_BATCH: Final = 1000
+QUEUE_ACTIONS: Final = ("pause", "resume", "retry-failed", "clean", "drain")
+CLEANABLE: Final = tuple(sorted(state.value for state in FINISHED_STATES))
+
+
+def cmd_queue(args: argparse.Namespace) -> int:
+    action = args.action
+    if not args.targets:
+        raise ConfigError(f"queue {action}: a queue name is required")
+    if len(args.targets) > 2:
+        raise ConfigError(f"queue {action}: unexpected argument {args.targets[2]!r}")
+    args.app, queue = args.targets if len(args.targets) == 2 else (None, args.targets[0])
+    if action != "clean":
+        for option, value in (
+            ("--state", args.state),
+            ("--older-than", args.older_than),
+            ("--keep-last", args.keep_last),
+        ):
+            if value is not None:
+                raise ConfigError(f"queue {action}: {option} is for queue clean")
+    app = load_app(args.app) if args.app and not args.db else None
+    path = args.db or (app.database_path if app is not None else _database(args))
+    engine = SqliteEngine.open_existing(path)
+    try:
+        known = set(engine.queues()) | engine.paused_queues()
+        known |= {q for owner in engine.owner_records() for q in owner.queues or ()}
+        known |= set(app.queues if app is not None else ())
+        if queue not in known:
+            hint = did_you_mean(queue, known) if known else " (it has no queue yet)"
+            raise ConfigError(
+                f"queue {queue!r} is unknown on {path} (no job, worker or pause names it){hint}"
+            )
+        _print(f"queue {queue}: {_queue_action(engine, action, queue, args)}")
+    finally:
+        engine.close()
+    return 0
+
+
+def _queue_action(engine: SqliteEngine, action: str, queue: str, args: argparse.Namespace) -> str:
+    """Do it, through the engine's operations; what was done, in words."""
+    if action == "pause":
+        engine.set_paused(queue, True)
+        return "paused (no worker starts its jobs; running ones finish)"
+    if action == "resume":
+        engine.set_paused(queue, False)
+        return "resumed"
+    if action == "drain":
+        drained = engine.drain(queue)
+        return f"{drained} waiting and delayed {_jobs(drained)} deleted"
+    if action == "retry-failed":
+        counts = engine.count(queue)
+        budget = counts[JobState.FAILED] + counts[JobState.CANCELLED]
+        retried = 0
+        # In batches (one transaction each), never more than there were: a job retried
+        # and failed again meanwhile is not retried twice.
+        while retried < budget:
+            want = min(RETRY_BATCH, budget - retried)
+            batch = len(engine.retry_failed(queue, limit=want))
+            retried += batch
+            if batch < want:
+                break
+        return (
+            f"{retried} failed and cancelled {_jobs(retried)} retried "
+            "(waiting again, attempts reset)"
+        )
+    state = JobState(args.state or JobState.COMPLETED.value)
+    older_than, keep_last = args.older_than, args.keep_last
+    deleted = engine.prune(
+        queue=queue,
+        states={state},
+        older_than_ms=None if older_than is None else round(older_than * 1000),
+        keep_last=keep_last,
+    )
+    limits = []
+    if older_than is not None:
+        limits.append(f"finished more than {older_than:g} s ago")
+    if keep_last is not None:
+        limits.append(f"beyond the newest {keep_last}")
+    return f"{deleted} {state.value} {_jobs(deleted)} deleted" + (
+        f" ({', or '.join(limits)})" if limits else ""
+    )
+
+
+def _jobs(count: int) -> str:
+    return "job" if count == 1 else "jobs"
 
 
 # -- output: nothing stored reaches the terminal raw -------------------------------------------
@@ -547,6 +964,17 @@ def _print(line: str) -> None:
     print(_printable(line))
 
 
+def _print_json(data: Any) -> None:
+    """Print ``data`` as one JSON document, indented, safe for a terminal (see
+    ``_json_printable``)."""
+    print(_json_printable(msgspec.json.format(msgspec.json.encode(data)).decode()))
+
+
+def _warn(message: str) -> None:
+    """A warning for the person at the terminal: one line on stderr, escaped."""
+    print(f"rota: warning: {_printable(message)}", file=sys.stderr)
+
+
 # -- parser -------------------------------------------------------------------------------------
 
 
@@ -563,8 +991,26 @@ def _at_least(low: int) -> Callable[[str], int]:
     return parse
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, got {text!r}")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    value = _seconds(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rota", description="rota: durable jobs and actors")
+    parser.add_argument("--version", action="version", version=f"rota {__version__}")
     debug_help = "on an error, print its traceback (and a worker's start-up log)"
     parser.add_argument("--debug", action="store_true", help=debug_help)
     # --debug after the command too: a default that does not override the one above
@@ -577,6 +1023,12 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--queue", action="append", help="queue to work on (repeatable)")
     worker.add_argument(
         "--concurrency", "-c", type=_at_least(1), help="jobs at once per queue (>= 1)"
+    )
+    worker.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        help="the event loop async handlers run on: trio (the default) or asyncio (for "
+        "handlers that use asyncio libraries: asyncpg, redis.asyncio, aiohttp...)",
     )
     worker.add_argument("--config", help="TOML file with rota options")
     worker.add_argument(
@@ -601,7 +1053,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     info.add_argument("app", nargs="?", help="module:app (or --db)")
     info.add_argument("--db", help=database_help)
+    info.add_argument("--json", action="store_true", help="one JSON document, every field")
     info.set_defaults(fn=lambda args: cmd_info(args))
+
+    health = sub.add_parser(
+        "health",
+        parents=[common],
+        help="exit 0 if the database takes writes and a live worker serves each queue",
+    )
+    health.add_argument("app", nargs="?", help="module:app (or --db): checks the app's queues")
+    health.add_argument("--db", help=database_help)
+    health.add_argument(
+        "--queue",
+        "-q",
+        action="append",
+        help="a queue that needs a live worker (repeatable; default: the app's queues, or "
+        "every queue with unfinished jobs or a live worker)",
+    )
+    health.add_argument(
+        "--max-heartbeat-age",
+        type=_positive_seconds,
+        metavar="SECONDS",
+        help=f"a worker is live if its heartbeat is this recent (default {LIVE_HEARTBEATS} "
+        "x heartbeat_interval_s: 15 s) and, on this host, its process runs",
+    )
+    health.set_defaults(fn=lambda args: cmd_health(args))
 
     jobs = sub.add_parser("jobs", parents=[common], help="list, show, retry or cancel jobs")
     jobs.add_argument("action", choices=["list", "show", "retry", "cancel"])
@@ -611,7 +1087,31 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.add_argument("--state", choices=[s.value for s in JobState])
     jobs.add_argument("--limit", type=_at_least(0), default=50)
     jobs.add_argument("--offset", type=_at_least(0), default=0)
+    jobs.add_argument("--json", action="store_true", help="list, show: as JSON (show: the row)")
     jobs.set_defaults(fn=lambda args: cmd_jobs(args))
+
+    queue = sub.add_parser(
+        "queue", parents=[common], help="pause, resume, retry-failed, clean or drain a queue"
+    )
+    queue.add_argument("action", choices=QUEUE_ACTIONS)
+    queue.add_argument("targets", nargs="*", metavar="[module:app] QUEUE")
+    queue.add_argument("--db", help=database_help)
+    queue.add_argument(
+        "--state", choices=CLEANABLE, help="clean: the state of the jobs to delete (completed)"
+    )
+    queue.add_argument(
+        "--older-than",
+        type=_seconds,
+        metavar="SECONDS",
+        help="clean: only jobs finished more than this long ago",
+    )
+    queue.add_argument(
+        "--keep-last",
+        type=_at_least(0),
+        metavar="N",
+        help="clean: only jobs beyond the newest N (with --older-than: either selects)",
+    )
+    queue.set_defaults(fn=lambda args: cmd_queue(args))
 
     sub.add_parser("demo", help="run a worker over sample jobs on SQLite (see rota demo -h)")
     sub.add_parser("bench", help="the benchmark suite of a source checkout (see rota bench -h)")
@@ -636,6 +1136,17 @@ def _demo(rest: list[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The ``rota`` command; returns its exit status. An output pipe closed early (``rota
+    jobs list | head``) ends it quietly, with status 141 (as SIGPIPE would)."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:  # argparse's own output (--help, --version)
+        if _stdout_broken():
+            return _quiet_broken_pipe()
+        raise
+
+
+def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     lead = 0
     while argv[lead : lead + 1] == ["--debug"]:
@@ -647,8 +1158,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # argparse cannot put positionals after an option (`rota jobs show --db X 42`): the
-    # jobs command takes the leftovers as its targets; anything else left over is an error.
-    if extra and args.command == "jobs" and not any(e.startswith("-") for e in extra):
+    # jobs and queue commands take the leftovers as their targets; anything else left over
+    # is an error.
+    if extra and args.command in ("jobs", "queue") and not any(e.startswith("-") for e in extra):
         args.targets = [*args.targets, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -667,13 +1179,17 @@ def _guarded(command: Callable[[], int], *, debug: bool) -> int:
     a bad option, a missing database...; a ``ValueError``: a transition the job's state
     does not allow); 1 for anything else; 130 for Ctrl-C."""
     try:
-        return int(command())
+        status = int(command())
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+        return status
     except SystemExit:
         raise
     except BaseException as exc:
         errors = _leaves(exc)
         if any(isinstance(e, KeyboardInterrupt) for e in errors):
             return 130
+        if any(isinstance(e, BrokenPipeError) for e in errors) and _stdout_broken():
+            return _quiet_broken_pipe()
         if debug:
             traceback.print_exception(exc)
         first = errors[0]
@@ -688,6 +1204,40 @@ def _guarded(command: Callable[[], int], *, debug: bool) -> int:
             line += " (run with --debug for the traceback)"
         print(f"rota: {_printable(line)}", file=sys.stderr)
         return 2 if expected else 1
+
+
+#: The exit status of a command whose output pipe was closed: 128 + SIGPIPE, as a shell
+#: reports a process that SIGPIPE ended (``yes | head``).
+BROKEN_PIPE_STATUS: Final = 128 + signal.SIGPIPE
+
+
+def _stdout_broken() -> bool:
+    """Whether standard output is a pipe its reader closed (a BrokenPipeError may come from
+    elsewhere, e.g. a child process's pipe): the pipe then polls as an error."""
+    try:
+        fd = sys.stdout.fileno()
+        poller = select.poll()
+    except (OSError, ValueError, AttributeError):  # no file (captured), or no poll()
+        try:
+            sys.stdout.flush()  # what a failed write left buffered fails again
+        except BrokenPipeError:
+            return True
+        except (OSError, ValueError):
+            pass
+        return False
+    poller.register(fd, select.POLLOUT)
+    return any(events & select.POLLERR for _, events in poller.poll(0))
+
+
+def _quiet_broken_pipe() -> int:
+    """End quietly: point standard output at /dev/null, so that Python's flush at exit
+    finds nowhere to fail (what the ``signal`` module's documentation recommends)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
+    return BROKEN_PIPE_STATUS
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:

@@ -13,10 +13,12 @@ variables and from a TOML file (``Config.from_env``, ``Config.from_toml``).
 
 from __future__ import annotations
 
+import difflib
+import logging
 import math
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final, Literal, NamedTuple
 
@@ -24,7 +26,13 @@ import msgspec
 
 from rota.errors import ConfigError
 
-__all__ = ["BOUNDS", "Bound", "Config", "QueueConfig"]
+__all__ = ["BACKENDS", "BOUNDS", "LIVE_HEARTBEATS", "Backend", "Bound", "Config", "QueueConfig"]
+
+log = logging.getLogger("rota.config")
+
+#: The event loops rota runs on (AnyIO's backend names).
+Backend = Literal["trio", "asyncio"]
+BACKENDS: Final[tuple[Backend, ...]] = ("trio", "asyncio")
 
 
 class Bound(NamedTuple):
@@ -42,6 +50,11 @@ _INTERVAL: Final = Bound(0.001, _DAY, "s")
 _RETAIN: Final = Bound(0.0, 3650 * _DAY, "s")
 #: Counts: comfortably inside a signed 64-bit integer.
 _COUNT: Final = 1_000_000_000
+
+#: A runtime whose last heartbeat is older than this many heartbeat intervals
+#: (``heartbeat_interval_s``) is not live: ``rota health``, the warning of an enqueue to a
+#: queue no live worker serves.
+LIVE_HEARTBEATS: Final = 3
 
 #: Every number of ``Config`` and ``QueueConfig`` (same name, same meaning) must lie in its
 #: range; floats must also be finite (never NaN or infinite). Stated in the docstring of
@@ -103,6 +116,10 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     option, so a Config that ``App()`` accepts never stops ``app.run()``.
 
     * ``database`` (path or ``":memory:"``, default ``"rota.db"``): the SQLite file.
+    * ``backend`` (None, ``"trio"`` or ``"asyncio"``): the event loop async handlers run
+      on. ``rota worker`` runs this loop (None: trio). An embedded ``app.run()`` runs on
+      its caller's loop, which it cannot switch: None uses whichever loop that is, and a
+      backend set to the other one is a ``ConfigError`` at ``app.run()`` naming both.
     * ``synchronous`` (``"FULL"``): ``"NORMAL"`` skips the fsync per commit; a power cut
       may then lose the last acknowledged jobs (a crash of the process does not).
     * ``queues`` (list of names, default: every queue with a registered job): the queues a
@@ -158,6 +175,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     """
 
     database: str = "rota.db"
+    backend: Backend | None = None
     synchronous: Literal["FULL", "NORMAL"] = "FULL"
     queues: list[str] | None = None
     concurrency: int = 10
@@ -183,6 +201,8 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
 
     def __post_init__(self) -> None:
         _check_numbers(self, "")
+        if self.backend is not None and self.backend not in BACKENDS:  # Config(...) itself
+            raise ConfigError(_bad_backend(self.backend))
         for queue, qc in self.queue_config.items():
             _check_numbers(qc, f"queue_config[{queue!r}].")
 
@@ -196,6 +216,9 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
         for name in options:
             if name not in known:
                 raise ConfigError.unknown_option(name, known, where)
+        backend = options.get("backend")
+        if backend is not None and backend not in BACKENDS:
+            raise ConfigError(f"invalid option for {where}: {_bad_backend(backend)}")
         if isinstance(options.get("queue_config"), Mapping):
             options["queue_config"] = {
                 q: _queue_config(q, qc) for q, qc in options["queue_config"].items()
@@ -215,18 +238,31 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
         return Config.from_options(where, **merged)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **defaults: Any) -> Config:
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        warn: Callable[[str], object] | None = None,
+        **defaults: Any,
+    ) -> Config:
         """Options from ``ROTA_<OPTION>`` variables (e.g. ``ROTA_CONCURRENCY=20``) over
-        ``defaults``; an unknown ``ROTA_*`` variable is an error, not silently ignored."""
+        ``defaults``. A bad value of an option is a ``ConfigError``; a ``ROTA_*`` variable
+        that names no option (a typo, or a variable of the user's own such as
+        ``ROTA_ENV``) is ignored and reported, with the closest option's variable, through
+        ``warn`` (default: a warning on the ``rota.config`` logger)."""
         environ = os.environ if environ is None else environ
+        report = log.warning if warn is None else warn
         options = dict(defaults)
         fields = {name.upper(): name for name in cls.__struct_fields__}
-        for key, raw in environ.items():
+        for key, raw in sorted(environ.items()):
             if not key.startswith("ROTA_"):
                 continue
             name = key.removeprefix("ROTA_")
             if name not in fields:
-                raise ConfigError.unknown_option(name.lower(), cls.__struct_fields__, "ROTA_*")
+                close = difflib.get_close_matches(name, sorted(fields), n=1)
+                hint = f", did you mean ROTA_{close[0]}?" if close else ""
+                report(f"{key} is not a rota option (ignored){hint}")
+                continue
             options[fields[name]] = _from_text(fields[name], raw)
         return cls.from_options("the environment", **options)
 
@@ -313,11 +349,15 @@ def _queue_config(queue: str, value: Any) -> QueueConfig:
         raise ConfigError(f"invalid queue_config[{queue!r}]: {exc}") from None
 
 
+def _bad_backend(value: object) -> str:
+    return f"option 'backend' must be 'trio' or 'asyncio', got {value!r}"
+
+
 def _from_text(name: str, raw: str) -> Any:
     """An environment variable's text as the option's type (lists comma-separated)."""
     if name == "queues":
         return [q.strip() for q in raw.split(",") if q.strip()]
-    if name in ("database", "synchronous"):
+    if name in ("database", "synchronous", "backend"):
         return raw
     if raw.lower() in ("none", ""):
         return None

@@ -147,6 +147,10 @@ class Harness:
         self.job: JobDefinition[Script, str] = self.app.job(
             name="scripted", queue="scripted", max_attempts=3, backoff=rota.fixed(0.05)
         )(scripted.scripted.fn)
+        #: the same actions in thread mode (``scripted.thread``, a plain ``def``)
+        self.thread_job: JobDefinition[Script, str] = self.app.job(
+            name="scripted.thread", queue="scripted", max_attempts=3, backoff=rota.fixed(0.05)
+        )(scripted.scripted_thread.fn)
         self.engine = SqliteEngine(str(self.db))
         self.engine.migrate()
 
@@ -175,16 +179,18 @@ class Harness:
         ready: bool = True,
         log_level: str | None = "warning",
         wrapper: Sequence[str] = (),
+        extra_env: dict[str, str] | None = None,
         **options: Any,
     ) -> Worker:
         """Start ``rota worker scripted:app`` (under ``wrapper``, a command prefix) with
-        ``ROTA_*`` options (and ``--log-level``, unless None: the worker's default); by
-        default wait until it is ready."""
+        ``ROTA_*`` options (and ``extra_env``, and ``--log-level`` unless None: the worker's
+        default); by default wait until it is ready."""
         name = name or f"worker{len(self.workers) + 1}"
         argv = [sys.executable, "-m", "rota", "worker", "scripted:app"]
         if log_level is not None:
             argv += ["--log-level", log_level]
-        worker = Worker(name, [*wrapper, *argv, *args], self.env(**options), self.workdir)
+        env = {**self.env(**options), **(extra_env or {})}
+        worker = Worker(name, [*wrapper, *argv, *args], env, self.workdir)
         self.workers.append(worker)
         if ready:
             worker.wait_ready()
@@ -213,8 +219,18 @@ class Harness:
         """A payload that logs its starts to this harness's log file."""
         return Script(action=action, log=str(self.log), **fields)
 
-    def enqueue(self, action: str = "ok", **fields: Any) -> int:
-        return self.job.enqueue_sync(self.script(action, **fields)).id
+    def enqueue(
+        self,
+        action: str = "ok",
+        *,
+        thread: bool = False,
+        options: dict[str, Any] | None = None,
+        **fields: Any,
+    ) -> int:
+        """Enqueue the scripted job (``thread``: its thread-mode twin) with ``options``
+        (``enqueue``'s: ``max_attempts``...) and ``Script`` ``fields``."""
+        job = self.thread_job if thread else self.job
+        return job.enqueue_sync(self.script(action, **fields), **(options or {})).id
 
     def enqueue_many(self, payloads: Iterable[Script], *, chunk: int = 1000) -> list[int]:
         ids: list[int] = []
@@ -260,6 +276,12 @@ class Harness:
             return mine[times - 1] if len(mine) >= times else None
 
         return wait_until(started, timeout_s, f"start #{times} of job {job_id}", interval_s=0.005)
+
+    def wait_until_progress(self, job_id: int, timeout_s: float = 10.0) -> None:
+        """Until the job has reported progress."""
+        wait_until(
+            lambda: self.get(job_id).progress is not None, timeout_s, f"job {job_id}'s progress"
+        )
 
     def events(self, job_id: int) -> list[Event]:
         """Every stored event of one job, in order."""

@@ -167,14 +167,15 @@ def test_jobs_show_takes_the_id_before_or_after_db(
 ) -> None:
     job_id, db = str(busy["completed"]), ["--db", str(harness.db)]
     args = [job_id, *db] if id_first else [*db, job_id]
-    result = rota("jobs", "show", *args)
+    result = rota("jobs", "show", "--json", *args)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["id"] == busy["completed"]
 
 
 def test_jobs_show_retry_cancel(harness: Harness, busy: dict[str, int]) -> None:
     def jobs(action: str, job_id: int | str) -> subprocess.CompletedProcess[str]:
-        return rota("jobs", action, "--db", str(harness.db), str(job_id))
+        json = ["--json"] if action == "show" else []
+        return rota("jobs", action, "--db", str(harness.db), str(job_id), *json)
 
     shown = jobs("show", busy["completed"])
     assert shown.returncode == 0, shown.stderr
@@ -184,7 +185,9 @@ def test_jobs_show_retry_cancel(harness: Harness, busy: dict[str, int]) -> None:
     assert json.loads(data["result"]) == "done"
 
     # The module:app spelling reads the app's database (ROTA_DATABASE for scripted:app).
-    by_app = rota("jobs", "show", "scripted:app", str(busy["completed"]), env=harness.env())
+    by_app = rota(
+        "jobs", "show", "scripted:app", str(busy["completed"]), "--json", env=harness.env()
+    )
     assert by_app.returncode == 0, by_app.stderr
     assert json.loads(by_app.stdout)["state"] == "completed"
 

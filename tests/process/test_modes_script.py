@@ -12,6 +12,8 @@ import textwrap
 import time
 from pathlib import Path
 
+from proc_harness import REPO
+
 from rota.domain.job import JobState
 from rota.storage.sqlite import SqliteEngine
 
@@ -51,8 +53,12 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def _env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("ROTA_")}
+def _env(*path: Path) -> dict[str, str]:
+    """A subprocess's environment: this checkout's rota (not the one installed), and
+    ``path`` first."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROTA_")}
+    env["PYTHONPATH"] = os.pathsep.join([*map(str, path), str(REPO / "src")])
+    return env
 
 
 def test_a_script_run_as_main_runs_its_process_jobs_in_children(tmp_path: Path) -> None:
@@ -105,8 +111,7 @@ def test_a_group_sigterm_lets_process_jobs_finish_during_the_grace_period(
 ) -> None:
     db = tmp_path / "jobs.db"
     (tmp_path / "spin_app.py").write_text(WORKER_APP.format(db=str(db)))
-    env = _env()
-    env["PYTHONPATH"] = str(tmp_path)
+    env = _env(tmp_path)
     worker = subprocess.Popen(
         [sys.executable, "-m", "rota", "worker", "spin_app:app"],
         cwd=tmp_path,

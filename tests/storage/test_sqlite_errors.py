@@ -292,6 +292,47 @@ def test_with_no_busy_budget_a_locked_database_fails_at_once(
         other.close()
 
 
+def test_probe_write_takes_the_write_lock_and_changes_nothing(
+    file_engine: SqliteEngine, file_path: str, make_job: MakeJob
+) -> None:
+    """For ``rota health``: a real write, rolled back; a lock held past the busy budget or
+    a full disk is a ``StorageError`` naming the database."""
+    [job_id] = file_engine.enqueue([make_job()])
+    watcher = SqliteEngine(file_path)
+    try:
+        before = watcher.data_version()
+        file_engine.probe_write()
+        assert watcher.data_version() == before  # nothing was committed
+    finally:
+        watcher.close()
+    assert not file_engine._conn.in_transaction
+    other = sqlite3.connect(file_path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(StorageError, match=f"database {file_path} is locked"):
+            file_engine.probe_write()
+    finally:
+        other.rollback()
+        other.close()
+    assert not file_engine._conn.in_transaction
+    file_engine.probe_write()
+    assert file_engine.get(job_id).state is JobState.WAITING
+
+
+def test_probe_write_reports_a_full_disk(
+    file_engine: SqliteEngine, file_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = os.statvfs
+
+    def full(path: Any) -> Any:
+        stats = real(path)
+        return os.statvfs_result((*stats[:4], 0, *stats[5:]))  # no block available
+
+    monkeypatch.setattr(os, "statvfs", full)
+    with pytest.raises(StorageError, match=f"the disk holding {file_path} is full"):
+        file_engine.probe_write()
+
+
 def test_an_sqlite_without_returning_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 34, 1))
     with pytest.raises(StorageError, match=r"needs SQLite >= 3\.35"):

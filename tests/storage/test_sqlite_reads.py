@@ -98,6 +98,20 @@ def test_queues_lists_every_queue_with_jobs_once_sorted(
     assert engine.queues() == ["0-first", "a", "b", "z"]
 
 
+def test_queues_with_work_lists_the_queues_with_unfinished_jobs(
+    engine: SqliteEngine, make_job: MakeJob, clock: FakeClock, mixed: dict[str, list[int]]
+) -> None:
+    """For ``rota health``: the queues that need a worker (waiting, delayed or active
+    jobs), not those whose jobs have all finished."""
+    assert engine.queues_with_work() == ["a", "b"]
+    engine.enqueue([make_job(queue="0-later", delay_s=60)])
+    finish(engine, make_job, clock, "done", 2)
+    engine.enqueue([make_job(queue="running")])
+    engine.claim("running", "w", 1, 10_000)
+    assert engine.queues_with_work() == ["0-later", "a", "b", "running"]
+    assert "done" in engine.queues()
+
+
 # --- prune ----------------------------------------------------------------------------
 
 

@@ -160,6 +160,25 @@ async def report_async(args: Report, ctx: rota.Context) -> Reported:
     return Reported(os.getpid(), list(range(1, args.steps + 1)), "async")
 
 
+class Linger(msgspec.Struct, frozen=True):
+    log: str
+    """``record`` lines: the first start (no line before it) lingers, later ones do not."""
+    seconds: float
+
+
+@registry.job(name="modes.linger", queue=QUEUE, mode="process", max_attempts=1)
+def linger(args: Linger, ctx: rota.SyncContext) -> int:
+    """On its first start only: ``seconds`` reporting progress every 50 ms (a job that
+    outlives a shutdown's grace, and reports progress during it)."""
+    first = not os.path.exists(args.log)
+    record(args.log, ctx.attempt)
+    beats = round(args.seconds / 0.05) if first else 0
+    for beat in range(beats):
+        time.sleep(0.05)
+        ctx.progress(beat + 1, step=beat + 1, total=beats)
+    return os.getpid()
+
+
 @registry.job(name="modes.chatty", queue=QUEUE, mode="process")
 def chatty(args: Empty) -> str:
     # Bytes that would look like a frame header (and a huge length) on the protocol pipe.

@@ -19,13 +19,15 @@ class Throttled:
         self._open: dict[str, tuple[float, float, int]] = {}
         """key -> (first seen, last logged, occurrences since last logged)."""
 
-    def warning(self, key: str, message: str, *args: Any) -> None:
+    def warning(
+        self, key: str, message: str, *args: Any, extra: dict[str, Any] | None = None
+    ) -> None:
         now = time.monotonic()
         first, logged, since = self._open.get(key, (now, -float("inf"), 0))
         since += 1
         if now - logged >= self.every_s:
             suffix = f" ({since} times in {now - first:.0f} s)" if since > 1 else ""
-            self.logger.warning(message + suffix, *args)
+            self.logger.warning(message + suffix, *args, extra=extra)
             logged, since = now, 0
         self._open[key] = (first, logged, since)
 

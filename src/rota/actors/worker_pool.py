@@ -84,6 +84,9 @@ log = logging.getLogger("rota.worker")
 STORE_RETRY_S: Final = 0.5
 #: A worker yields to the scheduler at least once per this many jobs it takes.
 CHECKPOINT_EVERY: Final = 32
+#: At shutdown, how long after cancelling the jobs that outlived the grace period a job
+#: still running is logged as one that ignores cancellation.
+STUCK_WARNING_S: Final = 1.0
 #: The longest the feeder backs off when the engine's clock does not reach a delayed job's
 #: time as the monotonic clock said it would (a test's frozen ``Clock``; a clock set back).
 DUE_BACKOFF_MAX_S: Final = 1.0
@@ -286,12 +289,32 @@ class WorkerPool(Actor):
             if run.started_at and run.cancel_reason is None:  # unstarted: handed back below
                 run.cancel("shutdown")
                 interrupted.append(run)
+        warn_at = time.monotonic() + STUCK_WARNING_S
         while self.running:
             await self.idle.wait(0.05)
+            if warn_at and time.monotonic() >= warn_at:
+                warn_at = 0.0
+                self._warn_stuck([run for run in interrupted if run.scope is not None])
         async with self.store_lock:  # after the feeder's call in flight, if any
             await self._flush()
             await self._hand_back_unstarted()
             await self._release(interrupted)
+
+    def _warn_stuck(self, runs: list[JobRun]) -> None:
+        """Say which jobs the shutdown still waits for, and why that can be."""
+        for run in runs:
+            log.warning(
+                "queue %s: job %d has not stopped %.1f s after it was cancelled at the end "
+                "of the shutdown grace period: its handler ignores cancellation, and the "
+                "shutdown waits for it (a blocking call on the event loop; a wait for a thread "
+                "that cannot be abandoned, e.g. anyio.to_thread.run_sync without "
+                "abandon_on_cancel=True: a plain def handler, in thread mode, is not waited "
+                "for; in process mode, a child that ignores SIGTERM, killed after kill_grace_s)",
+                self.queue,
+                run.job.id,
+                STUCK_WARNING_S,
+                extra={"job_id": run.job.id, "queue": self.queue, "attempt": run.job.attempt},
+            )
 
     async def _release(self, runs: list[JobRun]) -> None:
         """Jobs this stop interrupted run again at once (a pool restarted by its

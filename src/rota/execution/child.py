@@ -30,7 +30,8 @@ import traceback
 import anyio.from_thread
 import msgspec
 
-from rota.app import App, Context, SyncContext, bad_payload
+from rota.actors._throttle import Throttled
+from rota.app import App, Context, SyncContext, bad_payload, unknown_job
 from rota.execution import attempt, wire
 
 
@@ -50,12 +51,8 @@ def _load(spec: str) -> App:
     """The app object named by ``Hello.app``."""
     if spec.startswith("path:"):
         path, _, attr = spec.removeprefix("path:").rpartition(":")
-        namespace = runpy.run_path(path, run_name="__rota_main__")
-        app = namespace[attr]
-        # Its jobs were named after the module "__main__" in the parent.
-        for name, definition in list(app.registry.jobs.items()):
-            if name.startswith("__rota_main__."):
-                app.registry.jobs["__main__." + name.removeprefix("__rota_main__.")] = definition
+        # (job names do not depend on the module: the parent's "__main__" jobs are these)
+        app = runpy.run_path(path, run_name="__rota_main__")[attr]
     else:
         module_name, _, attr = spec.partition(":")
         module = __import__(module_name, fromlist=["_"])
@@ -80,16 +77,16 @@ class _Runner:
         self.stack = contextlib.ExitStack()
         self.portal: anyio.from_thread.BlockingPortal | None = None
         self.hooks_ran = False
+        self.unknown = Throttled(logging.getLogger("rota.job"), 60.0)
 
     def run(self, message: wire.RunJob) -> wire.JobDone:
         app, job = self.app, message.job
         definition = app.registry.jobs.get(job.name)
-        if definition is None:
-            return wire.JobDone(
-                job.id,
-                "unrecoverable",
-                error=f"no handler registered for job {job.name!r} in the child process",
+        if definition is None:  # the parent has it: another version of the app's code?
+            error, delay_ms = unknown_job(
+                job, "this worker's child process", app.registry.jobs, self.unknown
             )
+            return wire.JobDone(job.id, "retry", error=error, delay_ms=delay_ms)
         try:
             args = definition.decode(job.payload)
         except msgspec.DecodeError as exc:
@@ -98,7 +95,11 @@ class _Runner:
             ctx = _ChildContext(app, None, job)
             ctx._channel = self.channel
             done: wire.JobDone = self._portal().call(
-                attempt.run_async, job.id, lambda: definition(args, ctx), definition.encode_result
+                attempt.run_async,
+                job.id,
+                lambda: definition(args, ctx),
+                definition.encode_result,
+                self.backend,
             )
             return done
         if not self.hooks_ran:

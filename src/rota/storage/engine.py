@@ -39,6 +39,10 @@ Operations, one sentence each:
   job taken back as it is now.
 * ``cancel(job_id)``: cancel a waiting or delayed job, or ask an active one to stop.
 * ``get`` / ``get_by_key`` / ``list_jobs`` / ``count``: read jobs.
+* ``queues`` / ``queues_with_work``: the queues that have jobs, and those that have
+  unfinished (waiting, delayed or active) jobs: the ones that need a worker.
+* ``probe_write()``: take the write lock, write, and roll back (``rota health``: can a
+  worker write now?).
 * ``prune(...)``: delete finished jobs by state, age and count (retention).
 * ``quarantine_corrupt()``: fail for good the jobs whose row holds an unknown state.
   Rows that do not decode are never an engine's exception to a claim, a settlement or a
@@ -396,6 +400,16 @@ class Engine(Protocol):
 
     def queues(self) -> list[str]:
         """Every queue that has jobs, sorted."""
+        ...
+
+    def queues_with_work(self) -> list[str]:
+        """Every queue that has waiting, delayed or active jobs, sorted."""
+        ...
+
+    def probe_write(self) -> None:
+        """Take the write lock, write (a no-op update) and roll back: nothing changes.
+        ``StorageError`` naming the problem if a write could not be done now (the lock is
+        held past the busy budget, the file is read-only, the disk is full...)."""
         ...
 
     def prune(

@@ -104,6 +104,7 @@ __all__ = [
     "NEXT_JOB_ID",
     "PROMOTE_DUE",
     "PROMOTE_DUE_IN_QUEUE",
+    "PROBE_WRITE",
     "PROMOTE_JOB",
     "PRUNE_EVENTS",
     "PRUNE_JOBS",
@@ -127,6 +128,7 @@ __all__ = [
     "SELECT_OWNED",
     "SELECT_PAUSED",
     "SELECT_QUEUES",
+    "SELECT_QUEUES_WITH_WORK",
     "SELECT_RETRYABLE",
     "SELECT_SCHEMA_VERSION",
     "SELECT_STATE",
@@ -585,6 +587,19 @@ SELECT_QUEUES: Final = (
     "UNION SELECT queue FROM rota_jobs WHERE state = 'active' "
     "UNION SELECT queue FROM rota_jobs WHERE finished_at_ms IS NOT NULL"
 )
+
+# Out: every queue that has unfinished jobs (waiting, delayed or active), sorted; each arm
+# reads its state's partial index, never the finished jobs.
+SELECT_QUEUES_WITH_WORK: Final = (
+    "SELECT queue FROM rota_jobs WHERE state = 'waiting' "
+    "UNION SELECT queue FROM rota_jobs WHERE state = 'delayed' "
+    "UNION SELECT queue FROM rota_jobs WHERE state = 'active'"
+)
+
+# Effect: a write that changes no value (the id floor set to itself), run inside a
+# transaction the engine rolls back: it needs the write lock and a writable file, and
+# leaves the database as it was. Out: nothing.
+PROBE_WRITE: Final = "UPDATE rota_meta SET value = value WHERE key = 'id_floor'"
 
 # Effect: remembers the highest id stored before a prune, remove or drain may delete it.
 # Keeps: ids are never reused (NEXT_JOB_ID starts above it).

@@ -1397,6 +1397,41 @@ class SqliteEngine:
     def queues(self) -> list[str]:
         return [queue for (queue,) in self._conn.execute(sql.SELECT_QUEUES).fetchall()]
 
+    @_read("list the queues with work")
+    def queues_with_work(self) -> list[str]:
+        return [queue for (queue,) in self._conn.execute(sql.SELECT_QUEUES_WITH_WORK).fetchall()]
+
+    def probe_write(self) -> None:
+        """Take the write lock (retried up to ``busy_timeout_s``), run a write that changes
+        nothing, and roll back; then check that the file system holding the database has
+        room left (a rolled-back write never reaches the disk). ``StorageError`` naming
+        the problem."""
+        self._check_open()
+        if self._in_batch:
+            raise RuntimeError("probe_write() cannot run inside a batch")
+        conn = self._conn
+
+        def probe() -> None:
+            conn.execute(BEGIN_IMMEDIATE)
+            try:
+                conn.execute(sql.PROBE_WRITE)
+            finally:
+                self._rollback_quietly()
+
+        self._retrying("test a write", probe)
+        if self._identity is None:  # in memory: no file system
+            return
+        try:
+            stats = os.statvfs(os.path.dirname(self._name))
+        except (OSError, AttributeError):  # no statvfs (Windows): the write test is all
+            return
+        if stats.f_bavail == 0:
+            raise StorageError(
+                f"the disk holding {self._name} is full (no block left for this user): "
+                "workers cannot commit; free some space (or prune finished jobs)",
+                transient=True,
+            )
+
     @_read("list paused queues")
     def paused_queues(self) -> set[str]:
         return {name for (name,) in self._conn.execute(sql.SELECT_PAUSED).fetchall()}
