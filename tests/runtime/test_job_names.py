@@ -177,11 +177,14 @@ def producer_and_worker(
 
 
 def unknown_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
-    """The throttled warning about an unknown name (not the line each failed attempt gets)."""
+    """The warnings that explain an unknown job (throttled); not the worker's line for each
+    failed attempt (``rota.job`` records with an ``outcome``: one per attempt)."""
     return [
         r.getMessage()
         for r in caplog.records
-        if r.levelno == logging.WARNING and "so that a worker that has it" in r.getMessage()
+        if r.levelno == logging.WARNING
+        and "no handler" in r.getMessage()
+        and not hasattr(r, "outcome")
     ]
 
 
@@ -206,6 +209,9 @@ async def test_an_unknown_job_is_logged_and_retried_per_its_policy_then_fails_sa
     assert result.skipped_s == pytest.approx(2 * UNKNOWN_JOB_DELAY_S, abs=0.1)
     assert clock() - start_ms == pytest.approx(2 * UNKNOWN_JOB_DELAY_S * 1000, abs=100)
     [warning] = unknown_warnings(caplog)  # 6 attempts, one line (throttled)
+    # ... and the worker's line for each failed attempt, saying when it runs again
+    attempts = [getattr(r, "outcome", None) for r in caplog.records if r.name == "rota.job"]
+    assert sorted(o for o in attempts if o) == ["failed"] * 2 + ["retrying"] * 4
     assert "'reports.brand_new'" in warning
     assert f"job {handles[0].id}" in warning and "queue 'reports'" in warning
     assert "did you mean 'reports.brand_old'" in warning
