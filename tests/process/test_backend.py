@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from proc_harness import Harness
+from proc_harness import Harness, Worker, wait_until
 
 from rota.domain.job import JobState
 
@@ -57,12 +57,18 @@ def test_the_same_handler_under_trio_fails_saying_how_to_switch(
     lines = failed.error.strip().splitlines()
     assert lines[-2] == "RuntimeError: no running event loop"
     assert lines[-1] == NEEDS_ASYNCIO
-    assert_logged_failed_for_good(worker.stderr(), job_id)
+    assert_logged_failed_for_good(worker, job_id)
 
 
-def assert_logged_failed_for_good(stderr: str, job_id: int) -> None:
-    """The worker's line for the job's last attempt ends with the hint."""
-    [line] = [line for line in stderr.splitlines() if f" rota.job: scripted #{job_id} " in line]
+def assert_logged_failed_for_good(worker: Worker, job_id: int) -> None:
+    """The worker's line for the job's last attempt ends with the hint. (The line is
+    written once the outcome is stored: it may follow the stored state by a moment.)"""
+
+    def lines() -> list[str]:
+        marker = f" rota.job: scripted #{job_id} "
+        return [line for line in worker.stderr().splitlines() if marker in line]
+
+    [line] = wait_until(lines, 5.0, f"the worker's line for job {job_id}")
     assert line.endswith(f": {NEEDS_ASYNCIO}; failed for good: in the dead-letter set"), line
 
 
@@ -81,7 +87,7 @@ def test_process_mode_children_run_async_handlers_on_the_worker_s_backend(
     else:
         assert job.error is not None
         assert job.error.strip().splitlines()[-1] == NEEDS_ASYNCIO
-        assert_logged_failed_for_good(worker.stderr(), job_id)
+        assert_logged_failed_for_good(worker, job_id)
 
 
 def test_an_unknown_backend_in_the_environment_is_one_line(harness: Harness) -> None:
