@@ -61,14 +61,14 @@ def printable(text: str, *, keep_newlines: bool = True) -> str:
     return "".join(out)
 
 
-def _json_safe(text: str) -> str:
+def json_printable(text: str) -> str:
     """JSON text with the characters JSON leaves raw but a terminal could act on (DEL, C1
-    controls, format characters) as ``\\uXXXX`` escapes: the same JSON, safe to print."""
-    if text.isprintable():
-        return text
+    controls, format characters: the encoder escapes C0 controls itself) written as
+    ``\\uXXXX`` escapes: the same JSON, safe to print. Line breaks are kept: outside
+    strings (which never hold a raw one) they are the formatting's."""
 
     def escape(c: str) -> str:
-        if c.isprintable():
+        if c == "\n" or c.isprintable():
             return c
         code = ord(c)
         if code < 0x10000:
@@ -76,6 +76,8 @@ def _json_safe(text: str) -> str:
         code -= 0x10000  # a surrogate pair, as JSON spells characters beyond the BMP
         return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
 
+    if text.isprintable():
+        return text
     return "".join(escape(c) for c in text)
 
 
@@ -126,7 +128,7 @@ class JsonFormatter(logging.Formatter):
             # A lone surrogate, a key JSON cannot hold, something deeper than msgspec goes:
             # every value as text, escaped, rather than a line lost.
             encoded = _JSON.encode({str(k): _text(v) for k, v in data.items()})
-        return _json_safe(encoded.decode())
+        return json_printable(encoded.decode())
 
 
 def _text(value: Any) -> str | int | float | bool | None:

@@ -913,41 +913,12 @@ def _jobs(count: int) -> str:
 
 # -- output: nothing stored reaches the terminal raw -------------------------------------------
 
-_NAMED_ESCAPES: Final = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
 
 def _printable(text: str) -> str:
     """``text`` with every character a terminal could act on escaped, visibly: control
     characters (``\\x1b``, ``\\n``, C1 controls), format characters such as bidi
     overrides (``\\u202e``), line and paragraph separators. One line, always."""
-    if text.isprintable():
-        return text
-    return "".join(
-        c if c.isprintable() else _NAMED_ESCAPES.get(c) or _escape_code(ord(c)) for c in text
-    )
-
-
-def _escape_code(code: int) -> str:
-    if code < 0x100:
-        return f"\\x{code:02x}"
-    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
-
-
-def _json_printable(text: str) -> str:
-    """JSON text with the characters JSON leaves raw but a terminal could act on (DEL, C1
-    controls, format characters: the encoder escapes C0 controls itself) written as
-    ``\\uXXXX`` escapes: the same JSON, safe to print."""
-
-    def escape(c: str) -> str:
-        if c == "\n" or c.isprintable():  # newlines: the formatting's, never in a string
-            return c
-        code = ord(c)
-        if code < 0x10000:
-            return f"\\u{code:04x}"
-        code -= 0x10000  # a surrogate pair, as JSON spells characters beyond the BMP
-        return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
-
-    return "".join(escape(c) for c in text)
+    return _log_format.printable(text, keep_newlines=False)
 
 
 def _cell(value: object) -> str:
@@ -966,8 +937,8 @@ def _print(line: str) -> None:
 
 def _print_json(data: Any) -> None:
     """Print ``data`` as one JSON document, indented, safe for a terminal (see
-    ``_json_printable``)."""
-    print(_json_printable(msgspec.json.format(msgspec.json.encode(data)).decode()))
+    ``_log_format.json_printable``)."""
+    print(_log_format.json_printable(msgspec.json.format(msgspec.json.encode(data)).decode()))
 
 
 def _warn(message: str) -> None:
