@@ -975,7 +975,7 @@ def test_health_names_each_queue_without_a_live_worker(
     )
     code, out, _ = run(capsys, "health", "--db", str(db), "--max-heartbeat-age", "60")
     assert (code, out) == (0, "ok: 2 live workers; queues images, mail served; database writable\n")
-    code, out, _ = run(capsys, "health", "--db", str(db), "--queue", "images", "-q", "pdf")
+    code, out, _ = run(capsys, "health", "--db", str(db), "--queue", "images", "--queue", "pdf")
     assert (code, out) == (1, "queue 'pdf': no live worker serves it\n")
 
 
@@ -1080,3 +1080,13 @@ def test_piping_into_head_exits_quietly(tmp_path: Path, command: list[str]) -> N
     assert result.returncode in (0, 141), result.stderr
     assert result.stderr == ""
     assert len(result.stdout.splitlines()) == 1
+
+
+def test_dash_q_means_quiet_wherever_it_exists_never_queue(
+    capsys: pytest.CaptureFixture[str], db: Path
+) -> None:
+    """`rota worker -q` is --quiet: no command takes `-q` for --queue."""
+    with pytest.raises(SystemExit) as exited:  # argparse: a usage error
+        main(["health", "--db", str(db), "-q", "images"])
+    assert exited.value.code == 2
+    assert "-q" in capsys.readouterr().err

@@ -1036,7 +1036,6 @@ def build_parser() -> argparse.ArgumentParser:
     health.add_argument("--db", help=database_help)
     health.add_argument(
         "--queue",
-        "-q",
         action="append",
         help="a queue that needs a live worker (repeatable; default: the app's queues, or "
         "every queue with unfinished jobs or a live worker)",
