@@ -10,6 +10,7 @@ def test_public_names_are_pinned() -> None:
     assert rota.__all__ == [
         "ActorNotRunning",
         "App",
+        "AttemptEnded",
         "CallTimeout",
         "Config",
         "ConfigError",
@@ -17,6 +18,7 @@ def test_public_names_are_pinned() -> None:
         "CorruptRow",
         "Event",
         "EventKind",
+        "Instrument",
         "JobFailed",
         "JobHandle",
         "JobNotFound",

@@ -10,6 +10,7 @@ from rota.app import App, Context, JobHandle, Registry, SyncContext
 from rota.config import Config
 from rota.domain.backoff import custom, exponential, fixed, linear
 from rota.domain.event import Event, EventKind, Progress
+from rota.domain.instrument import AttemptEnded, Instrument
 from rota.domain.job import JobOptions, JobState
 from rota.domain.outcome import Retry, Unrecoverable
 from rota.errors import (
@@ -30,6 +31,7 @@ from rota.errors import (
 __all__ = [
     "ActorNotRunning",
     "App",
+    "AttemptEnded",
     "CallTimeout",
     "Config",
     "ConfigError",
@@ -37,6 +39,7 @@ __all__ = [
     "CorruptRow",
     "Event",
     "EventKind",
+    "Instrument",
     "JobFailed",
     "JobHandle",
     "JobNotFound",

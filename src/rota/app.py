@@ -57,6 +57,7 @@ from rota.config import LIVE_HEARTBEATS, Config
 from rota.domain import lifecycle
 from rota.domain.backoff import Backoff, Custom, Exponential, Fixed, Linear
 from rota.domain.event import Event, EventKind, LogEntry, Owner, Progress
+from rota.domain.instrument import Instrument
 from rota.domain.job import (
     DEFAULT_QUEUE,
     FINISHED_STATES,
@@ -1151,12 +1152,19 @@ class App:
         config: Config | None = None,
         clock: Callable[[], int] | None = None,
         import_name: str | None = None,
+        instruments: Iterable[Instrument] = (),
         **options: Any,
     ) -> None:
         base = config if config is not None else Config()
         #: how child processes (process mode) import this app: ``"package.module:app"``;
         #: found by looking for the app among the imported modules if not given
         self.import_name = import_name
+        #: hooks for metrics, tracing, dashboards (``rota.Instrument``): every runtime of
+        #: this app calls them; add more with ``instruments.append`` before ``run()``
+        self.instruments: list[Instrument] = list(instruments)
+        for instrument in self.instruments:
+            if not isinstance(instrument, Instrument):
+                raise ConfigError(f"instruments: {instrument!r} is not a rota.Instrument")
         self.thread_hooks = ThreadHooks()
         self.config = base.replace(database=str(database), where="rota.App", **options)
         #: ms since the epoch; tests pass ``rota.testing.Clock`` to control time
@@ -1285,6 +1293,7 @@ class App:
             engine_factory=lambda: self.engine(synchronous=config.synchronous),
             runners=lambda queue: self._runners(queue, config, backend),
             clock=self.clock,
+            instruments=self.instruments,
         )
         body_error: Exception | None = None
         async with anyio.create_task_group() as tg:

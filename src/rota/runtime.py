@@ -36,6 +36,7 @@ import anyio
 import anyio.abc
 import msgspec
 
+from rota.actors._instruments import Instruments
 from rota.actors.kernel import Actor, ActorRef
 from rota.actors.lock_renewer import CheckCancels, LockRenewer
 from rota.actors.queue import Pause, Queue, Resume
@@ -56,6 +57,7 @@ from rota.actors.worker_pool import (
 )
 from rota.config import Config
 from rota.domain.event import Owner
+from rota.domain.instrument import Instrument
 from rota.domain.job import NewJob
 from rota.errors import ActorNotRunning, MailboxFull, StorageError
 from rota.storage.engine import Engine, LeaseRef
@@ -85,6 +87,7 @@ class Runtime:
         runners: Callable[[str], QueueRunners],
         watch_other_processes: bool = True,
         clock: Callable[[], int] | None = None,
+        instruments: Sequence[Instrument] = (),
     ) -> None:
         if not queues:
             raise ValueError("a runtime needs at least one queue (register a job first)")
@@ -98,6 +101,8 @@ class Runtime:
             heartbeat_at_ms=time.time_ns() // 1_000_000,
             queues=self.queues,
         )
+        self.instruments = Instruments(instruments)
+        """The installed instruments (``rota.Instrument``), called where they attach."""
         self._commit = anyio.Event()
         self.fatal: StorageError | None = None
         """Why the runtime stopped by itself (its database file was deleted or replaced)."""
@@ -110,6 +115,7 @@ class Runtime:
                 on_external_commit=self._external_commit if watch_other_processes else None,
                 on_fatal=self._on_fatal,
                 watch_interval_s=config.poll_interval_s,
+                instruments=self.instruments,
             ),
             mailbox_size=4096,
         )
@@ -135,6 +141,7 @@ class Runtime:
                     prefetch=settings.prefetch,
                     lease_ttl_ms=ttl_ms,
                     shutdown_grace_s=config.shutdown_grace_s,
+                    instruments=self.instruments,
                 ),
             )
             queue_ref: ActorRef[Actor] = ActorRef(

@@ -53,6 +53,7 @@ import anyio
 import msgspec
 
 from rota.actors._backend import LoopScheduler, current_loop_scheduler
+from rota.actors._instruments import Instruments
 from rota.actors.kernel import Actor, ActorRef, Envelope
 from rota.domain.event import Event, LogEntry, Owner
 from rota.domain.job import FINISHED_STATES, Job, JobState, NewJob
@@ -511,8 +512,10 @@ class Store(Actor):
         on_external_commit: Callable[[], None] | None = None,
         on_fatal: Callable[[StorageError], None] | None = None,
         watch_interval_s: float = 0.005,
+        instruments: Instruments | None = None,
     ) -> None:
         self._engine_factory = engine_factory
+        self._instruments = instruments if instruments is not None and instruments.storage else None
         self._on_commit = on_commit
         self._watch = (
             None
@@ -544,9 +547,16 @@ class Store(Actor):
         self._transactions += 1
         self._operations += len(ops)
         self._largest_batch = max(self._largest_batch, len(ops))
+        instruments = self._instruments
+        if instruments is not None:
+            instruments.storage_batch_started(len(ops))
+            started = time.perf_counter()
         try:
             results = await self._thread.run(lambda engine: _run_batch(_live(engine), ops))
         except _BatchFailed as failed:
+            if instruments is not None:
+                elapsed = time.perf_counter() - started
+                instruments.storage_batch_ended(len(ops), elapsed, failed.error)
             self._failed_transactions += 1
             for envelope in batch:
                 envelope.fail(failed.error)
@@ -557,6 +567,8 @@ class Store(Actor):
             # the batch was committed; they retry); wait before the next batch.
             await anyio.sleep(self._degraded(failed.error))
             return
+        if instruments is not None:
+            instruments.storage_batch_ended(len(ops), time.perf_counter() - started, None)
         if self._outage is not None and self._outage.over():
             self._recovered()
         for envelope, result in zip(batch, results, strict=True):

@@ -57,10 +57,12 @@ import anyio.lowlevel
 import msgspec
 
 from rota.actors._backend import is_cancellation
+from rota.actors._instruments import Instruments
 from rota.actors._joblog import job_log, log_attempt, log_started
 from rota.actors._throttle import Throttled
 from rota.actors.kernel import Actor
 from rota.actors.store import StoreClient
+from rota.domain.instrument import AttemptEnded, AttemptOutcome
 from rota.domain.job import Job, JobState
 from rota.domain.outcome import FailureKind
 from rota.errors import ActorNotRunning, CallTimeout, StorageError
@@ -207,7 +209,10 @@ class WorkerPool(Actor):
         prefetch: int,
         lease_ttl_ms: int,
         shutdown_grace_s: float = 10.0,
+        instruments: Instruments | None = None,
     ) -> None:
+        self.instruments = instruments if instruments is not None and instruments.attempts else None
+        """Those installed that watch attempts (``attempt_ended``), if any."""
         self.queue = queue
         self.owner = owner
         self.store = store
@@ -222,11 +227,13 @@ class WorkerPool(Actor):
         self.completions: list[Completion] = []
         self.failures: list[Failure] = []
         self.completed_runs: list[JobRun] = []
-        """The runs of ``completions``, while INFO lines are logged (``log_completed``)."""
+        """The runs of ``completions``, while INFO lines are logged or an instrument
+        watches attempts (``log_completed``)."""
         self.failed_runs: list[JobRun] = []
         """The runs of ``failures``, in the same order."""
-        self.log_completed = job_log.isEnabledFor(logging.INFO)
-        """Whether completions are logged: read again after each batch is stored."""
+        self.log_completed = self._report_completed()
+        """Whether completions are reported (logged, or instrumented): read again after
+        each batch is stored."""
         self.log_started = job_log.isEnabledFor(logging.DEBUG)
         """Whether starts are logged (DEBUG): read with ``log_completed``."""
         self.draining = False
@@ -583,7 +590,7 @@ class WorkerPool(Actor):
             for run in completed_runs:
                 if run.job.id not in refused:
                     self._log_attempt(run, "completed", logging.INFO)
-        self.log_completed = job_log.isEnabledFor(logging.INFO)
+        self.log_completed = self._report_completed()
         self.log_started = job_log.isEnabledFor(logging.DEBUG)
 
     def _log_failures(self, runs: list[JobRun], settled: Settled) -> None:
@@ -603,15 +610,32 @@ class WorkerPool(Actor):
             else:
                 self._log_attempt(run, "failed", logging.WARNING, failed.error)
 
-    @staticmethod
+    def _report_completed(self) -> bool:
+        return self.instruments is not None or job_log.isEnabledFor(logging.INFO)
+
     def _log_attempt(
+        self,
         run: JobRun,
-        outcome: str,
+        outcome: AttemptOutcome,
         level: int,
         error: str | None = None,
         retry_in_s: float | None = None,
     ) -> None:
+        """Report an ended attempt: its log line, and to the instruments."""
         job = run.job
+        if self.instruments is not None:
+            self.instruments.attempt_ended(
+                AttemptEnded(
+                    job_id=job.id,
+                    name=job.name,
+                    queue=job.queue,
+                    attempt=job.attempt,
+                    max_attempts=job.max_attempts,
+                    outcome=outcome,
+                    seconds=run.duration_s(),
+                    error=None if error is None else (error.strip().splitlines() or [""])[-1],
+                )
+            )
         log_attempt(
             level,
             job_id=job.id,
