@@ -198,6 +198,7 @@ class Runtime:
                 held=self.held_leases,
                 clock=clock,
                 lease_ttl_s=config.lease_ttl_s,
+                instruments=self.instruments,
             ),
         )
         self.queue_sups = queue_sups

@@ -144,3 +144,29 @@ def test_only_the_hooks_an_instrument_overrides_are_called() -> None:
         Instruments([object()])  # type: ignore[list-item]
     with pytest.raises(rota.ConfigError, match=r"not a rota\.Instrument"):
         rota.App(":memory:", instruments=[object()])  # type: ignore[list-item]
+
+
+async def test_a_stall_rescued_by_the_scheduler_reaches_the_instrument(
+    make_app: Callable[..., App],
+) -> None:
+    recorder = Recorder()
+    clock = Clock()
+    app = make_app(clock=clock, instruments=[recorder])
+
+    @app.job(name="work", queue="q", max_stalls=0)
+    async def work(args: Item) -> int:
+        return args.n
+
+    handle = await work.enqueue(Item(1))
+    dead = app.engine()  # a worker that claims the job and dies
+    try:
+        dead.migrate()
+        [claimed] = dead.claim("q", "dead-owner", 1, 100)
+    finally:
+        dead.close()
+    async with app.run() as runtime:
+        clock.advance(0.5)  # past its 100 ms lease (not a clock jump)
+        assert (await runtime.sweep()).failed == [handle.id]
+    [ended] = recorder.attempts
+    assert (ended.job_id, ended.attempt, ended.outcome) == (claimed.id, 1, "failed")
+    assert ended.error is not None and "failed as poison after 1 stalls" in ended.error

@@ -9,10 +9,12 @@ from __future__ import annotations
 import logging
 from typing import Final
 
+from rota.actors._instruments import Instruments
+from rota.domain.instrument import AttemptEnded, AttemptOutcome
 from rota.domain.job import Job
-from rota.domain.report import JOB_LOG, attempt_ended, attempt_started
+from rota.domain.report import JOB_LOG, attempt_ended, attempt_started, last_line
 
-__all__ = ["job_log", "log_attempt", "log_started"]
+__all__ = ["job_log", "log_attempt", "log_started", "report_attempt"]
 
 job_log: Final = logging.getLogger(JOB_LOG)
 
@@ -51,6 +53,46 @@ def log_attempt(
     )
     record.exc_text = line.traceback
     job_log.handle(record)
+
+
+def report_attempt(
+    level: int,
+    job: Job,
+    outcome: AttemptOutcome,
+    *,
+    instruments: Instruments | None,
+    duration_s: float | None = None,
+    error: str | None = None,
+    retry_in_s: float | None = None,
+) -> None:
+    """An attempt of ``job`` ended: tell the instruments that watch attempts, and log its
+    line at ``level``. The one place both happen, for the pool's attempts and the
+    Scheduler's rescued stalls alike."""
+    if instruments is not None and instruments.attempts:
+        instruments.attempt_ended(
+            AttemptEnded(
+                job_id=job.id,
+                name=job.name,
+                queue=job.queue,
+                attempt=job.attempt,
+                max_attempts=job.max_attempts,
+                outcome=outcome,
+                seconds=duration_s,
+                error=None if error is None else last_line(error),
+            )
+        )
+    log_attempt(
+        level,
+        job_id=job.id,
+        name=job.name,
+        queue=job.queue,
+        attempt=job.attempt,
+        max_attempts=job.max_attempts,
+        outcome=outcome,
+        duration_s=duration_s,
+        error=error,
+        retry_in_s=retry_in_s,
+    )
 
 
 def log_started(job: Job) -> None:

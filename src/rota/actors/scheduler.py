@@ -36,11 +36,13 @@ from typing import Any, Final
 import anyio
 import msgspec
 
-from rota.actors._joblog import log_attempt
+from rota.actors._instruments import Instruments
+from rota.actors._joblog import report_attempt
 from rota.actors._throttle import Throttled
 from rota.actors.kernel import Actor
 from rota.actors.store import StoreClient
 from rota.domain.event import Owner, possible_pid
+from rota.domain.instrument import AttemptOutcome
 from rota.domain.job import Job, JobState
 from rota.errors import ActorNotRunning, CallTimeout, StorageError
 from rota.storage.engine import LeaseRef, Rescued
@@ -179,7 +181,9 @@ class Scheduler(Actor):
         held: Callable[[], list[LeaseRef]] | None = None,
         clock: Callable[[], int] | None = None,
         lease_ttl_s: float = 30.0,
+        instruments: Instruments | None = None,
     ) -> None:
+        self.instruments = instruments
         self.store = store
         self.owner = owner
         self.settings = settings
@@ -278,6 +282,7 @@ class Scheduler(Actor):
         now_ms = self.clock()
         for job in jobs:
             retry_in_s = None
+            outcome: AttemptOutcome
             if job.state is JobState.CANCELLED:
                 outcome, level = "cancelled", logging.INFO
             elif job.state is JobState.FAILED:
@@ -285,14 +290,11 @@ class Scheduler(Actor):
             else:
                 outcome, level = "retrying", logging.WARNING
                 retry_in_s = (job.run_at_ms - now_ms) / 1000
-            log_attempt(
+            report_attempt(
                 level,
-                job_id=job.id,
-                name=job.name,
-                queue=job.queue,
-                attempt=job.attempt,
-                max_attempts=job.max_attempts,
-                outcome=outcome,
+                job,
+                outcome,
+                instruments=self.instruments,
                 error=job.error,
                 retry_in_s=retry_in_s,
             )

@@ -58,11 +58,11 @@ import msgspec
 
 from rota.actors._backend import is_cancellation
 from rota.actors._instruments import Instruments
-from rota.actors._joblog import job_log, log_attempt, log_started
+from rota.actors._joblog import job_log, log_started, report_attempt
 from rota.actors._throttle import Throttled
 from rota.actors.kernel import Actor
 from rota.actors.store import StoreClient
-from rota.domain.instrument import AttemptEnded, AttemptOutcome
+from rota.domain.instrument import AttemptOutcome
 from rota.domain.job import Job, JobState
 from rota.domain.outcome import FailureKind
 from rota.errors import ActorNotRunning, CallTimeout, StorageError
@@ -622,28 +622,11 @@ class WorkerPool(Actor):
         retry_in_s: float | None = None,
     ) -> None:
         """Report an ended attempt: its log line, and to the instruments."""
-        job = run.job
-        if self.instruments is not None:
-            self.instruments.attempt_ended(
-                AttemptEnded(
-                    job_id=job.id,
-                    name=job.name,
-                    queue=job.queue,
-                    attempt=job.attempt,
-                    max_attempts=job.max_attempts,
-                    outcome=outcome,
-                    seconds=run.duration_s(),
-                    error=None if error is None else (error.strip().splitlines() or [""])[-1],
-                )
-            )
-        log_attempt(
+        report_attempt(
             level,
-            job_id=job.id,
-            name=job.name,
-            queue=job.queue,
-            attempt=job.attempt,
-            max_attempts=job.max_attempts,
-            outcome=outcome,
+            run.job,
+            outcome,
+            instruments=self.instruments,
             duration_s=run.duration_s(),
             error=error,
             retry_in_s=retry_in_s,
