@@ -104,3 +104,52 @@ def test_checker_catches_violations() -> None:
         "rota.domain",
         "rota.domain.Job",
     ]
+
+
+#: The modules of concrete engines and their drivers: only ``rota/storage/`` names them;
+#: everything else opens a database through ``rota.storage.open_engine`` (from a URL).
+CONCRETE_ENGINES: tuple[str, ...] = (
+    "rota.storage.sqlite",
+    "rota.storage.schema",
+    "rota.storage.postgres",
+    "sqlite3",
+    "psycopg",
+    "asyncpg",
+)
+#: Class names of concrete engines (a lazy import or an annotation names them too).
+ENGINE_CLASSES: tuple[str, ...] = ("SqliteEngine", "PostgresEngine")
+
+
+def concrete_engine_names(source: str) -> list[str]:
+    """The concrete engine modules a source file imports and engine classes it names."""
+    imported = sorted(
+        module
+        for module in imported_modules(source)
+        if any(module == c or module.startswith(c + ".") for c in CONCRETE_ENGINES)
+    )
+    # "from rota.storage import sqlite" gives rota.storage.sqlite (imported_modules)
+    return imported + [name for name in ENGINE_CLASSES if name in source]
+
+
+def test_no_module_outside_storage_names_a_concrete_engine() -> None:
+    files = [p for p in sorted(SRC.rglob("*.py")) if "storage" not in p.relative_to(SRC).parts]
+    assert len(files) > 20
+    problems = {
+        str(path.relative_to(SRC)): found
+        for path in files
+        if (found := concrete_engine_names(path.read_text()))
+    }
+    assert problems == {}, f"a concrete engine named outside rota/storage/: {problems}"
+
+
+def test_concrete_engine_checker_fires() -> None:
+    assert concrete_engine_names("from rota.storage.sqlite import SqliteEngine") == [
+        "rota.storage.sqlite",
+        "rota.storage.sqlite.SqliteEngine",
+        "SqliteEngine",
+    ]
+    assert concrete_engine_names("from rota.storage import sqlite") == ["rota.storage.sqlite"]
+    assert concrete_engine_names("import sqlite3") == ["sqlite3"]
+    assert concrete_engine_names("def f() -> 'SqliteEngine': ...") == ["SqliteEngine"]
+    assert concrete_engine_names("from rota.storage import Engine, open_engine") == []
+    assert concrete_engine_names("from rota.storage.engine import Engine") == []

@@ -299,6 +299,26 @@ async def test_max_jobs_per_child_recycles_children_without_counting_restarts(
         assert pool_of(runtime).statistics()["pids"] == [pids[-1]]
 
 
+# -- the database the parent names ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])  # the handshake does not depend on it
+@pytest.mark.parametrize("database", ["sqlite:///jobs.db", ":memory:"])
+async def test_a_child_works_on_its_parents_database_given_as_a_url_or_memory(
+    make_app: Callable[..., App], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database: str
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the relative URL names tmp_path/jobs.db
+    app = make_app(database, import_name="modes_app:app", processes=1)
+    app.include(modes_app.registry)
+    async with app.run():
+        handle = await modes_app.enqueue_pid.enqueue(Empty())
+        # the child enqueued on this app's database (its own app says ":memory:")
+        child_job = app.handle(await handle.result(timeout=10))
+        assert await child_job.result(timeout=10) != os.getpid()
+    if database != ":memory:":
+        assert (tmp_path / "jobs.db").is_file()
+
+
 # -- progress, logs, results, print ---------------------------------------------------------
 
 

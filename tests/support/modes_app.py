@@ -144,6 +144,13 @@ def pid(args: Empty) -> int:
     return os.getpid()
 
 
+@registry.job(name="modes.enqueue_pid", queue=QUEUE, mode="process")
+def enqueue_pid(args: Empty) -> int:
+    """Enqueue a ``modes.pid`` job from the child, on the database ``Hello`` named (this
+    module's own app says ``:memory:``): the id of that job."""
+    return pid.enqueue_sync(Empty()).id
+
+
 @registry.job(name="modes.report_sync", queue=QUEUE, mode="process")
 def report_sync(args: Report, ctx: rota.SyncContext) -> Reported:
     for step in range(1, args.steps + 1):
