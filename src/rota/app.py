@@ -31,7 +31,6 @@ import functools
 import inspect
 import logging
 import math
-import os
 import random
 import re
 import sys
@@ -84,8 +83,8 @@ from rota.execution.processes import Interrupted, ProcessPool, ProcessSettings
 from rota.execution.threads import ThreadHooks, ThreadPool
 from rota.execution.wire import Hello, JobDone
 from rota.runtime import Runtime
+from rota.storage import DatabaseUrl, open_engine
 from rota.storage.engine import Completion, Engine, Failure
-from rota.storage.sqlite import SqliteEngine
 
 __all__ = [
     "UNKNOWN_JOB_DELAY_S",
@@ -1183,18 +1182,30 @@ class App:
         self._tmpdir: tempfile.TemporaryDirectory[str] | None = None
         #: warnings about jobs with a name this app has no handler for (``unknown_job``)
         self._unknown = Throttled(log, _UNKNOWN_JOB_LOG_EVERY_S)
-        self.database_path = self._resolve_database(self.config.database)
+        #: where this app's connections go (``config.database``, parsed; a ``:memory:``
+        #: app's private file, so that all of them see one database)
+        self.database_url = self._resolve_database(self.config.database)
         #: the queues enqueued to whose workers were looked for (``_check_served``)
         self._queues_checked: set[str] = set()
         self._queues_checked_lock = threading.Lock()
 
-    def _resolve_database(self, database: str) -> str:
-        if database == ":memory:":
+    def _resolve_database(self, database: str) -> DatabaseUrl:
+        url = DatabaseUrl.parse(database)
+        if url.memory:
             # Several connections (the Store, producers, the watcher) must see one database:
             # a private temporary file behaves like :memory: for every caller.
             self._tmpdir = tempfile.TemporaryDirectory(prefix="rota-")
-            return str(Path(self._tmpdir.name) / "memory.db")
-        return database
+            return url.shared(self._tmpdir.name)
+        return url
+
+    @property
+    def database_path(self) -> str:
+        """The database file this app's connections open (``database_url``'s path)."""
+        return self.database_url.path
+
+    @database_path.setter
+    def database_path(self, path: str) -> None:
+        self.database_url = DatabaseUrl.parse(path)
 
     def __repr__(self) -> str:
         return f"<rota.App {self.database_path!r} jobs={sorted(self.registry.jobs)}>"
@@ -1251,10 +1262,10 @@ class App:
 
     # -- running --
 
-    def engine(self, *, synchronous: Literal["FULL", "NORMAL"] | None = None) -> SqliteEngine:
+    def engine(self, *, synchronous: Literal["FULL", "NORMAL"] | None = None) -> Engine:
         """A new engine on this app's database (the caller owns and closes it)."""
-        return SqliteEngine(
-            self.database_path,
+        return open_engine(
+            self.database_url,
             synchronous=synchronous or self.config.synchronous,
             clock=self.clock,
         )
@@ -1372,7 +1383,7 @@ class App:
                 hello=Hello(
                     app=self._import_spec(),
                     path=list(sys.path),
-                    database=str(Path(self.database_path).resolve()),
+                    database=str(self.database_url.absolute()),
                     backend=backend,
                 ),
             )
@@ -1754,7 +1765,7 @@ class EventStream:
 
 
 def _same_database(a: str, b: str) -> bool:
-    return a == b or os.path.realpath(a) == os.path.realpath(b)
+    return a == b or DatabaseUrl.parse(a).same_database(DatabaseUrl.parse(b))
 
 
 def _now_ms() -> int:

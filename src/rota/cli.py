@@ -5,16 +5,16 @@
     rota --version
     rota [--debug] worker module:app [--queue Q ...] [--concurrency N] [--backend B]
                           [--config rota.toml] [--log-level LEVEL | -q] [--log-format F]
-    rota [--debug] info   (module:app | --db PATH) [--json]
-    rota [--debug] health (module:app | --db PATH) [--queue Q ...] [--max-heartbeat-age S]
-    rota [--debug] jobs   list (module:app | --db PATH) [--queue Q] [--state S] [--limit N]
+    rota [--debug] info   (module:app | --db URL) [--json]
+    rota [--debug] health (module:app | --db URL) [--queue Q ...] [--max-heartbeat-age S]
+    rota [--debug] jobs   list (module:app | --db URL) [--queue Q] [--state S] [--limit N]
                           [--json]
-    rota [--debug] jobs   show (module:app | --db PATH) JOB_ID [--json]
-    rota [--debug] jobs   retry|cancel (module:app | --db PATH) JOB_ID
-    rota [--debug] queue  pause|resume|retry-failed|drain (module:app | --db PATH) QUEUE
-    rota [--debug] queue  clean (module:app | --db PATH) QUEUE [--state S]
+    rota [--debug] jobs   show (module:app | --db URL) JOB_ID [--json]
+    rota [--debug] jobs   retry|cancel (module:app | --db URL) JOB_ID
+    rota [--debug] queue  pause|resume|retry-failed|drain (module:app | --db URL) QUEUE
+    rota [--debug] queue  clean (module:app | --db URL) QUEUE [--state S]
                           [--older-than SECONDS] [--keep-last N]
-    rota demo   [--jobs N] [--db PATH]
+    rota demo   [--jobs N] [--db URL]
 
 Options come from the command line, then ``ROTA_*`` environment variables, then a TOML
 file (``--config``); an unknown one in a file is an error that names the closest known
@@ -78,8 +78,8 @@ from rota.config import BACKENDS, LIVE_HEARTBEATS, Config
 from rota.domain.event import LogEntry, Owner
 from rota.domain.job import FINISHED_STATES, JobState
 from rota.errors import ConfigError, RotaError, StorageError, SupervisorGaveUp, did_you_mean
-from rota.storage.engine import JobRecord, OwnerRecord
-from rota.storage.sqlite import SqliteEngine
+from rota.storage import open_engine
+from rota.storage.engine import Engine, JobRecord, OwnerRecord
 
 __all__ = ["main"]
 
@@ -214,7 +214,7 @@ def _banner(app: Any, runtime: Any, announce: bool) -> str:
     the database (an absolute path), and each queue's concurrency, prefetch and modes.
     The first line ends with ``(Ctrl-C to stop)``: the worker is ready. With ``announce``,
     logged too (INFO, ``rota.worker``, the same as fields)."""
-    database = str(Path(app.database_path).resolve())
+    database = str(app.database_url.absolute())
     backend = current_backend()
     queues = []
     lines = [
@@ -330,13 +330,13 @@ def _database(args: argparse.Namespace) -> str:
     if args.db:
         return str(args.db)
     if args.app:
-        return str(load_app(args.app).database_path)
+        return str(load_app(args.app).database_url)
     return Config.from_env(warn=_warn).database
 
 
-def _engine(args: argparse.Namespace) -> SqliteEngine:
+def _engine(args: argparse.Namespace) -> Engine:
     """The database the command is about, which must exist (never created here)."""
-    return SqliteEngine.open_existing(_database(args))
+    return open_engine(_database(args), create=False)
 
 
 #: How many jobs in an unknown state ``rota info`` lists (it counts them all).
@@ -345,7 +345,7 @@ UNKNOWN_STATES_SHOWN: Final = 20
 
 def cmd_info(args: argparse.Namespace) -> int:
     path = _database(args)
-    engine = SqliteEngine.open_existing(path)
+    engine = open_engine(path, create=False)
     try:
         now = engine.now_ms()
         paused = engine.paused_queues()
@@ -472,7 +472,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     return 0
 
 
-def _list_jobs(engine: SqliteEngine, args: argparse.Namespace) -> None:
+def _list_jobs(engine: Engine, args: argparse.Namespace) -> None:
     """One row per job (a summary: no payload is read), its corrupt columns named in a
     last column that is there only when some row has one."""
     state = JobState(args.state) if args.state else None
@@ -754,11 +754,11 @@ def cmd_health(args: argparse.Namespace) -> int:
     intervals) and, on this host, a process that still runs."""
     app = load_app(args.app) if args.app and not args.db else None
     config = app.config if app is not None else Config.from_env(warn=_warn)
-    path = args.db or (app.database_path if app is not None else config.database)
+    path = args.db or (str(app.database_url) if app is not None else config.database)
     max_age_s = args.max_heartbeat_age or LIVE_HEARTBEATS * config.heartbeat_interval_s
     max_age_ms = round(max_age_s * 1000)
     problems: list[str] = []
-    engine = SqliteEngine.open_existing(path, busy_timeout_s=HEALTH_BUSY_TIMEOUT_S)
+    engine = open_engine(path, create=False, busy_timeout_s=HEALTH_BUSY_TIMEOUT_S)
     try:
         try:
             engine.probe_write()
@@ -845,8 +845,8 @@ def cmd_queue(args: argparse.Namespace) -> int:
             if value is not None:
                 raise ConfigError(f"queue {action}: {option} is for queue clean")
     app = load_app(args.app) if args.app and not args.db else None
-    path = args.db or (app.database_path if app is not None else _database(args))
-    engine = SqliteEngine.open_existing(path)
+    path = args.db or (str(app.database_url) if app is not None else _database(args))
+    engine = open_engine(path, create=False)
     try:
         known = set(engine.queues()) | engine.paused_queues()
         known |= {q for owner in engine.owner_records() for q in owner.queues or ()}
@@ -862,7 +862,7 @@ def cmd_queue(args: argparse.Namespace) -> int:
     return 0
 
 
-def _queue_action(engine: SqliteEngine, action: str, queue: str, args: argparse.Namespace) -> str:
+def _queue_action(engine: Engine, action: str, queue: str, args: argparse.Namespace) -> str:
     """Do it, through the engine's operations; what was done, in words."""
     if action == "pause":
         engine.set_paused(queue, True)
@@ -1017,13 +1017,14 @@ def build_parser() -> argparse.ArgumentParser:
     worker.set_defaults(fn=lambda args: cmd_worker(args))
 
     database_help = (
-        "the SQLite file; it must exist (never created here); an older rota schema is migrated"
+        "the database: a path or a URL (sqlite:///relative.db, sqlite:////absolute.db); it "
+        "must exist (never created here); an older rota schema is migrated"
     )
     info = sub.add_parser(
         "info", parents=[common], help="queues, counts by state, live owners, corrupt rows"
     )
     info.add_argument("app", nargs="?", help="module:app (or --db)")
-    info.add_argument("--db", help=database_help)
+    info.add_argument("--db", metavar="URL", help=database_help)
     info.add_argument("--json", action="store_true", help="one JSON document, every field")
     info.set_defaults(fn=lambda args: cmd_info(args))
 
@@ -1033,7 +1034,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="exit 0 if the database takes writes and a live worker serves each queue",
     )
     health.add_argument("app", nargs="?", help="module:app (or --db): checks the app's queues")
-    health.add_argument("--db", help=database_help)
+    health.add_argument("--db", metavar="URL", help=database_help)
     health.add_argument(
         "--queue",
         action="append",
@@ -1052,7 +1053,7 @@ def build_parser() -> argparse.ArgumentParser:
     jobs = sub.add_parser("jobs", parents=[common], help="list, show, retry or cancel jobs")
     jobs.add_argument("action", choices=["list", "show", "retry", "cancel"])
     jobs.add_argument("targets", nargs="*", metavar="[module:app] [JOB_ID]")
-    jobs.add_argument("--db", help=database_help)
+    jobs.add_argument("--db", metavar="URL", help=database_help)
     jobs.add_argument("--queue")
     jobs.add_argument("--state", choices=[s.value for s in JobState])
     jobs.add_argument("--limit", type=_at_least(0), default=50)
@@ -1065,7 +1066,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     queue.add_argument("action", choices=QUEUE_ACTIONS)
     queue.add_argument("targets", nargs="*", metavar="[module:app] QUEUE")
-    queue.add_argument("--db", help=database_help)
+    queue.add_argument("--db", metavar="URL", help=database_help)
     queue.add_argument(
         "--state", choices=CLEANABLE, help="clean: the state of the jobs to delete (completed)"
     )

@@ -25,6 +25,7 @@ from typing import Any, Final, Literal, NamedTuple
 import msgspec
 
 from rota.errors import ConfigError
+from rota.storage.url import DatabaseUrl
 
 __all__ = ["BACKENDS", "BOUNDS", "LIVE_HEARTBEATS", "Backend", "Bound", "Config", "QueueConfig"]
 
@@ -115,7 +116,9 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     must be finite: NaN, an infinity or a value out of range is a ``ConfigError`` naming the
     option, so a Config that ``App()`` accepts never stops ``app.run()``.
 
-    * ``database`` (path or ``":memory:"``, default ``"rota.db"``): the SQLite file.
+    * ``database`` (default ``"rota.db"``): the SQLite file, as a path or a URL
+      (``sqlite:///relative.db``, ``sqlite:////absolute.db``), or ``":memory:"``: see
+      ``rota.storage.DatabaseUrl.parse`` for the forms; a bad one is a ``ConfigError`` here.
     * ``backend`` (None, ``"trio"`` or ``"asyncio"``): the event loop async handlers run
       on. ``rota worker`` runs this loop (None: trio). An embedded ``app.run()`` runs on
       its caller's loop, which it cannot switch: None uses whichever loop that is, and a
@@ -201,6 +204,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
 
     def __post_init__(self) -> None:
         _check_numbers(self, "")
+        DatabaseUrl.parse(self.database)  # ConfigError now, not when a runtime opens it
         if self.backend is not None and self.backend not in BACKENDS:  # Config(...) itself
             raise ConfigError(_bad_backend(self.backend))
         for queue, qc in self.queue_config.items():

@@ -234,7 +234,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rota demo", description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=2000, help="sample jobs (default 2000)")
     parser.add_argument("--concurrency", type=int, default=20, help="jobs at once (default 20)")
-    parser.add_argument("--db", help="SQLite file (default: a new temporary file)")
+    parser.add_argument(
+        "--db",
+        metavar="URL",
+        help="the database: a path or sqlite:/// URL (default: a new temporary file)",
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="rota-demo-") as tmp:
         db = args.db or str(Path(tmp) / "demo.db")

@@ -41,6 +41,7 @@ import msgspec
 
 from rota.app import App
 from rota.domain.job import JobState
+from rota.storage import DatabaseUrl
 
 __all__ = ["Clock", "DrainResult", "drain", "isolated"]
 
@@ -127,15 +128,15 @@ def isolated(app: App, *, clock: Clock | None = None) -> Iterator[App]:
     runtime runs."""
     if app._runtime is not None:
         raise RuntimeError("isolated() needs the app's runtime stopped (leave app.run() first)")
-    saved = (app.config, app.database_path, app.clock)
+    saved = (app.config, app.database_url, app.clock)
     app._close_engines()
     with tempfile.TemporaryDirectory(prefix="rota-test-") as tmp:
         app.config = app.config.replace(where="rota.testing.isolated", database=":memory:")
-        app.database_path = str(Path(tmp) / "isolated.db")
+        app.database_url = DatabaseUrl.parse(str(Path(tmp) / "isolated.db"))
         if clock is not None:
             app.clock = clock
         try:
             yield app
         finally:
             app._close_engines()
-            app.config, app.database_path, app.clock = saved
+            app.config, app.database_url, app.clock = saved

@@ -33,6 +33,7 @@ import msgspec
 from rota.actors._throttle import Throttled
 from rota.app import App, Context, SyncContext, bad_payload, unknown_job
 from rota.execution import attempt, wire
+from rota.storage import DatabaseUrl
 
 
 class _Channel:
@@ -172,7 +173,7 @@ def main() -> int:
     try:
         sys.path[:] = [*hello.path, *(p for p in sys.path if p not in hello.path)]
         app = _load(hello.app)
-        app.database_path = hello.database
+        app.database_url = DatabaseUrl.parse(hello.database)
     except BaseException:
         channel.send(wire.StartFailed(traceback.format_exc()[-attempt.MAX_ERROR_CHARS :]))
         return 3

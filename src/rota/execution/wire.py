@@ -69,7 +69,8 @@ class Hello(msgspec.Struct, frozen=True, tag="hello", tag_field="t"):
     path: list[str]
     """The parent's ``sys.path``: the child imports what the parent could."""
     database: str
-    """The parent app's database file (so a ``:memory:`` app's children share it)."""
+    """The parent app's database, as ``DatabaseUrl.parse`` takes it and independent of the
+    working directory (a ``:memory:`` app's private file, so its children share it)."""
     backend: str
     """The async library async handlers run on in the child: ``trio`` or ``asyncio``."""
 

@@ -3,11 +3,13 @@
 Synchronous code that runs on the Store's dedicated thread; it imports only the domain.
 
 * ``rota.storage.engine``: the port (``Engine``) and the values crossing it.
+* ``rota.storage.url``: ``DatabaseUrl`` and ``open_engine``: an engine from a path or URL,
+  the one way the rest of rota opens a database.
 * ``rota.storage.sqlite``: ``SqliteEngine``, the embedded default.
 * ``rota.storage.schema``: its schema (numbered migrations) and every SQL statement.
 
-Only the port is re-exported here: importing ``rota.storage`` (as the actors do, for the
-``Engine`` protocol) does not load a concrete engine.
+Only the port and ``open_engine`` are re-exported here: importing ``rota.storage`` (as the
+actors do, for the ``Engine`` protocol) does not load a concrete engine.
 """
 
 from rota.storage.engine import (
@@ -20,14 +22,18 @@ from rota.storage.engine import (
     Rescued,
     Settled,
 )
+from rota.storage.url import DatabaseUrl, open_engine, redact
 
 __all__ = [
     "ClaimRequest",
     "Completion",
+    "DatabaseUrl",
     "Engine",
     "Failure",
     "LeaseRef",
     "Renewed",
     "Rescued",
     "Settled",
+    "open_engine",
+    "redact",
 ]
