@@ -1140,8 +1140,10 @@ class _AppRegistry(Registry):
 class App:
     """A rota application: its database, its jobs, and the runtime that runs them.
 
-    ``App(database="rota.db", **options)``; the options are those of ``rota.Config``
-    (an unknown one raises ``ConfigError`` with the closest known name).
+    ``App(database="rota.db", **options)``: ``database`` a path or a URL (``jobs.db``,
+    ``sqlite:///jobs.db``, ``:memory:``; see ``rota.storage.DatabaseUrl.parse``); the
+    options are those of ``rota.Config`` (an unknown one raises ``ConfigError`` with the
+    closest known name).
     """
 
     def __init__(
