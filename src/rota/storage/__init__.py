@@ -3,6 +3,7 @@
 Synchronous code that runs on the Store's dedicated thread; it imports only the domain.
 
 * ``rota.storage.engine``: the port (``Engine``) and the values crossing it.
+* ``rota.storage.ops``: one typed request per operation (``Op[T]``), how callers reach it.
 * ``rota.storage.sqlite``: ``SqliteEngine``, the embedded default.
 * ``rota.storage.schema``: its schema (numbered migrations) and every SQL statement.
 
