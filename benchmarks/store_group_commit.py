@@ -30,6 +30,7 @@ import anyio
 from rota.actors.kernel import ActorRef
 from rota.actors.store import Store, StoreClient
 from rota.domain import JobOptions, JobState, lifecycle
+from rota.storage import ops
 from rota.storage.sqlite import SqliteEngine
 
 
@@ -60,8 +61,10 @@ def store_enqueue(db: Path, jobs: int, callers: int) -> float:
         async def producer(c: int) -> None:
             for i in range(per_caller):
                 now = int(time.time() * 1000)
-                await store.enqueue(
-                    [lifecycle.new_job("b", b"%d" % (c * per_caller + i), options, now)]
+                await store.run(
+                    ops.Enqueue(
+                        [lifecycle.new_job("b", b"%d" % (c * per_caller + i), options, now)]
+                    )
                 )
 
         async with anyio.create_task_group() as tg:
@@ -71,7 +74,7 @@ def store_enqueue(db: Path, jobs: int, callers: int) -> float:
                 for c in range(callers):
                     producers.start_soon(producer, c)
             elapsed = time.perf_counter() - start
-            counts = await store.count("bench")
+            counts = await store.run(ops.Count("bench"))
             ref.request_stop()
         assert counts[JobState.WAITING] == per_caller * callers, counts
         return per_caller * callers / elapsed

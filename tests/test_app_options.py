@@ -25,6 +25,7 @@ from rota.domain.job import (
 )
 from rota.domain.outcome import Retry
 from rota.errors import ConfigError
+from rota.storage import ops
 
 
 class Ping(msgspec.Struct):
@@ -90,7 +91,7 @@ def test_enqueue_refuses_an_option_out_of_range_naming_it(
         ping.enqueue_sync(Ping(1), **{option: value})
     with pytest.raises(ConfigError, match=f"'{option}'"):
         ping.enqueue_many_sync([Ping(1), Ping(2)], **{option: value})
-    assert app._direct(lambda engine: engine.count("q")) == dict.fromkeys(JobState, 0)
+    assert app._storage.run_sync(ops.Count("q")) == dict.fromkeys(JobState, 0)
 
 
 @pytest.mark.parametrize(
@@ -128,7 +129,7 @@ def test_options_at_their_bounds_are_stored(
     app: App, ping: JobDefinition[Ping, int], options: dict[str, Any]
 ) -> None:
     handle = ping.enqueue_sync(Ping(1), **options)
-    job = app._direct(lambda engine: engine.get(handle.id))
+    job = app._storage.run_sync(ops.Get(handle.id))
     assert job.priority == options.get("priority", 0)
     assert job.max_attempts == options.get("max_attempts", 3)
     if "timeout" in options:
@@ -179,7 +180,7 @@ def test_text_options_that_utf8_cannot_store_are_refused(
 ) -> None:
     with pytest.raises(ConfigError, match=f"'{option}'.*lone surrogates"):
         ping.enqueue_sync(Ping(1), **{option: "a\ud800"})
-    assert app._direct(lambda engine: engine.count()) == dict.fromkeys(JobState, 0)
+    assert app._storage.run_sync(ops.Count()) == dict.fromkeys(JobState, 0)
 
 
 @pytest.mark.parametrize("option", ["name", "queue"])

@@ -18,6 +18,7 @@ from rota import _encoding
 from rota.app import App, JobDefinition
 from rota.domain.job import JobState
 from rota.errors import ConfigError, PayloadError
+from rota.storage import ops
 
 
 class Inner(msgspec.Struct):
@@ -95,7 +96,7 @@ def test_unencodable_struct_payload_names_the_job_and_the_field(
     assert f"$.{field}" in message
     with pytest.raises(PayloadError):  # among good ones: none is stored
         job.enqueue_many_sync([Outer(1), payload, Outer(2)])
-    assert app._direct(lambda engine: engine.count("q")) == dict.fromkeys(JobState, 0)
+    assert app._storage.run_sync(ops.Count("q")) == dict.fromkeys(JobState, 0)
 
 
 @pytest.mark.parametrize(
@@ -365,7 +366,7 @@ def test_every_kind_of_payload_is_refused_naming_the_field(
     assert "'tests.kind'" in message
     if field is not None:
         assert field.rsplit(".", 1)[-1] in message
-    assert app._direct(lambda engine: engine.count("q")) == dict.fromkeys(JobState, 0)
+    assert app._storage.run_sync(ops.Count("q")) == dict.fromkeys(JobState, 0)
 
 
 GOOD: list[tuple[str, Any, Any, Any]] = [

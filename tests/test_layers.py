@@ -1,8 +1,8 @@
 """The layers import only what DESIGN.md section 2 allows.
 
 domain imports nothing of the other layers (and does no I/O); storage imports only domain;
-actors import domain and the Engine *protocol*, never a concrete engine; supervisors know
-nothing of jobs. ``rota.errors`` is shared by every layer.
+actors import domain, the Engine *protocol* and its typed ops, never a concrete engine;
+supervisors know nothing of jobs. ``rota.errors`` is shared by every layer.
 """
 
 from __future__ import annotations
@@ -18,7 +18,13 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "rota"
 ALLOWED: dict[str, tuple[str, ...]] = {
     "domain": ("rota.domain", "rota.errors"),
     "storage": ("rota.storage", "rota.domain", "rota.errors"),
-    "actors": ("rota.actors", "rota.domain", "rota.errors", "rota.storage.engine"),
+    "actors": (
+        "rota.actors",
+        "rota.domain",
+        "rota.errors",
+        "rota.storage.engine",
+        "rota.storage.ops",
+    ),
     "supervisors": ("rota.supervisors", "rota.errors"),
 }
 

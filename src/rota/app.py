@@ -49,6 +49,7 @@ import anyio.to_thread
 import msgspec
 
 from rota import _encoding
+from rota._access import StorageAccess
 from rota.actors._backend import current_backend, is_cancellation
 from rota.actors._throttle import Throttled
 from rota.actors.worker_pool import JobRun
@@ -83,7 +84,7 @@ from rota.execution.processes import Interrupted, ProcessPool, ProcessSettings
 from rota.execution.threads import ThreadHooks, ThreadPool
 from rota.execution.wire import Hello, JobDone
 from rota.runtime import Runtime
-from rota.storage import DatabaseUrl, open_engine
+from rota.storage import DatabaseUrl, open_engine, ops
 from rota.storage.engine import Completion, Engine, Failure
 
 __all__ = [
@@ -273,7 +274,7 @@ class SyncContext(_ContextBase):
     def _report(self, data: bytes) -> None:
         app, run = self._app, self._run
         assert run is not None
-        token = app._runtime_token
+        token = app._storage.token
         if token is None:
             raise RuntimeError("progress() needs the runtime this job runs in; it has stopped")
         anyio.from_thread.run(app._report_progress, run, data, token=token)
@@ -501,7 +502,7 @@ class JobDefinition(Generic[P, R]):
         app = self._app()
         now = app.clock()
         jobs = [self.new_job(args, now, **options) for args in many]
-        ids = app._direct(lambda engine: engine.enqueue(jobs))
+        ids = app._storage.run_sync(ops.Enqueue(jobs))
         if jobs and jobs[0].queue not in app._queues_checked:  # the options: one queue
             app._check_served_sync(jobs[0].queue)
         return [JobHandle(app, job_id, self) for job_id in ids]
@@ -697,7 +698,7 @@ class JobHandle(Generic[R]):
 
     async def info(self) -> Job:
         """The stored job (``JobNotFound`` if it was removed)."""
-        return cast(Job, await self.app._engine_call("get", self.id))
+        return await self.app._storage.run(ops.Get(self.id))
 
     async def status(self) -> JobState:
         return (await self.info()).state
@@ -752,19 +753,17 @@ class JobHandle(Generic[R]):
             raise self._undecodable(job, "progress", exc) from None
 
     async def logs(self, *, limit: int = 100, offset: int = 0) -> list[LogEntry]:
-        return cast(
-            list[LogEntry], await self.app._engine_call("logs", self.id, limit=limit, offset=offset)
-        )
+        return await self.app._storage.run(ops.Logs(self.id, limit, offset))
 
     # -- the same, blocking: for code that is not async (a web view, a script) --
 
     def info_sync(self) -> Job:
         """``info`` for code that is not async: reads on this thread's own connection."""
-        return self._blocking("info_sync", lambda engine: engine.get(self.id))
+        return self._blocking("info_sync", ops.Get(self.id))
 
     def status_sync(self) -> JobState:
         """``status`` for code that is not async."""
-        return self._blocking("status_sync", lambda engine: engine.get(self.id)).state
+        return self._blocking("status_sync", ops.Get(self.id)).state
 
     def result_sync(self, timeout: float | None = None) -> R:
         """``result`` for code that is not async: polls the database (2 ms, doubling up to
@@ -773,7 +772,7 @@ class JobHandle(Generic[R]):
         deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
         delay_s = _FIRST_POLL_S
         while True:
-            job = self._blocking("result_sync", lambda engine: engine.get(self.id))
+            job = self._blocking("result_sync", ops.Get(self.id))
             if job.state in FINISHED_STATES:
                 return self._outcome(job)
             pause = delay_s
@@ -791,30 +790,28 @@ class JobHandle(Generic[R]):
     def cancel_sync(self) -> JobState:
         """``cancel`` for code that is not async (a running job is stopped by its worker,
         in this process or another: it returns ``ACTIVE``, asked to stop)."""
-        return self._blocking("cancel_sync", lambda engine: engine.cancel(self.id))
+        return self._blocking("cancel_sync", ops.Cancel(self.id))
 
     def progress_sync(self) -> Progress | None:
         """``progress`` for code that is not async."""
-        return self._progress_of(self._blocking("progress_sync", lambda e: e.get(self.id)))
+        return self._progress_of(self._blocking("progress_sync", ops.Get(self.id)))
 
     def logs_sync(self, *, limit: int = 100, offset: int = 0) -> list[LogEntry]:
         """``logs`` for code that is not async."""
-        return self._blocking(
-            "logs_sync", lambda engine: engine.logs(self.id, limit=limit, offset=offset)
-        )
+        return self._blocking("logs_sync", ops.Logs(self.id, limit, offset))
 
-    def _blocking(self, method: str, fn: Callable[[Engine], T]) -> T:
-        """Run ``fn`` on this thread's own engine, unless this thread runs the app's
+    def _blocking(self, method: str, op: ops.Op[T]) -> T:
+        """Run ``op`` on this thread's own engine, unless this thread runs the app's
         runtime: blocking it would stop the jobs the caller waits for (``RuntimeError``
         naming the async method to await instead)."""
         app = self.app
-        if app._runtime_thread == threading.get_ident():
+        if app._storage.on_runtime_thread():
             raise RuntimeError(
                 f"JobHandle.{method}() blocks this thread, which runs the event loop of the "
                 "app's runtime: the jobs it waits for could not run. Use "
                 f"`await handle.{method.removesuffix('_sync')}()` here"
             )
-        return app._direct(fn)
+        return app._storage.run_sync(op)
 
 
 class QueueHandle:
@@ -825,31 +822,28 @@ class QueueHandle:
         self.name = name
 
     async def counts(self) -> dict[JobState, int]:
-        return cast(dict[JobState, int], await self.app._engine_call("count", self.name))
+        return await self.app._storage.run(ops.Count(self.name))
 
     async def jobs(
         self, state: JobState | str | None = None, *, limit: int = 100, offset: int = 0
     ) -> list[Job]:
         """One page of jobs (by id), optionally in one state."""
         state = None if state is None else JobState(state)
-        jobs = await self.app._engine_call(
-            "list_jobs", queue=self.name, state=state, limit=limit, offset=offset
-        )
-        return cast(list[Job], jobs)
+        return await self.app._storage.run(ops.ListJobs(self.name, state, limit, offset))
 
     async def get(self, job_id: int) -> Job:
-        return cast(Job, await self.app._engine_call("get", job_id))
+        return await self.app._storage.run(ops.Get(job_id))
 
     async def retry(self, job_id: int) -> JobState:
         """Run a failed or cancelled job again (attempts start over)."""
-        state = cast(JobState, await self.app._engine_call("retry", job_id))
+        state = await self.app._storage.run(ops.Retry(job_id))
         self.app._wake([self.name])
         return state
 
     async def retry_failed(self, *, limit: int = 1000) -> int:
         """Retry every failed and cancelled job of the queue (up to ``limit``, oldest
         first), in one transaction; returns how many."""
-        retried = await self.app._engine_call("retry_failed", self.name, limit=limit)
+        retried = await self.app._storage.run(ops.RetryFailed(self.name, limit))
         self.app._wake([self.name])
         return len(retried)
 
@@ -859,13 +853,13 @@ class QueueHandle:
 
     async def promote(self, job_id: int) -> JobState:
         """Make a delayed job ready now."""
-        state = cast(JobState, await self.app._engine_call("promote", job_id))
+        state = await self.app._storage.run(ops.Promote(job_id))
         self.app._wake([self.name])
         return state
 
     async def remove(self, job_id: int) -> None:
         """Delete a job that is not running."""
-        await self.app._engine_call("remove", job_id)
+        await self.app._storage.run(ops.Remove(job_id))
 
     async def pause(self) -> None:
         """Stop every runtime from starting jobs of this queue (running ones finish)."""
@@ -875,18 +869,18 @@ class QueueHandle:
         await self._set_paused(False)
 
     async def _set_paused(self, paused: bool) -> None:
-        runtime = self.app._runtime
+        runtime = self.app._storage.runtime
         if runtime is not None and self.name in runtime.queues:
             await (runtime.pause(self.name) if paused else runtime.resume(self.name))
         else:
-            await self.app._engine_call("set_paused", self.name, paused)
+            await self.app._storage.run(ops.SetPaused(self.name, paused))
 
     async def is_paused(self) -> bool:
-        return self.name in cast(set[str], await self.app._engine_call("paused_queues"))
+        return self.name in await self.app._storage.run(ops.PausedQueues())
 
     async def drain(self) -> int:
         """Delete every waiting and delayed job of the queue; returns how many."""
-        return cast(int, await self.app._engine_call("drain", self.name))
+        return await self.app._storage.run(ops.Drain(self.name))
 
     async def clean(
         self,
@@ -905,15 +899,13 @@ class QueueHandle:
             )
         if keep_last is not None and not 0 <= keep_last <= INT64_MAX:
             raise ConfigError(f"clean option 'keep_last' must be >= 0, got {keep_last!r}")
-        return cast(
-            int,
-            await self.app._engine_call(
-                "prune",
+        return await self.app._storage.run(
+            ops.Prune(
                 queue=self.name,
-                states={JobState(state)},
+                states=frozenset({JobState(state)}),
                 older_than_ms=None if older_than_s is None else round(older_than_s * 1000),
                 keep_last=keep_last,
-            ),
+            )
         )
 
 
@@ -1174,19 +1166,14 @@ class App:
         #: register a job handler: ``@app.job`` or ``@app.job(queue=..., ...)`` (see
         #: ``Registry.job``)
         self.job = self.registry.job
-        self._runtime: Runtime | None = None
-        self._runtime_token: anyio.lowlevel.EventLoopToken | None = None
-        #: the thread that runs the runtime's event loop (``threading.get_ident``)
-        self._runtime_thread: int | None = None
-        self._local = threading.local()
-        self._engines: list[Engine] = []
-        self._engines_lock = threading.Lock()
         self._tmpdir: tempfile.TemporaryDirectory[str] | None = None
         #: warnings about jobs with a name this app has no handler for (``unknown_job``)
         self._unknown = Throttled(log, _UNKNOWN_JOB_LOG_EVERY_S)
         #: where this app's connections go (``config.database``, parsed; a ``:memory:``
         #: app's private file, so that all of them see one database)
         self.database_url = self._resolve_database(self.config.database)
+        #: the one door to the database: ``await self._storage.run(op)`` (``rota.storage.ops``)
+        self._storage = StorageAccess(self.engine)
         #: the queues enqueued to whose workers were looked for (``_check_served``)
         self._queues_checked: set[str] = set()
         self._queues_checked_lock = threading.Lock()
@@ -1311,14 +1298,13 @@ class App:
         body_error: Exception | None = None
         async with anyio.create_task_group() as tg:
             # Before the start: a sync handler may report progress as soon as jobs run.
-            self._runtime_token = anyio.lowlevel.current_token()
-            self._runtime_thread = threading.get_ident()
+            self._storage.bind_loop()
             try:
                 await tg.start(runtime.run)
             except BaseException:
-                self._runtime_token = self._runtime_thread = None
+                self._storage.detach()
                 raise
-            self._runtime = runtime
+            self._storage.attach(runtime)
             try:
                 yield runtime
             except Exception as exc:  # re-raised as itself below, not inside a group
@@ -1331,8 +1317,7 @@ class App:
                     with anyio.CancelScope(shield=True):
                         await runtime.stop()
                 finally:
-                    self._runtime = None
-                    self._runtime_token = self._runtime_thread = None
+                    self._storage.detach()
         if body_error is not None:
             raise body_error
 
@@ -1345,11 +1330,12 @@ class App:
 
     def _close_engines(self) -> None:
         """Close the producers' per-thread connections (the next use opens new ones)."""
-        with self._engines_lock:
-            engines, self._engines = self._engines, []
-        for engine in engines:
-            engine.close()
-        self._local = threading.local()
+        self._storage.close()
+
+    @property
+    def _runtime(self) -> Runtime | None:
+        """This app's runtime while it runs (in this process)."""
+        return self._storage.runtime
 
     # -- executing (called by the WorkerPool) --
 
@@ -1565,12 +1551,12 @@ class App:
     async def _report_progress(self, run: JobRun, data: bytes) -> None:
         """Store a progress report of a running job (its pending log lines first)."""
         await self._flush_logs(run)
-        await self._engine_call("set_progress", run.job.id, run.token, data)
+        await self._storage.run(ops.SetProgress(run.job.id, run.token, data))
 
     async def _flush_logs(self, run: JobRun) -> None:
         logs, run.logs = run.logs, []
         for line in logs:
-            await self._engine_call("add_log", run.job.id, run.token, line)
+            await self._storage.run(ops.AddLog(run.job.id, run.token, line))
 
     async def _flush_logs_at_end(self, run: JobRun) -> None:
         """Store an ended attempt's last log lines, even while it is being cancelled; a
@@ -1581,21 +1567,14 @@ class App:
     # -- storage access (through the runtime's Store if one runs here, else directly) --
 
     def _in_runtime_loop(self) -> bool:
-        """Whether this is the loop of this app's runtime, and its Store takes calls (once
-        the Store is stopping, calls go to the database directly)."""
-        runtime = self._runtime
-        if runtime is None or not runtime.store_ref.running:
-            return False
-        try:
-            return anyio.lowlevel.current_token() == self._runtime_token
-        except Exception:
-            return False
+        """Whether this is the loop of this app's runtime, and its Store takes calls."""
+        return self._storage.in_runtime_loop()
 
     async def _enqueue(self, jobs: Sequence[NewJob]) -> list[int]:
         if self._in_runtime_loop():
             assert self._runtime is not None
             return await self._runtime.enqueue(jobs)
-        return cast(list[int], await self._engine_call("enqueue", list(jobs)))
+        return await self._storage.run(ops.Enqueue(list(jobs)))
 
     # -- an enqueue to a queue that no live worker serves: said once per queue --
 
@@ -1617,7 +1596,7 @@ class App:
         if not self._first_check(queue) or self._served_here(queue):
             return
         try:
-            owners = cast(list[Owner], await self._engine_call("list_owners"))
+            owners = await self._storage.run(ops.ListOwners())
         except Exception as exc:  # a warning's read never fails an enqueue that committed
             _app_log.debug("could not read the workers of queue %r: %r", queue, exc)
             return
@@ -1628,7 +1607,7 @@ class App:
         if not self._first_check(queue) or self._served_here(queue):
             return
         try:
-            owners = self._direct(lambda engine: engine.list_owners())
+            owners = self._storage.run_sync(ops.ListOwners())
         except Exception as exc:
             _app_log.debug("could not read the workers of queue %r: %r", queue, exc)
             return
@@ -1654,7 +1633,7 @@ class App:
             self._runtime.wake(queues)
 
     async def _cancel(self, job_id: int) -> JobState:
-        state = cast(JobState, await self._engine_call("cancel", job_id))
+        state = await self._storage.run(ops.Cancel(job_id))
         if state is JobState.ACTIVE and self._in_runtime_loop():
             # Committed by this runtime's own Store, which its watcher does not report
             # (another connection's cancel is): have the renewers check now.
@@ -1662,35 +1641,10 @@ class App:
             self._runtime.check_cancels()
         return state
 
-    async def _engine_call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        """One engine operation: through the Store inside a runtime (group commit), else on
-        a worker thread with a connection of its own."""
-        if self._in_runtime_loop():
-            assert self._runtime is not None
-            store = self._runtime.store
-            direct = getattr(store, method, None)  # a typed Store operation of that name
-            if direct is not None:
-                return await direct(*args, **kwargs)
-            return await store.call(method, *args, **kwargs)
-        return await anyio.to_thread.run_sync(
-            lambda: self._direct(lambda engine: getattr(engine, method)(*args, **kwargs))
-        )
-
-    def _direct(self, fn: Callable[[Engine], R]) -> R:
-        """Run ``fn`` on this thread's own engine (created, and migrated, on first use)."""
-        engine: Engine | None = getattr(self._local, "engine", None)
-        if engine is None:
-            engine = self.engine()
-            engine.migrate()
-            self._local.engine = engine
-            with self._engines_lock:
-                self._engines.append(engine)
-        return fn(engine)
-
     async def _wait_finished(self, job_id: int) -> Job:
         delay_s = _FIRST_POLL_S
         while True:
-            job = cast(Job, await self._engine_call("get", job_id))
+            job = await self._storage.run(ops.Get(job_id))
             if job.state in FINISHED_STATES:
                 return job
             delay_s = await self._wait_for_change(delay_s)
@@ -1722,7 +1676,7 @@ class App:
                 ...
         """
         if after_id is None:  # "from now on" means from this call, not the first read
-            after_id = self._direct(lambda engine: engine.last_event_id())
+            after_id = self._storage.run_sync(ops.LastEventId())
         return EventStream(self, queue, kinds, after_id)
 
 
@@ -1754,10 +1708,7 @@ class EventStream:
                 event = self._pending.popleft()
                 if self.kinds is None or event.kind in self.kinds:
                     return event
-            batch = cast(
-                list[Event],
-                await app._engine_call("events", self.cursor, limit=1000, queue=self.queue),
-            )
+            batch = await app._storage.run(ops.Events(self.cursor, 1000, self.queue))
             if batch:
                 self.cursor = batch[-1].id
                 self._pending.extend(batch)

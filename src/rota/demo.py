@@ -34,6 +34,7 @@ import rota
 from rota.app import App, Context, Registry
 from rota.domain.event import EventKind
 from rota.domain.job import JobState
+from rota.storage import ops
 
 __all__ = ["DemoSummary", "main", "registry", "run_demo"]
 
@@ -120,7 +121,7 @@ async def run_demo(
         by_definition: dict[Any, list[Work]] = {}
         for definition, work in _sample(jobs, rng):
             by_definition.setdefault(definition, []).append(work)
-        start_id = await app._engine_call("last_event_id")
+        start_id = await app._storage.run(ops.LastEventId())
         for definition, works in by_definition.items():
             await definition.enqueue_many(works)
         out(

@@ -60,6 +60,7 @@ from rota.domain.event import Owner
 from rota.domain.instrument import Instrument
 from rota.domain.job import NewJob
 from rota.errors import ActorNotRunning, MailboxFull, StorageError
+from rota.storage import ops
 from rota.storage.engine import Engine, LeaseRef
 from rota.supervisors import ChildSpec, Restart, Strategy, Supervisor
 
@@ -313,7 +314,7 @@ class Runtime:
         if isinstance(pool, WorkerPool) and not any(job.delayed for job in jobs):
             claim = pool.direct_claim(len(jobs))
         if claim is None:
-            ids = await self.store.enqueue(jobs)
+            ids = await self.store.run(ops.Enqueue(list(jobs)))
             self.wake(queues)
             return ids
         assert isinstance(pool, WorkerPool)
@@ -321,7 +322,7 @@ class Runtime:
         try:
             # Shielded: once committed, the claimed jobs must reach the pool.
             with anyio.CancelScope(shield=True):
-                ids, claimed = await self.store.enqueue_and_claim(jobs, claim)
+                ids, claimed = await self.store.run(ops.EnqueueAndClaim(list(jobs), claim))
         except BaseException:
             pool.direct_failed(claim)
             raise
@@ -330,7 +331,9 @@ class Runtime:
         else:  # the pool restarted meanwhile: hand the jobs back, uncounted
             pool.direct_failed(claim)
             with anyio.CancelScope(shield=True):
-                await self.store.unclaim([LeaseRef(job.id, job.token or 0) for job in claimed])
+                await self.store.run(
+                    ops.Unclaim([LeaseRef(job.id, job.token or 0) for job in claimed])
+                )
             claimed = []
         if len(claimed) < len(jobs):
             self.wake(queues)

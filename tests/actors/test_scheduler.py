@@ -19,6 +19,7 @@ from rota.actors.scheduler import Scheduler, SchedulerSettings, pid_alive
 from rota.actors.store import Store, StoreClient
 from rota.domain import JobOptions, JobState, lifecycle
 from rota.domain.event import Owner
+from rota.storage import ops
 from rota.storage.sqlite import SqliteEngine
 
 pytestmark = pytest.mark.anyio
@@ -58,7 +59,7 @@ async def scheduler(
 
 
 async def owner_row(store: StoreClient) -> Owner:
-    [row] = await store.list_owners()
+    [row] = await store.run(ops.ListOwners())
     return row
 
 
@@ -185,7 +186,7 @@ async def test_corrupt_owner_rows_are_reported_and_ignored_at_start(
     with caplog.at_level(logging.WARNING):
         async with scheduler(db, None) as (ref, store):
             assert ref.running
-            left = {o.id for o in await store.list_owners()}
+            left = {o.id for o in await store.run(ops.ListOwners())}
     assert left == {OWNER.id}  # the corrupt rows are not owners the runtime sees...
     conn = sqlite3.connect(db)
     stored = {owner_id for (owner_id,) in conn.execute("SELECT id FROM rota_owners")}
@@ -223,8 +224,8 @@ async def test_a_gone_owner_whose_job_row_is_corrupt_is_released_and_the_job_fai
         async with scheduler(db, None) as (ref, store):
             assert ref.running
             # both released: the corrupt job was failed for good on the way, not a crash
-            assert {o.id for o in await store.list_owners()} == {OWNER.id}
-            failed = await store.list_jobs(state=JobState.FAILED)
+            assert {o.id for o in await store.run(ops.ListOwners())} == {OWNER.id}
+            failed = await store.run(ops.ListJobs(state=JobState.FAILED))
             assert [job.owner for job in failed] == [None]
             assert failed[0].error is not None
             assert failed[0].error.startswith(f"corrupt row: job {failed[0].id}, column 'backoff'")

@@ -13,11 +13,12 @@ import anyio
 import pytest
 
 from rota.actors.kernel import ActorRef
-from rota.actors.store import Store, StoreClient, StoreOp
+from rota.actors.store import Store, StoreClient
 from rota.domain import JobOptions, JobState, lifecycle
 from rota.domain.job import NewJob
 from rota.errors import ActorNotRunning, JobNotFound, LeaseLost, StorageError
-from rota.storage.engine import Engine, LeaseRef
+from rota.storage import ops
+from rota.storage.engine import ClaimRequest, Completion, Engine, LeaseRef
 from rota.storage.sqlite import SqliteEngine
 
 pytestmark = pytest.mark.anyio
@@ -27,7 +28,7 @@ def new(i: int = 0, queue: str = "q") -> NewJob:
     return lifecycle.new_job("task", b'{"i": %d}' % i, JobOptions(queue=queue), 1_000)
 
 
-class Hold(StoreOp, frozen=True):
+class Hold(ops.Op[str], frozen=True):
     """Keeps the engine thread busy, so the calls behind it pile up into one batch."""
 
     seconds: float
@@ -50,7 +51,7 @@ async def test_group_commit_fewer_transactions_than_calls(
         ids: dict[int, list[int]] = {}
 
         async def producer(i: int) -> None:
-            ids[i] = await store.enqueue([new(i)])
+            ids[i] = await store.run(ops.Enqueue([new(i)]))
 
         async with anyio.create_task_group() as tg:
             await tg.start(ref.run)
@@ -58,7 +59,7 @@ async def test_group_commit_fewer_transactions_than_calls(
                 for i in range(200):
                     producers.start_soon(producer, i)
             stats = ref.actor.statistics() if ref.actor else None
-            jobs = await store.list_jobs(limit=1000)
+            jobs = await store.run(ops.ListJobs(limit=1000))
             ref.request_stop()
     assert stats is not None
     assert stats.operations == 200
@@ -74,7 +75,7 @@ async def test_one_failing_operation_does_not_fail_its_batch(anyio_backend: str)
     with store_client(":memory:") as (ref, store):
         async with anyio.create_task_group() as tg:
             await tg.start(ref.run)
-            [claimable] = await store.enqueue([new(0)])
+            [claimable] = await store.run(ops.Enqueue([new(0)]))
             outcomes: dict[str, Any] = {}
 
             async def run(label: str, op: Any) -> None:
@@ -84,15 +85,17 @@ async def test_one_failing_operation_does_not_fail_its_batch(anyio_backend: str)
                     outcomes[label] = exc
 
             async with anyio.create_task_group() as callers:
-                callers.start_soon(run, "hold", ref.call(Hold(0.1)))
+                callers.start_soon(run, "hold", store.run(Hold(0.1)))
                 await anyio.sleep(0.02)  # the engine thread is now busy with Hold
-                callers.start_soon(run, "enqueue1", store.enqueue([new(1)]))
-                callers.start_soon(run, "stale", store.complete(claimable, 12345, b"x"))
-                callers.start_soon(run, "missing", store.get(999_999))
-                callers.start_soon(run, "enqueue2", store.enqueue([new(2)]))
-                callers.start_soon(run, "count", store.count())
+                callers.start_soon(run, "enqueue1", store.run(ops.Enqueue([new(1)])))
+                callers.start_soon(
+                    run, "stale", store.run(ops.Complete(Completion(claimable, 12345, b"x")))
+                )
+                callers.start_soon(run, "missing", store.run(ops.Get(999_999)))
+                callers.start_soon(run, "enqueue2", store.run(ops.Enqueue([new(2)])))
+                callers.start_soon(run, "count", store.run(ops.Count()))
             stats = ref.actor.statistics() if ref.actor else None
-            claimed = await store.claim("q", "w1", 10, 30_000)
+            claimed = await store.run(ops.Claim(ClaimRequest("q", "w1", 10, 30_000)))
             ref.request_stop()
     assert stats is not None
     # hold + the five queued calls in one more batch (+ the first enqueue)
@@ -149,7 +152,7 @@ async def test_failed_commit_fails_every_caller_and_crashes_the_store(anyio_back
 
     async def producer() -> None:
         try:
-            await store.enqueue([new()])
+            await store.run(ops.Enqueue([new()]))
         except (StorageError, ActorNotRunning) as exc:
             errors.append(exc)
 
@@ -176,8 +179,8 @@ async def test_restart_reopens_the_database_and_keeps_committed_jobs(
         for expected_count in (1, 2):
             async with anyio.create_task_group() as tg:
                 await tg.start(ref.run)
-                await store.enqueue([new()])
-                assert (await store.count())[JobState.WAITING] == expected_count
+                await store.run(ops.Enqueue([new()]))
+                assert (await store.run(ops.Count()))[JobState.WAITING] == expected_count
                 ref.request_stop()
         assert ref.statistics().starts == 2
 
@@ -188,7 +191,7 @@ async def test_unknown_message_is_an_error_for_its_caller_only(anyio_backend: st
             await tg.start(ref.run)
             with pytest.raises(TypeError, match="does not handle"):
                 await ref.call("not an op")
-            assert await store.queues() == []
+            assert await store.run(ops.Queues()) == []
             ref.request_stop()
 
 
@@ -196,22 +199,22 @@ async def test_every_client_operation_round_trips(anyio_backend: str) -> None:
     with store_client(":memory:") as (ref, store):
         async with anyio.create_task_group() as tg:
             await tg.start(ref.run)
-            [a, b, c] = await store.enqueue([new(0), new(1), new(2, queue="other")])
-            claimed = await store.claim("q", "w1", 1, 30_000)
+            [a, b, c] = await store.run(ops.Enqueue([new(0), new(1), new(2, queue="other")]))
+            claimed = await store.run(ops.Claim(ClaimRequest("q", "w1", 1, 30_000)))
             assert [j.id for j in claimed] == [a]
             token = claimed[0].token
             assert token is not None
-            renewed = await store.renew([LeaseRef(a, token)], 30_000)
+            renewed = await store.run(ops.Renew([LeaseRef(a, token)], 30_000))
             assert renewed.renewed == [a]
-            await store.complete(a, token, b"done")
-            assert (await store.get(a)).result == b"done"
-            assert await store.cancel(b) is JobState.CANCELLED
-            assert await store.queues() == ["other", "q"]
-            assert [j.id for j in await store.list_jobs(queue="other")] == [c]
-            assert await store.promote_due() == 0
-            assert (await store.rescue_expired()).requeued == []
-            assert await store.release_owner("w1", as_stall=False) == []
-            assert await store.prune(keep_last=0) == 2
+            await store.run(ops.Complete(Completion(a, token, b"done")))
+            assert (await store.run(ops.Get(a))).result == b"done"
+            assert await store.run(ops.Cancel(b)) is JobState.CANCELLED
+            assert await store.run(ops.Queues()) == ["other", "q"]
+            assert [j.id for j in await store.run(ops.ListJobs(queue="other"))] == [c]
+            assert await store.run(ops.PromoteDue()) == 0
+            assert (await store.run(ops.RescueExpired())).requeued == []
+            assert await store.run(ops.ReleaseOwner("w1", as_stall=False)) == []
+            assert await store.run(ops.Prune(keep_last=0)) == 2
             ref.request_stop()
 
 
@@ -240,7 +243,7 @@ async def test_watcher_reports_other_connections_commits_and_never_its_own(
     async with anyio.create_task_group() as tg:
         await tg.start(ref.run)
         for i in range(20):  # its own commits, spread over several watch intervals
-            await store.enqueue([new(i)])
+            await store.run(ops.Enqueue([new(i)]))
             await anyio.sleep(0.003)
         assert seen == []
         other = SqliteEngine(db)

@@ -21,6 +21,7 @@ from rota.app import App
 from rota.config import BOUNDS, Config
 from rota.domain.event import EventKind
 from rota.errors import ConfigError
+from rota.storage import ops
 
 
 def _extremes(low: float, high: float, is_float: bool) -> st.SearchStrategy[Any]:
@@ -109,9 +110,7 @@ async def test_a_retry_with_an_absurd_delay_fails_the_attempt_not_the_worker(
             handles = [await absurd.enqueue(Item(n)) for n in (0, 1)]
             assert [await h.result() for h in handles] == [2, 2]  # retried per the backoff
     retrying = [
-        event
-        for event in app._direct(lambda engine: engine.events(0))
-        if event.kind is EventKind.RETRYING
+        event for event in app._storage.run_sync(ops.Events(0)) if event.kind is EventKind.RETRYING
     ]
     assert sorted(e.job_id for e in retrying) == sorted(h.id for h in handles)
     for e in retrying:

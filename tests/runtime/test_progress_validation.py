@@ -22,6 +22,7 @@ import rota
 from rota.app import App
 from rota.domain.event import EventKind
 from rota.errors import StorageError
+from rota.storage import ops
 
 pytestmark = pytest.mark.anyio
 
@@ -34,7 +35,7 @@ def check_refusals(outcomes: list[str]) -> None:
 
 
 async def progress_events(app: App, job_id: int) -> int:
-    events = app._direct(lambda engine: engine.events(0))
+    events = app._storage.run_sync(ops.Events(0))
     return sum(1 for e in events if e.job_id == job_id and e.kind is EventKind.PROGRESS)
 
 

@@ -38,6 +38,7 @@ from rota.actors.kernel import Actor, ActorRef
 from rota.actors.store import StoreClient
 from rota.actors.worker_pool import CancelJobs, CurrentLeases, WorkerPool
 from rota.errors import ActorNotRunning, CallTimeout, StorageError
+from rota.storage import ops
 from rota.storage.engine import LeaseRef
 
 __all__ = ["CANCEL_CHECK_INTERVAL_S", "CheckCancels", "LockRenewer", "LockRenewerStatistics"]
@@ -106,7 +107,7 @@ class LockRenewer(Actor):
             if not leases:
                 return
             self.cancel_checks += 1
-            asked = await self.store.cancel_requested(leases)
+            asked = await self.store.run(ops.CancelRequested(leases))
         except (ActorNotRunning, CallTimeout, StorageError) as exc:
             log.warning("queue %s: cancel check skipped: %r", self.queue, exc)
             return
@@ -137,7 +138,7 @@ class LockRenewer(Actor):
             leases = await self._leases()
             if not leases:
                 return
-            result = await self.store.renew(leases, self.lease_ttl_ms)
+            result = await self.store.run(ops.Renew(leases, self.lease_ttl_ms))
         except (ActorNotRunning, CallTimeout, StorageError) as exc:
             self.throttled.warning("renew", "queue %s: renewal skipped: %r", self.queue, exc)
             return

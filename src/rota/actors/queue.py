@@ -24,6 +24,7 @@ from rota.actors.kernel import Actor, ActorRef, Envelope
 from rota.actors.store import StoreClient
 from rota.actors.worker_pool import JobsAvailable, SetPaused
 from rota.errors import ActorNotRunning, MailboxFull
+from rota.storage import ops
 
 __all__ = ["Pause", "Queue", "Resume"]
 
@@ -66,10 +67,10 @@ class Queue(Actor):
     async def handle(self, message: Any) -> Any:
         match message:
             case Pause():
-                await self.store.set_paused(self.queue, True)
+                await self.store.run(ops.SetPaused(self.queue, True))
                 await self._tell_pool(True)
             case Resume():
-                await self.store.set_paused(self.queue, False)
+                await self.store.run(ops.SetPaused(self.queue, False))
                 await self._tell_pool(False)
             case _:
                 return TypeError(f"Queue does not handle {message!r}")

@@ -45,6 +45,7 @@ from rota.domain.event import Owner, possible_pid
 from rota.domain.instrument import AttemptOutcome
 from rota.domain.job import Job, JobState
 from rota.errors import ActorNotRunning, CallTimeout, StorageError
+from rota.storage import ops
 from rota.storage.engine import LeaseRef, Rescued
 
 __all__ = [
@@ -205,7 +206,7 @@ class Scheduler(Actor):
         self._last_sweep = (self.clock(), time.monotonic())  # a jump from now on is seen
         pools = self._pools()
         owner = self.owner if pools is None else msgspec.structs.replace(self.owner, pools=pools)
-        await self.store.register_owner(owner)
+        await self.store.run(ops.RegisterOwner(owner))
         await self._release_dead_owners()
         s = self.settings
         self.tasks.start_soon(self._every, s.scheduler_interval_s, self.sweep)
@@ -215,8 +216,8 @@ class Scheduler(Actor):
     async def on_stop(self) -> None:
         with anyio.CancelScope(shield=True):
             try:
-                released = await self.store.release_owner(self.owner.id, as_stall=False)
-                await self.store.remove_owner(self.owner.id)
+                released = await self.store.run(ops.ReleaseOwner(self.owner.id, as_stall=False))
+                await self.store.run(ops.RemoveOwner(self.owner.id))
             except _TRANSIENT as exc:
                 log.warning("could not release leases of %s at stop: %r", self.owner.id, exc)
                 return
@@ -234,14 +235,14 @@ class Scheduler(Actor):
         """Release the leases of same-host owners whose process is gone. ``list_owners``
         leaves out (and reports) rows it cannot read; one owner whose release fails is
         logged and left to its leases' expiry: nothing an owner row holds stops a start."""
-        for other in await self.store.list_owners():
+        for other in await self.store.run(ops.ListOwners()):
             if other.id == self.owner.id or other.host != self.owner.host:
                 continue
             if owner_alive(other, self.owner):
                 continue
             try:
-                released = await self.store.release_owner(other.id, as_stall=True)
-                await self.store.remove_owner(other.id)
+                released = await self.store.run(ops.ReleaseOwner(other.id, as_stall=True))
+                await self.store.run(ops.RemoveOwner(other.id))
             except Exception as exc:  # its leases still expire after lease_ttl_s
                 log.warning("owner %r is gone, but releasing its leases failed: %r", other.id, exc)
                 continue
@@ -262,12 +263,12 @@ class Scheduler(Actor):
         rescued for one lease ttl, so that live runtimes on this host, whose leases all
         look expired at once, renew them first."""
         self.sweeps += 1
-        promoted = await self.store.promote_due()
+        promoted = await self.store.run(ops.PromoteDue())
         if self._clock_jumped():
             rescued = Rescued(requeued=[], failed=[], cancelled=[])
         else:
             spare = [] if self.held is None else self.held()
-            rescued = await self.store.rescue_expired(spare)
+            rescued = await self.store.run(ops.RescueExpired(list(spare)))
         self.promoted += promoted
         self.rescued += len(rescued.requeued) + len(rescued.failed) + len(rescued.cancelled)
         if rescued.stalled:
@@ -318,7 +319,7 @@ class Scheduler(Actor):
         return mono < self._rescue_from
 
     async def _heartbeat(self) -> None:
-        await self.store.heartbeat(self.owner.id, self._pools())
+        await self.store.run(ops.Heartbeat(self.owner.id, self._pools()))
 
     def _pools(self) -> dict[str, Any] | None:
         """What ``describe`` reports now, or None: no callback, or it failed (logged: a
@@ -341,7 +342,7 @@ class Scheduler(Actor):
     async def apply_retention(self) -> int:
         """Delete finished jobs past their retention, and old events; returns jobs deleted.
         Also fails for good the jobs in a state rota does not know (corrupt rows)."""
-        await self.store.quarantine_corrupt()
+        await self.store.run(ops.QuarantineCorrupt())
         deleted = 0
         for policy in self.settings.retention:
             for states, age_s, count in (
@@ -350,13 +351,15 @@ class Scheduler(Actor):
             ):
                 if age_s is None and count is None:
                     continue
-                deleted += await self.store.prune(
-                    queue=policy.queue,
-                    states=states,
-                    older_than_ms=None if age_s is None else round(age_s * 1000),
-                    keep_last=count,
+                deleted += await self.store.run(
+                    ops.Prune(
+                        queue=policy.queue,
+                        states=frozenset(states),
+                        older_than_ms=None if age_s is None else round(age_s * 1000),
+                        keep_last=count,
+                    )
                 )
-        await self.store.prune_events(round(self.settings.retain_events_s * 1000))
+        await self.store.run(ops.PruneEvents(round(self.settings.retain_events_s * 1000)))
         return deleted
 
     async def _every(self, interval_s: float, duty: Callable[[], Any]) -> None:

@@ -24,20 +24,8 @@ With ``on_external_commit``, the thread also watches for commits by other connec
 (``data_version``, every ``watch_interval_s`` at most, on its own connection: its own
 commits never count) and calls it on the event loop.
 
-Messages (all ``call``; the reply type follows the arrow; see ``rota.storage.engine``):
-
-    Enqueue(jobs) → list[int]                 Claim(request) → list[Job]
-    EnqueueAndClaim(jobs, claim) → (list[int], list[Job])
-    Renew(leases, ttl_ms) → Renewed           Complete(completion) → None | LeaseLost
-    CancelRequested(leases) → list[int]       (a read: the held jobs asked to cancel)
-    Fail(failure) → JobState | LeaseLost      SettleAndClaim(...) → Settled
-    ReleaseOwner(owner, as_stall) → list[int] PromoteDue(queue) → int
-    RescueExpired() → Rescued                 Cancel(job_id) → JobState | JobNotFound
-    Get(job_id) / GetByKey(key) → Job         ListJobs(...) → list[Job]
-    Count(queue) → dict[JobState, int]        Queues() → list[str]
-    Prune(...) → int
-
-``StoreClient`` wraps these in typed methods.
+Messages: any ``rota.storage.ops.Op`` (``call``; the reply is the op's result type).
+``StoreClient.run(op)`` sends one and returns its typed result.
 """
 
 from __future__ import annotations
@@ -45,7 +33,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from queue import Empty, SimpleQueue
 from typing import Any, Final, TypeVar, cast
 
@@ -55,44 +43,11 @@ import msgspec
 from rota.actors._backend import LoopScheduler, current_loop_scheduler
 from rota.actors._instruments import Instruments
 from rota.actors.kernel import Actor, ActorRef, Envelope
-from rota.domain.event import Event, LogEntry, Owner
-from rota.domain.job import FINISHED_STATES, Job, JobState, NewJob
 from rota.errors import StorageError
-from rota.storage.engine import (
-    ClaimRequest,
-    Completion,
-    Engine,
-    Failure,
-    LeaseRef,
-    Renewed,
-    Rescued,
-    Settled,
-)
+from rota.storage.engine import Engine
+from rota.storage.ops import Op
 
-__all__ = [
-    "Cancel",
-    "CancelRequested",
-    "Claim",
-    "Complete",
-    "Count",
-    "Enqueue",
-    "EnqueueAndClaim",
-    "Fail",
-    "Get",
-    "GetByKey",
-    "ListJobs",
-    "PromoteDue",
-    "Prune",
-    "Queues",
-    "ReleaseOwner",
-    "Renew",
-    "RescueExpired",
-    "SettleAndClaim",
-    "Store",
-    "StoreClient",
-    "StoreOp",
-    "StoreStatistics",
-]
+__all__ = ["Store", "StoreClient", "StoreStatistics"]
 
 log = logging.getLogger("rota.store")
 
@@ -111,212 +66,6 @@ OUTAGE_LOG_EVERY_S: Final = 30.0
 OUTAGE_CLEAR_S: Final = 1.0
 #: How often the Store's thread checks that the database file is the one it opened.
 VERIFY_INTERVAL_S: Final = 0.25
-
-
-class StoreOp(msgspec.Struct, frozen=True):
-    """A request to the Store: one engine operation."""
-
-    def apply(self, engine: Engine) -> Any:
-        raise NotImplementedError
-
-
-class Enqueue(StoreOp, frozen=True):
-    jobs: list[NewJob]
-
-    def apply(self, engine: Engine) -> list[int]:
-        return engine.enqueue(self.jobs)
-
-
-class EnqueueAndClaim(StoreOp, frozen=True):
-    """Enqueue, then claim for an idle local pool, in one transaction (one commit): an
-    in-process enqueue to an idle queue starts its job without a second fsync. The claim
-    honours the queue's order, so it takes the new jobs only if nothing is ahead of them.
-    Out: (ids, claimed). A claim that fails claims nothing and never fails the enqueue."""
-
-    jobs: list[NewJob]
-    claim: ClaimRequest
-
-    def apply(self, engine: Engine) -> tuple[list[int], list[Job]]:
-        ids = engine.enqueue(self.jobs)
-        c = self.claim
-        try:
-            claimed = engine.claim(c.queue, c.owner, c.n, c.ttl_ms)
-        except Exception as exc:  # if it broke the transaction, the commit reports it
-            log.warning("claim after enqueue failed (the jobs wait for the pool): %r", exc)
-            claimed = []
-        return ids, claimed
-
-
-class Claim(StoreOp, frozen=True):
-    request: ClaimRequest
-
-    def apply(self, engine: Engine) -> list[Job]:
-        r = self.request
-        return engine.claim(r.queue, r.owner, r.n, r.ttl_ms)
-
-
-class Renew(StoreOp, frozen=True):
-    leases: list[LeaseRef]
-    ttl_ms: int
-
-    def apply(self, engine: Engine) -> Renewed:
-        return engine.renew(self.leases, self.ttl_ms)
-
-
-class CancelRequested(StoreOp, frozen=True):
-    leases: list[LeaseRef]
-
-    def apply(self, engine: Engine) -> list[int]:
-        return engine.cancel_requested(self.leases)
-
-
-class Complete(StoreOp, frozen=True):
-    completion: Completion
-
-    def apply(self, engine: Engine) -> None:
-        c = self.completion
-        engine.complete(c.job_id, c.token, c.result)
-
-
-class Fail(StoreOp, frozen=True):
-    failure: Failure
-
-    def apply(self, engine: Engine) -> JobState:
-        return engine.fail(self.failure)
-
-
-class SettleAndClaim(StoreOp, frozen=True):
-    completions: list[Completion]
-    failures: list[Failure]
-    claim: ClaimRequest | None
-
-    def apply(self, engine: Engine) -> Settled:
-        return engine.settle_and_claim(self.completions, self.failures, self.claim)
-
-
-class ReleaseOwner(StoreOp, frozen=True):
-    owner: str
-    as_stall: bool
-
-    def apply(self, engine: Engine) -> list[int]:
-        return engine.release_owner(self.owner, as_stall=self.as_stall)
-
-
-class PromoteDue(StoreOp, frozen=True):
-    queue: str | None = None
-
-    def apply(self, engine: Engine) -> int:
-        return engine.promote_due(self.queue)
-
-
-class RescueExpired(StoreOp, frozen=True):
-    spare: list[LeaseRef] = []
-
-    def apply(self, engine: Engine) -> Rescued:
-        return engine.rescue_expired(self.spare)
-
-
-class Cancel(StoreOp, frozen=True):
-    job_id: int
-
-    def apply(self, engine: Engine) -> JobState:
-        return engine.cancel(self.job_id)
-
-
-class Get(StoreOp, frozen=True):
-    job_id: int
-
-    def apply(self, engine: Engine) -> Job:
-        return engine.get(self.job_id)
-
-
-class GetByKey(StoreOp, frozen=True):
-    key: str
-
-    def apply(self, engine: Engine) -> Job:
-        return engine.get_by_key(self.key)
-
-
-class ListJobs(StoreOp, frozen=True):
-    queue: str | None = None
-    state: JobState | None = None
-    limit: int = 100
-    offset: int = 0
-
-    def apply(self, engine: Engine) -> list[Job]:
-        return engine.list_jobs(
-            queue=self.queue, state=self.state, limit=self.limit, offset=self.offset
-        )
-
-
-class Count(StoreOp, frozen=True):
-    queue: str | None = None
-
-    def apply(self, engine: Engine) -> dict[JobState, int]:
-        return engine.count(self.queue)
-
-
-class Queues(StoreOp, frozen=True):
-    def apply(self, engine: Engine) -> list[str]:
-        return engine.queues()
-
-
-class Prune(StoreOp, frozen=True):
-    queue: str | None = None
-    states: frozenset[JobState] = FINISHED_STATES
-    older_than_ms: int | None = None
-    keep_last: int | None = None
-
-    def apply(self, engine: Engine) -> int:
-        return engine.prune(
-            queue=self.queue,
-            states=self.states,
-            older_than_ms=self.older_than_ms,
-            keep_last=self.keep_last,
-        )
-
-
-#: Engine methods reachable through ``Call`` (reads and the less frequent writes); the hot
-#: operations above have their own message types.
-CALLABLE: Final = frozenset(
-    {
-        "register_owner",
-        "heartbeat",
-        "remove_owner",
-        "list_owners",
-        "set_paused",
-        "paused_queues",
-        "set_progress",
-        "add_log",
-        "logs",
-        "events",
-        "last_event_id",
-        "prune_events",
-        "quarantine_corrupt",
-        "retry",
-        "retry_failed",
-        "promote",
-        "remove",
-        "drain",
-        "unclaim",
-        "release",
-    }
-)
-
-
-class Call(StoreOp, frozen=True):
-    """Any other engine operation, by name (only those in ``CALLABLE``)."""
-
-    method: str
-    args: tuple[Any, ...] = ()
-    kwargs: dict[str, Any] = {}
-
-    def __post_init__(self) -> None:
-        if self.method not in CALLABLE:
-            raise ValueError(f"the Store does not offer engine method {self.method!r}")
-
-    def apply(self, engine: Engine) -> Any:
-        return getattr(engine, self.method)(*self.args, **self.kwargs)
 
 
 class StoreStatistics(msgspec.Struct, frozen=True, kw_only=True):
@@ -348,7 +97,7 @@ def _run_batch(engine: Engine, ops: Sequence[Any]) -> list[Any]:
     try:
         with engine.batch():
             for op in ops:
-                if not isinstance(op, StoreOp):
+                if not isinstance(op, Op):
                     results.append(TypeError(f"the Store does not handle {op!r}"))
                     continue
                 try:
@@ -648,158 +397,15 @@ def _live(engine: Engine | None) -> Engine:
 
 
 class StoreClient:
-    """Typed calls to a Store actor. ``timeout_s`` bounds each call (None: no limit)."""
+    """Runs storage operations (``rota.storage.ops``) through a Store actor: ``await
+    client.run(ops.Get(job_id))``. ``timeout_s`` bounds each call (None: no limit)."""
 
     def __init__(self, ref: ActorRef[Store], *, timeout_s: float | None = 30.0) -> None:
         self.ref = ref
         self.timeout_s = timeout_s
 
-    async def _call(self, op: StoreOp) -> Any:
-        return await self.ref.call(op, self.timeout_s)
-
-    async def enqueue(self, jobs: Sequence[NewJob]) -> list[int]:
-        return cast(list[int], await self._call(Enqueue(list(jobs))))
-
-    async def enqueue_and_claim(
-        self, jobs: Sequence[NewJob], claim: ClaimRequest
-    ) -> tuple[list[int], list[Job]]:
-        return cast(
-            tuple[list[int], list[Job]], await self._call(EnqueueAndClaim(list(jobs), claim))
-        )
-
-    async def claim(self, queue: str, owner: str, n: int, ttl_ms: int) -> list[Job]:
-        return cast(list[Job], await self._call(Claim(ClaimRequest(queue, owner, n, ttl_ms))))
-
-    async def renew(self, leases: Sequence[LeaseRef], ttl_ms: int) -> Renewed:
-        return cast(Renewed, await self._call(Renew(list(leases), ttl_ms)))
-
-    async def cancel_requested(self, leases: Sequence[LeaseRef]) -> list[int]:
-        return cast(list[int], await self._call(CancelRequested(list(leases))))
-
-    async def complete(self, job_id: int, token: int, result: bytes | None = None) -> None:
-        await self._call(Complete(Completion(job_id, token, result)))
-
-    async def fail(self, failure: Failure) -> JobState:
-        return cast(JobState, await self._call(Fail(failure)))
-
-    async def settle_and_claim(
-        self,
-        completions: Sequence[Completion],
-        failures: Sequence[Failure],
-        claim: ClaimRequest | None,
-    ) -> Settled:
-        op = SettleAndClaim(list(completions), list(failures), claim)
-        return cast(Settled, await self._call(op))
-
-    async def release_owner(self, owner: str, *, as_stall: bool) -> list[int]:
-        return cast(list[int], await self._call(ReleaseOwner(owner, as_stall)))
-
-    async def promote_due(self, queue: str | None = None) -> int:
-        return cast(int, await self._call(PromoteDue(queue)))
-
-    async def rescue_expired(self, spare: Sequence[LeaseRef] = ()) -> Rescued:
-        return cast(Rescued, await self._call(RescueExpired(list(spare))))
-
-    async def cancel(self, job_id: int) -> JobState:
-        return cast(JobState, await self._call(Cancel(job_id)))
-
-    async def get(self, job_id: int) -> Job:
-        return cast(Job, await self._call(Get(job_id)))
-
-    async def get_by_key(self, key: str) -> Job:
-        return cast(Job, await self._call(GetByKey(key)))
-
-    async def list_jobs(
-        self,
-        *,
-        queue: str | None = None,
-        state: JobState | None = None,
-        limit: int = 100,
-        offset: int = 0,
-    ) -> list[Job]:
-        return cast(list[Job], await self._call(ListJobs(queue, state, limit, offset)))
-
-    async def count(self, queue: str | None = None) -> dict[JobState, int]:
-        return cast(dict[JobState, int], await self._call(Count(queue)))
-
-    async def queues(self) -> list[str]:
-        return cast(list[str], await self._call(Queues()))
-
-    async def prune(
-        self,
-        *,
-        queue: str | None = None,
-        states: Collection[JobState] = FINISHED_STATES,
-        older_than_ms: int | None = None,
-        keep_last: int | None = None,
-    ) -> int:
-        op = Prune(queue, frozenset(states), older_than_ms, keep_last)
-        return cast(int, await self._call(op))
-
-    # -- runtime support ----------------------------------------------------------------
-
-    async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        return await self._call(Call(method, args, kwargs))
-
-    async def register_owner(self, owner: Owner) -> None:
-        await self.call("register_owner", owner)
-
-    async def heartbeat(self, owner_id: str, pools: dict[str, Any] | None = None) -> None:
-        await self.call("heartbeat", owner_id, pools)
-
-    async def remove_owner(self, owner_id: str) -> None:
-        await self.call("remove_owner", owner_id)
-
-    async def list_owners(self) -> list[Owner]:
-        return cast(list[Owner], await self.call("list_owners"))
-
-    async def set_paused(self, queue: str, paused: bool) -> None:
-        await self.call("set_paused", queue, paused)
-
-    async def paused_queues(self) -> set[str]:
-        return cast(set[str], await self.call("paused_queues"))
-
-    async def set_progress(self, job_id: int, token: int, progress: bytes) -> None:
-        await self.call("set_progress", job_id, token, progress)
-
-    async def add_log(self, job_id: int, token: int, message: str) -> None:
-        await self.call("add_log", job_id, token, message)
-
-    async def logs(self, job_id: int, *, limit: int = 100, offset: int = 0) -> list[LogEntry]:
-        return cast(list[LogEntry], await self.call("logs", job_id, limit=limit, offset=offset))
-
-    async def events(
-        self, after_id: int = 0, *, limit: int = 1000, queue: str | None = None
-    ) -> list[Event]:
-        result = await self.call("events", after_id, limit=limit, queue=queue)
-        return cast(list[Event], result)
-
-    async def last_event_id(self) -> int:
-        return cast(int, await self.call("last_event_id"))
-
-    async def quarantine_corrupt(self) -> list[int]:
-        return cast(list[int], await self.call("quarantine_corrupt"))
-
-    async def prune_events(self, older_than_ms: int) -> int:
-        return cast(int, await self.call("prune_events", older_than_ms))
-
-    async def retry(self, job_id: int) -> JobState:
-        return cast(JobState, await self.call("retry", job_id))
-
-    async def retry_failed(self, queue: str, *, limit: int = 1000) -> list[int]:
-        return cast(list[int], await self.call("retry_failed", queue, limit=limit))
-
-    async def promote(self, job_id: int) -> JobState:
-        return cast(JobState, await self.call("promote", job_id))
-
-    async def remove(self, job_id: int) -> None:
-        await self.call("remove", job_id)
-
-    async def drain(self, queue: str) -> int:
-        return cast(int, await self.call("drain", queue))
-
-    async def unclaim(self, leases: Sequence[LeaseRef]) -> list[int]:
-        return cast(list[int], await self.call("unclaim", list(leases)))
-
-    async def release(self, leases: Sequence[LeaseRef], *, as_stall: bool = False) -> list[int]:
-        return cast(list[int], await self.call("release", list(leases), as_stall=as_stall))
+    async def run(self, op: Op[T]) -> T:
+        """Run ``op`` in the Store's next transaction (group commit) and return its result;
+        raises what the operation raised (that rolled back the operation alone), or the
+        ``StorageError`` of a transaction that failed as a whole."""
+        return cast(T, await self.ref.call(op, self.timeout_s))

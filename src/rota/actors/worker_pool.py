@@ -66,6 +66,7 @@ from rota.domain.instrument import AttemptOutcome
 from rota.domain.job import Job, JobState
 from rota.domain.outcome import FailureKind
 from rota.errors import ActorNotRunning, CallTimeout, StorageError
+from rota.storage import ops
 from rota.storage.engine import ClaimRequest, Completion, Failure, LeaseRef, Settled
 
 __all__ = [
@@ -340,15 +341,14 @@ class WorkerPool(Actor):
                 len(held),
             )
 
-        async def release(leases: list[LeaseRef]) -> object:
-            return await self.store.release(leases, as_stall=as_stall)
-
-        await self._give_back(held, release, "release interrupted jobs")
+        await self._give_back(
+            held, lambda leases: ops.Release(leases, as_stall=as_stall), "release interrupted jobs"
+        )
 
     async def _give_back(
         self,
         runs: list[JobRun],
-        give_back: Callable[[list[LeaseRef]], Awaitable[object]],
+        give_back: Callable[[list[LeaseRef]], ops.Op[list[int]]],
         what: str,
     ) -> None:
         """Return the jobs' leases through the Store (``unclaim`` or ``release``) and stop
@@ -356,7 +356,7 @@ class WorkerPool(Actor):
         expire and the jobs are rescued."""
         with anyio.CancelScope(shield=True):
             try:
-                await give_back([LeaseRef(run.job.id, run.token) for run in runs])
+                await self.store.run(give_back([LeaseRef(run.job.id, run.token) for run in runs]))
             except (StorageError, ActorNotRunning, CallTimeout) as exc:
                 log.warning("queue %s: could not %s: %r", self.queue, what, exc)
         for run in runs:
@@ -378,7 +378,7 @@ class WorkerPool(Actor):
             return
         for run in runs:
             run.cancel("handed back")  # a worker that takes it from the buffer skips it
-        await self._give_back(runs, self.store.unclaim, "hand back unstarted jobs")
+        await self._give_back(runs, ops.Unclaim, "hand back unstarted jobs")
         self.wake.set()  # slots freed: settlements waiting to ride with a claim may go
 
     async def handle(self, message: Any) -> Any:
@@ -508,7 +508,7 @@ class WorkerPool(Actor):
                 self.completions, self.failures = [], []
                 self.completed_runs, self.failed_runs = [], []
                 try:
-                    settled = await self.store.settle_and_claim(completions, failures, claim)
+                    settled = await self.store.run(ops.SettleAndClaim(completions, failures, claim))
                 except (StorageError, ActorNotRunning, CallTimeout) as exc:
                     # The Store restarts under its supervisor, or waits out a full disk;
                     # keep what is unsettled.
@@ -642,7 +642,7 @@ class WorkerPool(Actor):
             self.completed_runs, self.failed_runs = [], []
             with anyio.CancelScope(shield=True):
                 try:
-                    settled = await self.store.settle_and_claim(completions, failures, None)
+                    settled = await self.store.run(ops.SettleAndClaim(completions, failures, None))
                 except (StorageError, ActorNotRunning, CallTimeout) as exc:
                     log.warning(
                         "queue %s: %d outcomes could not be stored at shutdown (%r); their "

@@ -3,6 +3,7 @@
 Synchronous code that runs on the Store's dedicated thread; it imports only the domain.
 
 * ``rota.storage.engine``: the port (``Engine``) and the values crossing it.
+* ``rota.storage.ops``: one typed request per operation (``Op[T]``), how callers reach it.
 * ``rota.storage.url``: ``DatabaseUrl`` and ``open_engine``: an engine from a path or URL,
   the one way the rest of rota opens a database.
 * ``rota.storage.sqlite``: ``SqliteEngine``, the embedded default.

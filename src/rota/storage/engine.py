@@ -12,6 +12,11 @@ fails, the whole batch raises ``StorageError`` and none of it was acknowledged. 
 makes SQLite roll back the whole transaction: the operations after it in the batch, and
 the commit, then raise ``StorageError`` too.)
 
+Callers outside ``storage/`` do not call these methods: each operation has a typed
+request in ``rota.storage.ops`` (``ops.Get(job_id)`` is an ``Op[Job]``), run through the
+Store (``StoreClient.run``) or an app's per-thread engine (``StorageAccess.run``). Adding an
+operation is its method here and on each engine, plus its ``Op`` class.
+
 Operations, one sentence each:
 
 * ``migrate()``: create the schema or bring it up to the newest numbered migration.
