@@ -37,17 +37,11 @@ import anyio.abc
 import msgspec
 
 from rota.actors._instruments import Instruments
+from rota.actors.duties import Heartbeat, PromoteAndRescue, Retention, RetentionPolicy
 from rota.actors.kernel import Actor, ActorRef
 from rota.actors.lock_renewer import CheckCancels, LockRenewer
 from rota.actors.queue import Pause, Queue, Resume
-from rota.actors.scheduler import (
-    LIVE_OWNERS,
-    RetentionPolicy,
-    Scheduler,
-    SchedulerSettings,
-    Sweep,
-    SweepResult,
-)
+from rota.actors.scheduler import LIVE_OWNERS, Scheduler, Sweep, SweepResult
 from rota.actors.store import Store, StoreClient
 from rota.actors.worker_pool import (
     JobsAvailable,
@@ -180,26 +174,28 @@ class Runtime:
                     failed=r.retain_failed,
                 )
             )
-        scheduler_settings = SchedulerSettings(
-            scheduler_interval_s=config.scheduler_interval_s,
-            heartbeat_interval_s=config.heartbeat_interval_s,
-            retention_interval_s=config.retention_interval_s,
-            retain_events_s=config.retain_events_s,
-            retention=retention,
-        )
         self.scheduler_ref: ActorRef[Actor] = ActorRef(
             "scheduler",
             _factory(
                 Scheduler,
                 store=self.store,
                 owner=self.owner,
-                settings=scheduler_settings,
                 wake=self.wake,
-                describe=self.describe_pools,
-                held=self.held_leases,
                 clock=clock,
-                lease_ttl_s=config.lease_ttl_s,
                 instruments=self.instruments,
+                duties=[  # each on its own timer; started in this order, stopped in reverse
+                    Heartbeat(config.heartbeat_interval_s, describe=self.describe_pools),
+                    PromoteAndRescue(
+                        config.scheduler_interval_s,
+                        held=self.held_leases,
+                        lease_ttl_s=config.lease_ttl_s,
+                    ),
+                    Retention(
+                        config.retention_interval_s,
+                        policies=retention,
+                        retain_events_s=config.retain_events_s,
+                    ),
+                ],
             ),
         )
         self.queue_sups = queue_sups

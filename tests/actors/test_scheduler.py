@@ -14,8 +14,9 @@ import anyio
 import msgspec
 import pytest
 
+from rota.actors.duties import Heartbeat, PromoteAndRescue, Retention
 from rota.actors.kernel import ActorRef
-from rota.actors.scheduler import Scheduler, SchedulerSettings, pid_alive
+from rota.actors.scheduler import Scheduler, pid_alive
 from rota.actors.store import Store, StoreClient
 from rota.domain import JobOptions, JobState, lifecycle
 from rota.domain.event import Owner
@@ -26,13 +27,6 @@ pytestmark = pytest.mark.anyio
 
 HEARTBEAT_S = 0.02
 OWNER = Owner(id="w1", host="test-host", pid=1, started_at_ms=0, heartbeat_at_ms=0, queues=["q"])
-SETTINGS = SchedulerSettings(
-    scheduler_interval_s=3600,
-    heartbeat_interval_s=HEARTBEAT_S,
-    retention_interval_s=3600,
-    retain_events_s=3600,
-    retention=[],
-)
 
 
 @asynccontextmanager
@@ -45,7 +39,14 @@ async def scheduler(
     ref = ActorRef(
         "scheduler",
         lambda: Scheduler(
-            store=store, owner=OWNER, settings=SETTINGS, wake=lambda _: None, describe=describe
+            store=store,
+            owner=OWNER,
+            wake=lambda _: None,
+            duties=[  # the runtime's duties; only the heartbeat comes round in a test
+                Heartbeat(HEARTBEAT_S, describe=describe),
+                PromoteAndRescue(3600),
+                Retention(3600, retain_events_s=3600),
+            ],
         ),
     )
     async with anyio.create_task_group() as tg:

@@ -18,6 +18,7 @@ import pytest
 from rt_support import Item, wait_for
 
 import rota
+from rota.actors.scheduler import RunDuty
 from rota.app import App
 from rota.domain.job import JobState
 from rota.errors import CorruptRow, JobFailed
@@ -230,8 +231,7 @@ async def test_corrupt_rows_are_failed_and_the_rest_of_the_claim_runs_untouched(
         await bad_state.info()
     # until the retention pass fails it for good.
     async with app.run() as runtime:
-        scheduler: Any = runtime.scheduler_ref.actor
-        await scheduler.apply_retention()
+        await runtime.scheduler_ref.call(RunDuty("retention"))
     state_job = await bad_state.info()
     assert state_job.state is JobState.FAILED
     assert state_job.error == (
