@@ -42,6 +42,7 @@ __all__ = [
     "name_path",
     "shape",
     "too_deep",
+    "type_name",
     "unsupported_types",
 ]
 
@@ -192,6 +193,15 @@ def unsupported_types(tp: Any) -> list[type]:
         for info in _type_infos(mi.type_info(tp))
         if isinstance(info, mi.CustomType) and info.cls is not object
     ]
+
+
+def type_name(tp: Any) -> str:
+    """An annotation as written: ``int``, ``list[int]``, ``Doubled``, ``None``."""
+    if tp is type(None):
+        return "None"
+    if isinstance(tp, type) and not typing.get_args(tp):
+        return tp.__qualname__
+    return repr(tp).replace("typing.", "")
 
 
 def name_path(tp: Any, value: Any, path: str) -> str:

@@ -27,11 +27,8 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import functools
 import inspect
 import logging
-import math
-import random
 import re
 import sys
 import tempfile
@@ -40,19 +37,15 @@ import time
 import typing
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Final, Generic, Literal, TypeVar, cast
+from typing import Any, Generic, Literal, TypeVar, cast
 
 import anyio
-import anyio.from_thread
-import anyio.lowlevel
-import anyio.to_thread
 import msgspec
 
 from rota import _encoding
 from rota._access import StorageAccess
-from rota.actors._backend import current_backend, is_cancellation
-from rota.actors._throttle import Throttled
-from rota.actors.worker_pool import JobRun
+from rota._encoding import type_name as _type_name
+from rota.actors._backend import current_backend
 from rota.config import LIVE_HEARTBEATS, Config
 from rota.domain import lifecycle
 from rota.domain.backoff import Backoff, Custom, Exponential, Fixed, Linear
@@ -69,26 +62,22 @@ from rota.domain.job import (
     NewJob,
     option_error,
 )
-from rota.domain.outcome import FailureKind
-from rota.domain.report import LOG_LINES, job_fields, job_label
 from rota.errors import (
     ConfigError,
-    CorruptRow,
     JobFailed,
     PayloadError,
     StorageError,
     did_you_mean,
 )
-from rota.execution import QueueRunners, attempt
-from rota.execution.processes import Interrupted, ProcessPool, ProcessSettings
-from rota.execution.threads import ThreadHooks, ThreadPool
-from rota.execution.wire import Hello, JobDone
+from rota.execution import Execution
+from rota.execution.context import Context, SyncContext
+from rota.execution.threads import ThreadHooks
+from rota.execution.wire import Hello
 from rota.runtime import Runtime
 from rota.storage import DatabaseUrl, open_engine, ops
-from rota.storage.engine import Completion, Engine, Failure
+from rota.storage.engine import Engine
 
 __all__ = [
-    "UNKNOWN_JOB_DELAY_S",
     "App",
     "Context",
     "EventStream",
@@ -100,9 +89,6 @@ __all__ = [
     "SyncContext",
 ]
 
-log = logging.getLogger("rota.job")
-#: What handlers write with ``ctx.log``, prefixed with their job (name, id, queue).
-log_lines = logging.getLogger(LOG_LINES)
 _app_log = logging.getLogger("rota.app")
 
 #: A job's payload type: anything msgspec validates (a Struct, a dataclass, an attrs class,
@@ -118,166 +104,8 @@ _JSON = msgspec.json.Encoder()
 _PROGRESS = msgspec.json.Decoder(Progress)
 #: First poll delay when waiting for another connection's commits (then doubling).
 _FIRST_POLL_S = 0.002
-#: A job whose name a worker has no handler for runs again after its backoff, but not
-#: sooner than this: a rolling deploy may have enqueued a job type that this worker does
-#: not have yet, and the job must neither spin nor use up its attempts in a moment.
-UNKNOWN_JOB_DELAY_S: Final = 5.0
-#: How often the warning about one unknown job name repeats (with a count) per worker.
-_UNKNOWN_JOB_LOG_EVERY_S: Final = 60.0
 #: The longest poll delay when waiting for another connection's commits.
 _LAST_POLL_S = 0.1
-
-
-# -- inside a handler ---------------------------------------------------------------------
-
-
-class _ContextBase:
-    """What a running handler knows, in every mode."""
-
-    __slots__ = ("_app", "_run", "attempt", "job", "job_id", "max_attempts", "name", "queue")
-
-    def __init__(self, app: App, run: JobRun | None, job: Job) -> None:
-        self._app = app
-        self._run = run
-        self.job: Job = job
-        self.job_id: int = job.id
-        self.name: str = job.name
-        self.queue: str = job.queue
-        self.attempt: int = job.attempt
-        self.max_attempts: int = job.max_attempts
-
-    def log(self, message: str) -> None:
-        """Append a line to the job's log (stored with the next progress report or when the
-        attempt ends) and log it at INFO on the ``rota.job.log`` logger, prefixed with the
-        job (``jobs.resize #42 (images): ...``; the job's fields in the record). A lone
-        surrogate, which UTF-8 cannot store, is kept escaped (``\\ud800``)."""
-        line = str(message)
-        if not line.isascii():
-            line = line.encode("utf-8", "backslashreplace").decode("utf-8")
-        self._add_log(line)
-        _log_line(self.job, line)
-
-    def _add_log(self, line: str) -> None:
-        assert self._run is not None
-        self._run.logs.append(line)
-
-    def _extra(self) -> dict[str, Any]:
-        return _job_extra(self.job)
-
-
-def _job_extra(job: Job) -> dict[str, Any]:
-    """A job's fields in log records (``extra``)."""
-    return job_fields(job.name, job.id, job.queue, job.attempt)
-
-
-def _log_line(job: Job, line: str) -> None:
-    """A line a handler logged (``ctx.log``, here or in a child process), on
-    ``rota.job.log``: the job named in the text, its fields in the record."""
-    if log_lines.isEnabledFor(logging.INFO):
-        log_lines.info(f"{job_label(job.name, job.id, job.queue)}: {line}", extra=_job_extra(job))
-
-
-def _progress(
-    value: float | None, step: int | None, total: int | None, message: str | None
-) -> bytes:
-    """A progress report as stored, its arguments checked first (in every mode, since
-    every context reports through here): ``TypeError`` or ``ValueError`` naming the
-    argument, raised in the handler that called ``progress``."""
-    if value is None and step is None and total is None and message is None:
-        raise TypeError("progress() needs at least one of value, step, total, message")
-    if value is not None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError(f"progress() value must be an int or a float, got {value!r}")
-        try:
-            value = float(value)
-        except OverflowError:
-            raise ValueError(f"progress() value is too large for a float: {value!r}") from None
-        if not math.isfinite(value):
-            raise ValueError(f"progress() value must be a finite number, got {value!r}")
-    for name, count in (("step", step), ("total", total)):
-        if count is not None:
-            if isinstance(count, bool) or not isinstance(count, int):
-                raise TypeError(f"progress() {name} must be an int, got {count!r}")
-            if not 0 <= count <= INT64_MAX:
-                raise ValueError(f"progress() {name} must be between 0 and 2**63-1, got {count!r}")
-    if step is not None and total is not None and step > total:
-        raise ValueError(f"progress() step must be <= total, got step={step} of total={total}")
-    if message is not None:
-        if not isinstance(message, str):
-            raise TypeError(f"progress() message must be a str, got {type(message).__name__}")
-        try:
-            message.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise ValueError(f"progress() message cannot be encoded as UTF-8: {exc}") from None
-    return _JSON.encode(Progress(value=value, step=step, total=total, message=message))
-
-
-class Context(_ContextBase):
-    """What a running ``async def`` handler knows and can report. One per attempt."""
-
-    __slots__ = ()
-
-    async def progress(
-        self,
-        value: float | None = None,
-        *,
-        step: int | None = None,
-        total: int | None = None,
-        message: str | None = None,
-    ) -> None:
-        """Report progress: a number (a percentage, a count), and/or the step this attempt
-        is at (``step`` of ``total``) with a message. Stored on the job and emitted as a
-        ``progress`` event.
-
-        At least one argument; ``value`` a finite int or float (not a bool; stored as a
-        float), ``step`` and ``total`` ints >= 0 with ``step <= total`` when both are given,
-        ``message`` a str. Anything else raises ``TypeError`` or ``ValueError`` naming the
-        argument, here in the handler, and stores nothing."""
-        await self._report(_progress(value, step, total, message))
-
-    async def _report(self, data: bytes) -> None:
-        assert self._run is not None
-        await self._app._report_progress(self._run, data)
-
-
-class SyncContext(_ContextBase):
-    """What a running plain ``def`` handler knows and can report (thread mode, and sync
-    handlers in process mode). ``progress`` returns once the report is stored."""
-
-    __slots__ = ("_stop",)
-
-    def __init__(
-        self, app: App, run: JobRun | None, job: Job, stop: threading.Event | None = None
-    ) -> None:
-        super().__init__(app, run, job)
-        self._stop = stop
-
-    def progress(
-        self,
-        value: float | None = None,
-        *,
-        step: int | None = None,
-        total: int | None = None,
-        message: str | None = None,
-    ) -> None:
-        """Report progress (see ``Context.progress``, and its checks of the arguments);
-        blocks this thread, never the event loop, until it is stored."""
-        self._report(_progress(value, step, total, message))
-
-    @property
-    def cancelled(self) -> bool:
-        """True once nobody waits for this attempt any more (it timed out, was cancelled
-        or its lease was lost): a thread cannot be killed, so a long handler may check this
-        and return early. Whatever it returns then is dropped."""
-        return self._stop is not None and self._stop.is_set()
-
-    def _report(self, data: bytes) -> None:
-        app, run = self._app, self._run
-        assert run is not None
-        token = app._storage.token
-        if token is None:
-            raise RuntimeError("progress() needs the runtime this job runs in; it has stopped")
-        anyio.from_thread.run(app._report_progress, run, data, token=token)
 
 
 # -- job definitions ------------------------------------------------------------------------
@@ -508,40 +336,6 @@ class JobDefinition(Generic[P, R]):
         return [JobHandle(app, job_id, self) for job_id in ids]
 
 
-def bad_payload(job: Job, definition: JobDefinition[Any, Any], exc: msgspec.DecodeError) -> str:
-    """Why a stored payload cannot be run: it does not match the job's schema (e.g. the
-    schema changed since it was enqueued), or the row is corrupt (not JSON at all)."""
-    if isinstance(exc, msgspec.ValidationError):
-        return f"payload does not match {_type_name(definition.payload_type)}: {exc}"
-    return str(CorruptRow(job.id, "payload", f"not valid JSON ({exc})"))
-
-
-def unknown_job(job: Job, where: str, known: Iterable[str], warnings: Throttled) -> tuple[str, int]:
-    """A job whose name has no handler ``where`` ("this worker", or its child process):
-    the error its attempt fails with, and the delay (ms) before it runs again (its stored
-    backoff, at least ``UNKNOWN_JOB_DELAY_S``). Logs a WARNING naming the job, its id and
-    queue, with the closest name known here: once per name, then at most every minute."""
-    known = sorted(known)
-    close = did_you_mean(job.name, known) if known else " (it has no jobs)"
-    if not close.startswith(","):  # no close match: some of the names it knows
-        shown = ", ".join(repr(name) for name in known[:10])
-        close = f" (it knows {len(known)}: {shown}{', ...' if len(known) > 10 else ''})"
-    error = f"no handler for job {job.name!r} in {where}{close}"
-    warnings.warning(
-        job.name,
-        "job %d (queue %r, attempt %d of %d): %s; retried per its policy, so that a worker "
-        "that has it (a newer version, during a deploy) runs it",
-        job.id,
-        job.queue,
-        job.attempt,
-        job.max_attempts,
-        error,
-        extra=_job_extra(job),
-    )
-    delay_ms = lifecycle.retry_delay_ms(job.backoff, job.attempt, random.random())
-    return error, max(delay_ms, round(UNKNOWN_JOB_DELAY_S * 1000))
-
-
 def _payload_error(name: str, exc: msgspec.ValidationError, tp: Any, value: Any) -> PayloadError:
     """Name the offending field of ``value`` (of type ``tp``) as a dotted path
     (``inner.x``), also for missing ones, by name where msgspec gives a position (a
@@ -565,15 +359,6 @@ def _decodes(decoder: msgspec.json.Decoder[Any], data: bytes) -> bool:
     except msgspec.ValidationError:
         return False
     return True
-
-
-def _type_name(tp: Any) -> str:
-    """An annotation as written: ``int``, ``list[int]``, ``Doubled``, ``None``."""
-    if tp is type(None):
-        return "None"
-    if isinstance(tp, type) and not typing.get_args(tp):
-        return tp.__qualname__
-    return repr(tp).replace("typing.", "")
 
 
 def _clip(value: Any, limit: int = 200) -> str:
@@ -1167,13 +952,18 @@ class App:
         #: ``Registry.job``)
         self.job = self.registry.job
         self._tmpdir: tempfile.TemporaryDirectory[str] | None = None
-        #: warnings about jobs with a name this app has no handler for (``unknown_job``)
-        self._unknown = Throttled(log, _UNKNOWN_JOB_LOG_EVERY_S)
         #: where this app's connections go (``config.database``, parsed; a ``:memory:``
         #: app's private file, so that all of them see one database)
         self.database_url = self._resolve_database(self.config.database)
         #: the one door to the database: ``await self._storage.run(op)`` (``rota.storage.ops``)
         self._storage = StorageAccess(self.engine)
+        #: how its jobs run: each queue's pools and executor, for every runtime
+        self._execution = Execution(
+            jobs=self.registry.jobs,
+            thread_hooks=self.thread_hooks,
+            storage=self._storage,
+            hello=self._hello,
+        )
         #: the queues enqueued to whose workers were looked for (``_check_served``)
         self._queues_checked: set[str] = set()
         self._queues_checked_lock = threading.Lock()
@@ -1291,7 +1081,7 @@ class App:
             config=config,
             queues=queues,
             engine_factory=lambda: self.engine(synchronous=config.synchronous),
-            runners=lambda queue: self._runners(queue, config, backend),
+            runners=lambda queue: self._execution.queue_runners(queue, config, backend),
             clock=self.clock,
             instruments=self.instruments,
         )
@@ -1337,7 +1127,7 @@ class App:
         """This app's runtime while it runs (in this process)."""
         return self._storage.runtime
 
-    # -- executing (called by the WorkerPool) --
+    # -- where jobs run --
 
     def mode(self, definition: JobDefinition[Any, Any], queue: str | None = None) -> Mode:
         """Where ``definition``'s jobs run on ``queue`` (default: its own queue): the mode
@@ -1345,44 +1135,14 @@ class App:
         the handler's kind (``async`` or ``thread``)."""
         return definition.mode_on(self.config.for_queue(queue or definition.options.queue).mode)
 
-    def _needs_processes(self, queue: str, config: Config) -> bool:
-        queue_mode = config.for_queue(queue).mode
-        return queue_mode == "process" or any(
-            d.options.queue == queue and d.mode_on(queue_mode) == "process"
-            for d in self.registry.jobs.values()
+    def _hello(self, backend: str) -> Hello:
+        """What a child process (process mode) needs to import this app."""
+        return Hello(
+            app=self._import_spec(),
+            path=list(sys.path),
+            database=str(self.database_url.absolute()),
+            backend=backend,
         )
-
-    def _runners(self, queue: str, config: Config, backend: str) -> QueueRunners:
-        """One queue's thread pool (always: threads start when a sync job needs one) and
-        process pool (if a job of the queue runs in process mode)."""
-        settings = config.for_queue(queue)
-        processes = None
-        if self._needs_processes(queue, config):
-            processes = ProcessPool(
-                queue=queue,
-                settings=ProcessSettings(
-                    size=settings.processes,
-                    max_jobs_per_child=settings.max_jobs_per_child,
-                    kill_grace_s=config.kill_grace_s,
-                    start_timeout_s=config.child_start_timeout_s,
-                    max_restarts=config.child_max_restarts,
-                    restart_period_s=config.child_restart_period_s,
-                ),
-                hello=Hello(
-                    app=self._import_spec(),
-                    path=list(sys.path),
-                    database=str(self.database_url.absolute()),
-                    backend=backend,
-                ),
-            )
-        runners = QueueRunners(
-            queue=queue,
-            mode=settings.mode,
-            threads=ThreadPool(queue=queue, size=settings.concurrency, hooks=self.thread_hooks),
-            processes=processes,
-        )
-        runners.execute = functools.partial(self._execute, runners=runners, backend=backend)
-        return runners
 
     def _import_spec(self) -> str:
         """How a child process imports this app (``Hello.app``)."""
@@ -1406,163 +1166,6 @@ class App:
             "module-level variable of an importable module: define it at module level, "
             "or pass App(..., import_name='package.module:app')"
         )
-
-    async def _execute(
-        self, run: JobRun, runners: QueueRunners, backend: str
-    ) -> Completion | Failure:
-        job = run.job
-        definition = self.registry.jobs.get(job.name)
-        if definition is None:  # a newer version's job, or a name another app uses
-            error, delay_ms = unknown_job(job, "this worker", self.registry.jobs, self._unknown)
-            return Failure(job.id, run.token, error, FailureKind.ERROR, delay_ms)
-        # (a pool claims only its own queue's jobs: the queue's mode is the runners')
-        mode = definition.mode_on(runners.mode)
-        if mode == "process":
-            return await self._execute_in_child(run, definition, runners)
-        try:
-            args = definition.decode(job.payload)
-        except msgspec.DecodeError as exc:
-            error = bad_payload(job, definition, exc)
-            return Failure(job.id, run.token, error, FailureKind.UNRECOVERABLE)
-        if mode == "thread":
-            return await self._execute_on_thread(run, definition, args, runners.threads)
-        ctx = Context(self, run, job)
-        timeout_s = job.timeout_s
-        try:
-            if timeout_s is None:  # the common case: no scope to open and close per job
-                result = await definition(args, ctx)
-            else:
-                with anyio.move_on_after(timeout_s) as scope:
-                    result = await definition(args, ctx)
-                if scope.cancelled_caught:
-                    return self._failure(definition, run, f"timed out after {timeout_s:g} s")
-            data = definition.encode_result(result)
-        except BaseException as exc:  # SystemExit too: it ends the attempt, not the worker
-            if is_cancellation(exc):
-                raise
-            return self._settle(definition, run, attempt.failed(job.id, exc, backend=backend))
-        finally:
-            if run.logs:
-                await self._flush_logs_at_end(run)
-        return Completion(job.id, run.token, data)
-
-    async def _execute_on_thread(
-        self, run: JobRun, definition: JobDefinition[Any, Any], args: Any, threads: ThreadPool
-    ) -> Completion | Failure:
-        job = run.job
-        stop = threading.Event()
-        ctx = SyncContext(self, run, job, stop)
-        timeout_s = job.timeout_s
-        try:
-            finished, done = await threads.run_sync(
-                functools.partial(
-                    attempt.run_sync,
-                    job.id,
-                    lambda: definition.call_sync(args, ctx),
-                    definition.encode_result,
-                ),
-                cancelled=stop,
-                timeout_s=timeout_s,
-            )
-        except BaseException as exc:  # a per-thread start hook failed: this attempt fails
-            if is_cancellation(exc):
-                raise
-            finished, done = True, attempt.failed(job.id, exc)
-        finally:
-            if run.logs:
-                await self._flush_logs_at_end(run)
-        if not finished or done is None:
-            return self._failure(
-                definition,
-                run,
-                f"timed out after {timeout_s:g} s (its thread cannot be killed: it was left "
-                "to finish alone and its result will be dropped)",
-            )
-        return self._settle(definition, run, done)
-
-    async def _execute_in_child(
-        self, run: JobRun, definition: JobDefinition[Any, Any], runners: QueueRunners
-    ) -> Completion | Failure:
-        job = run.job
-        pool = runners.processes
-        if pool is None:
-            return Failure(
-                job.id,
-                run.token,
-                f"job {job.name!r} runs in process mode, but queue {job.queue!r} has no "
-                "process pool in this worker (set mode='process' on the job's own queue, "
-                "or queue_config={...: {'mode': 'process'}})",
-                FailureKind.ERROR,
-            )
-
-        async def on_progress(data: bytes) -> None:
-            await self._report_progress(run, data)
-
-        def on_log(line: str) -> None:
-            run.logs.append(line)
-            _log_line(job, line)
-
-        try:
-            done = await pool.run_job(job, on_progress=on_progress, on_log=on_log)
-        finally:
-            if run.logs:
-                await self._flush_logs_at_end(run)
-        if isinstance(done, Interrupted):
-            if done.timed_out:
-                return self._failure(definition, run, done.error)
-            # The child died: run the job again at once (it counts as an attempt).
-            return Failure(job.id, run.token, done.error, FailureKind.ERROR, 0)
-        return self._settle(definition, run, done)
-
-    def _settle(
-        self, definition: JobDefinition[Any, Any], run: JobRun, done: JobDone
-    ) -> Completion | Failure:
-        """The outcome to store for an attempt that ended by itself, in any mode (the
-        worker pool logs it once it is stored, with what the engine made of it)."""
-        job = run.job
-        status = done.status
-        if status == "ok":
-            return Completion(job.id, run.token, done.result)
-        error = done.error or status
-        if status == "unrecoverable":
-            return Failure(job.id, run.token, error, FailureKind.UNRECOVERABLE)
-        return self._failure(definition, run, error, done.delay_ms)
-
-    @staticmethod
-    def _failure(
-        definition: JobDefinition[Any, Any], run: JobRun, error: str, delay_ms: int | None = None
-    ) -> Failure:
-        backoff = definition.options.backoff
-        if (
-            delay_ms is None
-            and isinstance(backoff, Custom)
-            and run.job.attempt < run.job.max_attempts
-        ):
-            try:
-                delay_ms = round(backoff.delay_s(run.job.attempt) * 1000)
-            except Exception as exc:  # a broken policy fails the job, never the pool
-                text = (  # its last line: what the log line of the failure shows
-                    f"{error.rstrip()}\nno retry: the backoff policy {backoff.fn!r} of job "
-                    f"{definition.name!r} failed for attempt {run.job.attempt}: {exc!r}"
-                )
-                return Failure(run.job.id, run.token, text, FailureKind.UNRECOVERABLE)
-        return Failure(run.job.id, run.token, error, FailureKind.ERROR, delay_ms)
-
-    async def _report_progress(self, run: JobRun, data: bytes) -> None:
-        """Store a progress report of a running job (its pending log lines first)."""
-        await self._flush_logs(run)
-        await self._storage.run(ops.SetProgress(run.job.id, run.token, data))
-
-    async def _flush_logs(self, run: JobRun) -> None:
-        logs, run.logs = run.logs, []
-        for line in logs:
-            await self._storage.run(ops.AddLog(run.job.id, run.token, line))
-
-    async def _flush_logs_at_end(self, run: JobRun) -> None:
-        """Store an ended attempt's last log lines, even while it is being cancelled; a
-        failure to store them must not change how the attempt ended."""
-        with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
-            await self._flush_logs(run)
 
     # -- storage access (through the runtime's Store if one runs here, else directly) --
 

@@ -61,7 +61,7 @@ from rota.supervisors import ChildSpec, Restart, Strategy, Supervisor
 if TYPE_CHECKING:
     from rota.execution import QueueRunners
 
-__all__ = ["Health", "Runtime"]
+__all__ = ["Health", "Runtime", "queue_supervisor"]
 
 log = logging.getLogger("rota.runtime")
 
@@ -102,7 +102,46 @@ class Runtime:
         self.fatal: StorageError | None = None
         """Why the runtime stopped by itself (its database file was deleted or replaced)."""
         self._fatal_event = anyio.Event()
-        self.store_ref: ActorRef[Store] = ActorRef(
+        self._lease_ttl_ms = round(config.lease_ttl_s * 1000)
+        # The actors (what each is given: the helpers below)...
+        self.store_ref: ActorRef[Store] = self._store(engine_factory, watch_other_processes)
+        self.store = StoreClient(self.store_ref)
+        self.scheduler_ref: ActorRef[Actor] = self._scheduler(clock)
+        self.runners: dict[str, QueueRunners] = {q: runners(q) for q in self.queues}
+        self.pools: dict[str, ActorRef[Actor]] = {q: self._pool(q) for q in self.queues}
+        self.queue_refs: dict[str, ActorRef[Actor]] = {q: self._queue_ref(q) for q in self.queues}
+        self.renewers: dict[str, ActorRef[Actor]] = {q: self._renewer(q) for q in self.queues}
+        # ...and the tree they run in.
+        self.queue_sups = [
+            queue_supervisor(
+                q,
+                queue=self.queue_refs[q],
+                renewer=self.renewers[q],
+                runners=self.runners[q],
+                pool=self.pools[q],
+                shutdown_grace_s=config.shutdown_grace_s,
+            )
+            for q in self.queues
+        ]
+        self.root = Supervisor(
+            "runtime",
+            [
+                _actor_child(self.store_ref, grace_s=30.0),
+                _actor_child(self.scheduler_ref, grace_s=10.0),
+                *(sup.child_spec() for sup in self.queue_sups),
+            ],
+            strategy=Strategy.ONE_FOR_ONE,
+            max_restarts=3,
+            period_s=60.0,
+        )
+
+    # -- the actors' arguments ---------------------------------------------------------------
+
+    def _store(
+        self, engine_factory: Callable[[], Engine], watch_other_processes: bool
+    ) -> ActorRef[Store]:
+        config = self.config
+        return ActorRef(
             "store",
             lambda: Store(
                 engine_factory,
@@ -114,67 +153,46 @@ class Runtime:
             ),
             mailbox_size=4096,
         )
-        self.store = StoreClient(self.store_ref)
-        ttl_ms = round(config.lease_ttl_s * 1000)
-        self.pools: dict[str, ActorRef[Actor]] = {}
-        self.queue_refs: dict[str, ActorRef[Actor]] = {}
-        self.renewers: dict[str, ActorRef[Actor]] = {}
-        self.runners: dict[str, QueueRunners] = {}
-        queue_sups = []
-        for q in self.queues:
-            settings = config.for_queue(q)
-            queue_runners = self.runners[q] = runners(q)
-            pool: ActorRef[Actor] = ActorRef(
-                f"pool[{q}]",
-                _factory(
-                    WorkerPool,
-                    queue=q,
-                    owner=self.owner.id,
-                    store=self.store,
-                    execute=queue_runners.execute,
-                    concurrency=settings.concurrency,
-                    prefetch=settings.prefetch,
-                    lease_ttl_ms=ttl_ms,
-                    shutdown_grace_s=config.shutdown_grace_s,
-                    instruments=self.instruments,
-                ),
-            )
-            queue_ref: ActorRef[Actor] = ActorRef(
-                f"queue[{q}]", _factory(Queue, queue=q, store=self.store, pool=pool)
-            )
-            renewer: ActorRef[Actor] = ActorRef(
-                f"renewer[{q}]",
-                _factory(LockRenewer, queue=q, store=self.store, pool=pool, lease_ttl_ms=ttl_ms),
-            )
-            self.pools[q], self.queue_refs[q], self.renewers[q] = pool, queue_ref, renewer
-            grace = config.shutdown_grace_s + 5.0
-            queue_sups.append(
-                Supervisor(
-                    f"queue-sup[{q}]",
-                    [
-                        _actor_child(queue_ref, grace_s=5.0),
-                        _actor_child(renewer, grace_s=5.0),
-                        *queue_runners.children(),  # threads, processes: up before the pool
-                        _actor_child(pool, grace_s=grace),
-                    ],
-                    strategy=Strategy.REST_FOR_ONE,
-                    max_restarts=5,
-                    period_s=30.0,
-                )
-            )
-        retention = []
-        for q in self.queues:
-            r = config.for_queue(q)
-            retention.append(
-                RetentionPolicy(
-                    queue=q,
-                    completed_s=r.retain_completed_s,
-                    completed=r.retain_completed,
-                    failed_s=r.retain_failed_s,
-                    failed=r.retain_failed,
-                )
-            )
-        self.scheduler_ref: ActorRef[Actor] = ActorRef(
+
+    def _pool(self, q: str) -> ActorRef[Actor]:
+        config = self.config
+        settings = config.for_queue(q)
+        return ActorRef(
+            f"pool[{q}]",
+            _factory(
+                WorkerPool,
+                queue=q,
+                owner=self.owner.id,
+                store=self.store,
+                execute=self.runners[q].execute,
+                concurrency=settings.concurrency,
+                prefetch=settings.prefetch,
+                lease_ttl_ms=self._lease_ttl_ms,
+                shutdown_grace_s=config.shutdown_grace_s,
+                instruments=self.instruments,
+            ),
+        )
+
+    def _queue_ref(self, q: str) -> ActorRef[Actor]:
+        return ActorRef(
+            f"queue[{q}]", _factory(Queue, queue=q, store=self.store, pool=self.pools[q])
+        )
+
+    def _renewer(self, q: str) -> ActorRef[Actor]:
+        return ActorRef(
+            f"renewer[{q}]",
+            _factory(
+                LockRenewer,
+                queue=q,
+                store=self.store,
+                pool=self.pools[q],
+                lease_ttl_ms=self._lease_ttl_ms,
+            ),
+        )
+
+    def _scheduler(self, clock: Callable[[], int] | None) -> ActorRef[Actor]:
+        config = self.config
+        return ActorRef(
             "scheduler",
             _factory(
                 Scheduler,
@@ -192,23 +210,11 @@ class Runtime:
                     ),
                     Retention(
                         config.retention_interval_s,
-                        policies=retention,
+                        policies=_retention_policies(config, self.queues),
                         retain_events_s=config.retain_events_s,
                     ),
                 ],
             ),
-        )
-        self.queue_sups = queue_sups
-        self.root = Supervisor(
-            "runtime",
-            [
-                _actor_child(self.store_ref, grace_s=30.0),
-                _actor_child(self.scheduler_ref, grace_s=10.0),
-                *(sup.child_spec() for sup in queue_sups),
-            ],
-            strategy=Strategy.ONE_FOR_ONE,
-            max_restarts=3,
-            period_s=60.0,
         )
 
     # -- running --------------------------------------------------------------------------
@@ -423,6 +429,48 @@ class Health(msgspec.Struct, frozen=True, kw_only=True):
 
     status: Literal["ok", "degraded", "failed"]
     problems: list[str]
+
+
+def queue_supervisor(
+    q: str,
+    *,
+    queue: ActorRef[Actor],
+    renewer: ActorRef[Actor],
+    runners: QueueRunners,
+    pool: ActorRef[Actor],
+    shutdown_grace_s: float,
+) -> Supervisor:
+    """QueueSup[q]: its children in start order; they stop in reverse, the WorkerPool
+    first, so it drains while its leases are still renewed and its threads still run."""
+    return Supervisor(
+        f"queue-sup[{q}]",
+        [
+            _actor_child(queue, grace_s=5.0),
+            _actor_child(renewer, grace_s=5.0),
+            *runners.children(),  # threads, processes: up before the pool
+            _actor_child(pool, grace_s=shutdown_grace_s + 5.0),
+        ],
+        strategy=Strategy.REST_FOR_ONE,
+        max_restarts=5,
+        period_s=30.0,
+    )
+
+
+def _retention_policies(config: Config, queues: Sequence[str]) -> list[RetentionPolicy]:
+    """Each queue's retention (the Retention duty)."""
+    policies = []
+    for q in queues:
+        r = config.for_queue(q)
+        policies.append(
+            RetentionPolicy(
+                queue=q,
+                completed_s=r.retain_completed_s,
+                completed=r.retain_completed,
+                failed_s=r.retain_failed_s,
+                failed=r.retain_failed,
+            )
+        )
+    return policies
 
 
 def _factory(cls: type[Actor], **kwargs: Any) -> Callable[[], Actor]:

@@ -30,9 +30,10 @@ import pytest
 from rt_support import Item, wait_for
 
 import rota
-from rota.app import UNKNOWN_JOB_DELAY_S, App
+from rota.app import App
 from rota.domain.job import JobState
 from rota.errors import ConfigError, JobFailed
+from rota.execution.executor import UNKNOWN_JOB_DELAY_S
 from rota.testing import Clock, drain
 
 JOBS = textwrap.dedent(

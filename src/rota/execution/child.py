@@ -30,10 +30,11 @@ import traceback
 import anyio.from_thread
 import msgspec
 
-from rota.actors._throttle import Throttled
-from rota.app import App, Context, SyncContext, bad_payload, unknown_job
+from rota.app import App
 from rota.execution import attempt, wire
-from rota.storage import DatabaseUrl
+from rota.execution.context import Context, SyncContext
+from rota.execution.executor import bad_payload, unknown_job, unknown_job_warnings
+from rota.storage.url import DatabaseUrl
 
 
 class _Channel:
@@ -78,7 +79,7 @@ class _Runner:
         self.stack = contextlib.ExitStack()
         self.portal: anyio.from_thread.BlockingPortal | None = None
         self.hooks_ran = False
-        self.unknown = Throttled(logging.getLogger("rota.job"), 60.0)
+        self.unknown = unknown_job_warnings()
 
     def run(self, message: wire.RunJob) -> wire.JobDone:
         app, job = self.app, message.job
@@ -92,9 +93,9 @@ class _Runner:
             args = definition.decode(job.payload)
         except msgspec.DecodeError as exc:
             return wire.JobDone(job.id, "unrecoverable", error=bad_payload(job, definition, exc))
+        reports = _Sent(self.channel, job.id)
         if definition.is_async:
-            ctx = _ChildContext(app, None, job)
-            ctx._channel = self.channel
+            ctx = Context(reports, job)
             done: wire.JobDone = self._portal().call(
                 attempt.run_async,
                 job.id,
@@ -109,8 +110,7 @@ class _Runner:
             except Exception as exc:
                 return attempt.failed(job.id, exc)
             self.hooks_ran = True
-        sync_ctx = _ChildSyncContext(app, None, job)
-        sync_ctx._channel = self.channel
+        sync_ctx = SyncContext(reports, job)
         return attempt.run_sync(
             job.id, lambda: definition.call_sync(args, sync_ctx), definition.encode_result
         )
@@ -128,30 +128,24 @@ class _Runner:
         self.stack.close()
 
 
-class _ChildContext(Context):
-    """An async handler's context in a child: reports travel to the parent."""
+class _Sent:
+    """A running job's ``Reports`` in a child: each line and report travels to the parent,
+    which stores them."""
 
-    __slots__ = ("_channel",)
-    _channel: _Channel
+    __slots__ = ("channel", "job_id")
 
-    async def _report(self, data: bytes) -> None:
-        self._channel.send(wire.ProgressReport(self.job_id, data))
+    def __init__(self, channel: _Channel, job_id: int) -> None:
+        self.channel = channel
+        self.job_id = job_id
 
-    def _add_log(self, line: str) -> None:
-        self._channel.send(wire.LogLine(self.job_id, line))
+    def add_log(self, line: str) -> None:
+        self.channel.send(wire.LogLine(self.job_id, line))
 
+    async def progress(self, data: bytes) -> None:
+        self.channel.send(wire.ProgressReport(self.job_id, data))
 
-class _ChildSyncContext(SyncContext):
-    """A sync handler's context in a child: reports travel to the parent."""
-
-    __slots__ = ("_channel",)
-    _channel: _Channel
-
-    def _report(self, data: bytes) -> None:
-        self._channel.send(wire.ProgressReport(self.job_id, data))
-
-    def _add_log(self, line: str) -> None:
-        self._channel.send(wire.LogLine(self.job_id, line))
+    def progress_from_thread(self, data: bytes) -> None:
+        self.channel.send(wire.ProgressReport(self.job_id, data))
 
 
 def main() -> int:
