@@ -5,7 +5,7 @@ its supervisor restarts), every attempt counts exactly once, none runs past
 ``max_attempts``, a crash counts a stall, and every job ends as the rules say.
 
 (The same invariant is checked step by step against the storage engine, with owners
-that die and pools that stop or crash, in ``tests/storage/test_lease_state_machine.py``.)
+that die and pools that stop or crash, in ``tests/storage/contract/test_lease_state_machine.py``.)
 """
 
 from __future__ import annotations

@@ -1,9 +1,11 @@
-"""Fixtures for the storage tests: engines on a temp file and in memory, a fake clock."""
+"""Fixtures for the storage tests: a fake clock, fixed random draws and ``make_job`` for
+every test here; SQLite engines on a temp file and in memory for the SQLite-specific tests
+(``test_sqlite_*.py``). The engine-neutral contract tests (``contract/``) open their engines
+through ``contract/conftest.py``."""
 
 from __future__ import annotations
 
 import random
-import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -102,14 +104,3 @@ def make_job(clock: FakeClock) -> Callable[..., NewJob]:
         return lifecycle.new_job(name, payload, JobOptions(**options), clock.now_ms)
 
     return make
-
-
-def raw_rows(engine: SqliteEngine) -> list[tuple[Any, ...]]:
-    """Every stored column of every job, straight from the table."""
-    conn: sqlite3.Connection = engine._conn
-    return conn.execute("SELECT * FROM rota_jobs ORDER BY id").fetchall()
-
-
-@pytest.fixture
-def rows() -> Callable[[SqliteEngine], list[tuple[Any, ...]]]:
-    return raw_rows

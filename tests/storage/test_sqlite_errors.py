@@ -337,17 +337,3 @@ def test_an_sqlite_without_returning_is_refused(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 34, 1))
     with pytest.raises(StorageError, match=r"needs SQLite >= 3\.35"):
         SqliteEngine()
-
-
-def test_a_read_inside_a_batch_sees_the_batch_and_a_closed_batch_engine_says_so(
-    engine: SqliteEngine, make_job: MakeJob
-) -> None:
-    with engine.batch():
-        [job_id] = engine.enqueue([make_job()])
-        assert engine.get(job_id).state is JobState.WAITING
-        assert engine.count()[JobState.WAITING] == 1
-    with pytest.raises(StorageError, match="closed"), engine.batch():
-        engine.enqueue([make_job()])
-        engine.close()
-    with pytest.raises(StorageError, match="closed"):
-        engine.count()

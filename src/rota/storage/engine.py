@@ -65,6 +65,12 @@ Runtime support (schema version 2):
   fenced by its token.
 * ``events(after_id, ...)`` / ``last_event_id`` / ``prune_events``: the event stream. Every
   state change an operation makes writes its event (``EventKind``) in the same transaction.
+  Event ids increase in commit order: a reader that has read every event up to id N never
+  later sees an event with an id <= N committed, so a reader keeps one cursor (the last id
+  it read) and misses nothing. A sequence alone does not give this: a transaction that
+  took id 5 could commit after one that took id 6 was read. An engine takes event ids in
+  the order its transactions commit (SQLite does: one writer at a time, under the write
+  lock).
 * ``retry`` (failed or cancelled → waiting, attempts and stalls reset), ``retry_failed``
   (the same for a queue's failed and cancelled jobs, oldest first, in one transaction),
   ``promote`` (delayed → waiting now), ``remove`` (delete a job that is not active),

@@ -1,4 +1,4 @@
-"""SqliteEngine: the event stream (schema version 2).
+"""The Engine contract: the event stream (schema version 2).
 
 Every transition writes its event in the transaction of the change: exact kinds, order,
 attempts and data per operation; nothing for a change that was rolled back; nothing at
@@ -11,30 +11,29 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from engine_kinds import EngineHooks
 
 from rota.domain import FailureKind, JobState, backoff, lifecycle
 from rota.domain.event import Event, EventKind
 from rota.domain.job import Job, NewJob
-from rota.storage.engine import ClaimRequest, Completion, Failure
-from rota.storage.sqlite import SqliteEngine
+from rota.storage.engine import ClaimRequest, Completion, Engine, Failure
 
 if TYPE_CHECKING:
     from tests.storage.conftest import FakeClock
 
 MakeJob = Callable[..., NewJob]
-Rows = Callable[[SqliteEngine], list[tuple[Any, ...]]]
 TTL = 1000
 
 E = EventKind
 Seen = tuple[EventKind, int, int, bytes | None]
 
 
-def stream(engine: SqliteEngine, after: int = 0) -> list[Seen]:
+def stream(engine: Engine, after: int = 0) -> list[Seen]:
     """(kind, job id, attempt, data) of every event after ``after``, in order."""
     return [(e.kind, e.job_id, e.attempt, e.data) for e in engine.events(after, limit=10_000)]
 
 
-def claimed(engine: SqliteEngine, make_job: MakeJob, owner: str = "w", **options: Any) -> Job:
+def claimed(engine: Engine, make_job: MakeJob, owner: str = "w", **options: Any) -> Job:
     [job_id] = engine.enqueue([make_job(**options)])
     [job] = engine.claim(options.get("queue", "default"), owner, 1, TTL)
     assert job.id == job_id and job.token is not None
@@ -50,7 +49,7 @@ def token(job: Job) -> int:
 
 
 def test_enqueue_writes_one_enqueued_per_job_inserted_and_none_for_existing_keys(
-    engine: SqliteEngine, make_job: MakeJob, clock: FakeClock
+    engine: Engine, make_job: MakeJob, clock: FakeClock
 ) -> None:
     assert engine.last_event_id() == 0
     [keyed] = engine.enqueue([make_job(key="k")])
@@ -79,7 +78,7 @@ def test_enqueue_writes_one_enqueued_per_job_inserted_and_none_for_existing_keys
 
 
 def test_claim_writes_active_in_claim_order_with_the_attempt_starting(
-    engine: SqliteEngine, make_job: MakeJob, clock: FakeClock
+    engine: Engine, make_job: MakeJob, clock: FakeClock
 ) -> None:
     ids = engine.enqueue([make_job(priority=p, backoff=backoff.fixed(0)) for p in (2, 0, 1)])
     start = engine.last_event_id()
@@ -95,7 +94,7 @@ def test_claim_writes_active_in_claim_order_with_the_attempt_starting(
     assert engine.last_event_id() == mark + 1  # an empty claim writes nothing
 
 
-def test_complete_writes_completed(engine: SqliteEngine, make_job: MakeJob) -> None:
+def test_complete_writes_completed(engine: Engine, make_job: MakeJob) -> None:
     job = claimed(engine, make_job)
     mark = engine.last_event_id()
     engine.complete(job.id, token(job), b"ok")
@@ -115,7 +114,7 @@ def test_complete_writes_completed(engine: SqliteEngine, make_job: MakeJob) -> N
     ],
 )
 def test_fail_writes_retrying_failed_or_cancelled_with_the_error(
-    engine: SqliteEngine,
+    engine: Engine,
     make_job: MakeJob,
     options: dict[str, Any],
     kind: FailureKind,
@@ -129,7 +128,7 @@ def test_fail_writes_retrying_failed_or_cancelled_with_the_error(
 
 
 def test_settle_and_claim_writes_completions_then_failures_then_claims_each_in_order(
-    engine: SqliteEngine, make_job: MakeJob
+    engine: Engine, make_job: MakeJob
 ) -> None:
     engine.enqueue([make_job(backoff=backoff.fixed(0)) for _ in range(4)])
     j1, j2, j3, j4 = engine.claim("default", "w", 4, TTL)
@@ -157,7 +156,7 @@ def test_settle_and_claim_writes_completions_then_failures_then_claims_each_in_o
 
 
 def test_a_large_batch_keeps_the_given_order_of_completions(
-    engine: SqliteEngine, make_job: MakeJob
+    engine: Engine, make_job: MakeJob
 ) -> None:
     # INSERT_JOB_EVENTS relies on CROSS JOIN to keep the array's order without a sort.
     engine.enqueue([make_job() for _ in range(300)])
@@ -169,7 +168,7 @@ def test_a_large_batch_keeps_the_given_order_of_completions(
 
 
 def test_rescue_writes_stalled_then_the_outcome(
-    engine: SqliteEngine, make_job: MakeJob, clock: FakeClock
+    engine: Engine, make_job: MakeJob, clock: FakeClock
 ) -> None:
     retried = claimed(engine, make_job, max_stalls=1)
     poison = claimed(engine, make_job, max_stalls=0)
@@ -193,7 +192,7 @@ def test_rescue_writes_stalled_then_the_outcome(
 
 
 def test_release_owner_as_stall_writes_stalled_and_the_outcome_and_a_clean_release_nothing(
-    engine: SqliteEngine, make_job: MakeJob
+    engine: Engine, make_job: MakeJob
 ) -> None:
     dead = claimed(engine, make_job, owner="dead", max_attempts=1)
     mark = engine.last_event_id()
@@ -214,7 +213,7 @@ def test_release_owner_as_stall_writes_stalled_and_the_outcome_and_a_clean_relea
 
 
 def test_cancel_writes_cancelled_for_waiting_and_delayed_jobs_only(
-    engine: SqliteEngine, make_job: MakeJob
+    engine: Engine, make_job: MakeJob
 ) -> None:
     active = claimed(engine, make_job)
     done = claimed(engine, make_job)
@@ -232,7 +231,7 @@ def test_cancel_writes_cancelled_for_waiting_and_delayed_jobs_only(
 
 
 def test_progress_retry_and_the_silent_operations(
-    engine: SqliteEngine, make_job: MakeJob, clock: FakeClock
+    engine: Engine, make_job: MakeJob, clock: FakeClock
 ) -> None:
     job = claimed(engine, make_job, max_attempts=1)
     mark = engine.last_event_id()
@@ -261,12 +260,12 @@ def test_progress_retry_and_the_silent_operations(
 
 
 def test_an_operation_rolled_back_in_a_batch_leaves_no_event(
-    engine: SqliteEngine, make_job: MakeJob, rows: Rows
+    engine: Engine, make_job: MakeJob, hooks: EngineHooks
 ) -> None:
     engine.enqueue([make_job(backoff=backoff.fixed(0)) for _ in range(3)])
     j1, j2, j3 = engine.claim("default", "w", 3, TTL)
     mark = engine.last_event_id()
-    before = rows(engine)
+    before = hooks.rows()
     with engine.batch():
         # completions, a failure and a claim are written, then the claim's ttl is refused:
         # the whole operation, events included, is undone
@@ -278,13 +277,11 @@ def test_an_operation_rolled_back_in_a_batch_leaves_no_event(
             )
         assert engine.last_event_id() == mark
         engine.complete(j3.id, token(j3), None)  # the batch goes on
-    assert rows(engine)[:2] == before[:2]
+    assert hooks.rows()[:2] == before[:2]
     assert stream(engine, mark) == [(E.COMPLETED, j3.id, 1, None)]
 
 
-def test_a_batch_rolled_back_as_a_whole_leaves_no_event(
-    engine: SqliteEngine, make_job: MakeJob
-) -> None:
+def test_a_batch_rolled_back_as_a_whole_leaves_no_event(engine: Engine, make_job: MakeJob) -> None:
     with pytest.raises(KeyError), engine.batch():
         [job_id] = engine.enqueue([make_job()])
         engine.claim("default", "w", 1, TTL)
@@ -294,7 +291,7 @@ def test_a_batch_rolled_back_as_a_whole_leaves_no_event(
     assert engine.last_event_id() == 0
 
 
-def test_a_lost_lease_writes_no_event(engine: SqliteEngine, make_job: MakeJob) -> None:
+def test_a_lost_lease_writes_no_event(engine: Engine, make_job: MakeJob) -> None:
     job = claimed(engine, make_job)
     mark = engine.last_event_id()
     for call in (
@@ -311,9 +308,9 @@ def test_a_lost_lease_writes_no_event(engine: SqliteEngine, make_job: MakeJob) -
 
 
 def test_record_events_false_writes_no_event(
-    db_path: str, open_engine: Callable[..., SqliteEngine], make_job: MakeJob, clock: FakeClock
+    engine_factory: Callable[..., Engine], make_job: MakeJob, clock: FakeClock
 ) -> None:
-    engine = open_engine(db_path, record_events=False)
+    engine = engine_factory(record_events=False)
     ids = engine.enqueue([make_job(max_stalls=0) for _ in range(4)] + [make_job(delay_s=1)])
     a, b, c, d = engine.claim("default", "w", 4, TTL)
     engine.set_progress(a.id, token(a), b"{}")
@@ -336,7 +333,7 @@ def test_record_events_false_writes_no_event(
 # --- reading and pruning --------------------------------------------------------------
 
 
-def test_events_pages_by_id_and_filters_by_queue(engine: SqliteEngine, make_job: MakeJob) -> None:
+def test_events_pages_by_id_and_filters_by_queue(engine: Engine, make_job: MakeJob) -> None:
     ids = engine.enqueue([make_job(queue="ab"[i % 2]) for i in range(10)])
     everything = engine.events()
     assert [e.job_id for e in everything] == ids
@@ -356,7 +353,7 @@ def test_events_pages_by_id_and_filters_by_queue(engine: SqliteEngine, make_job:
 
 
 def test_prune_events_deletes_the_old_ones_keeps_the_newest_and_never_reuses_ids(
-    engine: SqliteEngine, make_job: MakeJob, clock: FakeClock
+    engine: Engine, make_job: MakeJob, clock: FakeClock
 ) -> None:
     engine.enqueue([make_job() for _ in range(3)])  # at t0
     clock.advance(1000)
@@ -377,20 +374,20 @@ def test_prune_events_deletes_the_old_ones_keeps_the_newest_and_never_reuses_ids
     assert engine.prune_events(older_than_ms=0) == 1
 
 
-def test_events_outlive_their_jobs(engine: SqliteEngine, make_job: MakeJob) -> None:
+def test_events_outlive_their_jobs(engine: Engine, make_job: MakeJob) -> None:
     job = claimed(engine, make_job)
     engine.complete(job.id, token(job), None)
     assert engine.prune() == 1
     assert [e.kind for e in engine.events()] == [E.ENQUEUED, E.ACTIVE, E.COMPLETED]
 
 
+@pytest.mark.several_connections
 def test_events_written_by_one_engine_are_read_by_another(
-    file_engine: SqliteEngine, file_path: str, open_engine: Callable[..., SqliteEngine],
-    make_job: MakeJob,
-) -> None:  # fmt: skip
-    reader = open_engine(file_path)
+    engine: Engine, engine_factory: Callable[..., Engine], make_job: MakeJob
+) -> None:
+    reader = engine_factory()
     start = reader.last_event_id()
-    with file_engine.batch():
-        ids = file_engine.enqueue([make_job(), make_job()])
+    with engine.batch():
+        ids = engine.enqueue([make_job(), make_job()])
         assert reader.events(start) == []  # not committed yet
     assert [e.job_id for e in reader.events(start)] == ids

@@ -1,31 +1,28 @@
-"""SqliteEngine, schema version 2: paused queues, progress and logs, retry / promote /
-remove / drain, owners and data_version."""
+"""The Engine contract, schema version 2: paused queues, progress and logs, retry /
+promote / remove / drain, owners."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from engine_kinds import EngineHooks
 
 from rota.domain import FailureKind, JobState, backoff
 from rota.domain.event import EventKind, LogEntry, Owner
 from rota.domain.job import Job, NewJob
 from rota.errors import JobNotFound, LeaseLost
-from rota.storage.engine import ClaimRequest, Completion, Failure
-from rota.storage.sqlite import SqliteEngine
+from rota.storage.engine import ClaimRequest, Completion, Engine, Failure
 
 if TYPE_CHECKING:
     from tests.storage.conftest import FakeClock
 
 MakeJob = Callable[..., NewJob]
-OpenEngine = Callable[..., SqliteEngine]
-Rows = Callable[[SqliteEngine], list[tuple[Any, ...]]]
 TTL = 1000
 
 
-def claimed(engine: SqliteEngine, make_job: MakeJob, owner: str = "w", **options: Any) -> Job:
+def claimed(engine: Engine, make_job: MakeJob, owner: str = "w", **options: Any) -> Job:
     [job_id] = engine.enqueue([make_job(**options)])
     [job] = engine.claim(options.get("queue", "default"), owner, 1, TTL)
     assert job.id == job_id and job.token is not None
@@ -37,12 +34,7 @@ def token(job: Job) -> int:
     return job.token
 
 
-def log_count(engine: SqliteEngine) -> int:
-    count: int = engine._conn.execute("SELECT count(*) FROM rota_logs").fetchone()[0]
-    return count
-
-
-def in_states(engine: SqliteEngine, make_job: MakeJob) -> dict[JobState, int]:
+def in_states(engine: Engine, make_job: MakeJob) -> dict[JobState, int]:
     """One job in each state, in queue "default"; returns their ids by state."""
     ids = {}
     for state, fail in ((JobState.COMPLETED, None), (JobState.FAILED, FailureKind.UNRECOVERABLE),
@@ -66,7 +58,7 @@ def in_states(engine: SqliteEngine, make_job: MakeJob) -> dict[JobState, int]:
 
 
 def test_a_paused_queue_claims_nothing_and_a_resumed_one_claims_again(
-    engine: SqliteEngine, make_job: MakeJob, clock: FakeClock
+    engine: Engine, make_job: MakeJob, clock: FakeClock
 ) -> None:
     a = engine.enqueue([make_job(queue="a") for _ in range(3)])
     [due] = engine.enqueue([make_job(queue="a", delay_s=1)])
@@ -85,7 +77,7 @@ def test_a_paused_queue_claims_nothing_and_a_resumed_one_claims_again(
     assert [j.id for j in engine.claim("a", "w", 10, TTL)] == [*a, due]
 
 
-def test_settlements_of_a_paused_queue_still_apply(engine: SqliteEngine, make_job: MakeJob) -> None:
+def test_settlements_of_a_paused_queue_still_apply(engine: Engine, make_job: MakeJob) -> None:
     engine.enqueue([make_job(queue="p", backoff=backoff.fixed(0)) for _ in range(3)])
     j1, j2, j3 = engine.claim("p", "w", 3, TTL)
     engine.set_paused("p", True)
@@ -101,16 +93,17 @@ def test_settlements_of_a_paused_queue_still_apply(engine: SqliteEngine, make_jo
     assert engine.cancel(j2.id) is JobState.CANCELLED
 
 
+@pytest.mark.several_connections
 def test_a_pause_is_seen_by_another_engine_and_survives_a_reopen(
-    file_engine: SqliteEngine, file_path: str, open_engine: OpenEngine, make_job: MakeJob
+    engine: Engine, engine_factory: Callable[..., Engine], make_job: MakeJob
 ) -> None:
-    other = open_engine(file_path)
-    file_engine.enqueue([make_job(queue="q") for _ in range(2)])
-    file_engine.set_paused("q", True)
+    other = engine_factory()
+    engine.enqueue([make_job(queue="q") for _ in range(2)])
+    engine.set_paused("q", True)
     assert other.paused_queues() == {"q"}
     assert other.claim("q", "w", 10, TTL) == []
-    file_engine.close()
-    reopened = open_engine(file_path)
+    engine.close()
+    reopened = engine_factory()
     assert reopened.paused_queues() == {"q"}
     assert reopened.claim("q", "w", 10, TTL) == []
     other.set_paused("q", False)
@@ -121,7 +114,7 @@ def test_a_pause_is_seen_by_another_engine_and_survives_a_reopen(
 
 
 def test_set_progress_stores_it_on_the_job_and_keeps_it_after_the_job_ends(
-    engine: SqliteEngine, make_job: MakeJob
+    engine: Engine, make_job: MakeJob
 ) -> None:
     job = claimed(engine, make_job)
     assert job.progress is None
@@ -136,7 +129,7 @@ def test_set_progress_stores_it_on_the_job_and_keeps_it_after_the_job_ends(
 
 
 def test_add_log_appends_lines_with_the_current_attempt_read_oldest_first(
-    engine: SqliteEngine, make_job: MakeJob, clock: FakeClock
+    engine: Engine, make_job: MakeJob, clock: FakeClock
 ) -> None:
     job = claimed(engine, make_job, backoff=backoff.fixed(0))
     engine.add_log(job.id, token(job), "one")
@@ -164,7 +157,7 @@ def test_add_log_appends_lines_with_the_current_attempt_read_oldest_first(
 
 @pytest.mark.parametrize("situation", ["stale token", "completed", "waiting", "unknown job"])
 def test_set_progress_and_add_log_are_fenced_by_the_lease(
-    engine: SqliteEngine, make_job: MakeJob, rows: Rows, situation: str
+    engine: Engine, make_job: MakeJob, hooks: EngineHooks, situation: str
 ) -> None:
     job = claimed(engine, make_job)
     job_id, held = job.id, token(job)
@@ -176,15 +169,15 @@ def test_set_progress_and_add_log_are_fenced_by_the_lease(
         engine.release_owner("w", as_stall=False)
     else:
         job_id = 10**9
-    before, events = rows(engine), engine.last_event_id()
+    before, events = hooks.rows(), engine.last_event_id()
     with pytest.raises(LeaseLost) as lost:
         engine.set_progress(job_id, held, b"{}")
     assert (lost.value.job_id, lost.value.token) == (job_id, held)
     with pytest.raises(LeaseLost):
         engine.add_log(job_id, held, "nope")
-    assert rows(engine) == before
+    assert hooks.rows() == before
     assert engine.last_event_id() == events
-    assert log_count(engine) == 0
+    assert hooks.log_count() == 0
 
 
 # --- retry ----------------------------------------------------------------------------
@@ -192,7 +185,7 @@ def test_set_progress_and_add_log_are_fenced_by_the_lease(
 
 @pytest.mark.parametrize("state", [JobState.FAILED, JobState.CANCELLED])
 def test_retry_puts_a_failed_or_cancelled_job_back_as_new(
-    engine: SqliteEngine, make_job: MakeJob, clock: FakeClock, state: JobState
+    engine: Engine, make_job: MakeJob, clock: FakeClock, state: JobState
 ) -> None:
     job = claimed(engine, make_job, max_attempts=1, max_stalls=0, priority=3)
     engine.set_progress(job.id, token(job), b'{"value":1.0}')
@@ -214,7 +207,7 @@ def test_retry_puts_a_failed_or_cancelled_job_back_as_new(
 
 
 def test_retry_of_a_stalled_poison_job_resets_its_stalls(
-    engine: SqliteEngine, make_job: MakeJob, clock: FakeClock
+    engine: Engine, make_job: MakeJob, clock: FakeClock
 ) -> None:
     job = claimed(engine, make_job, max_stalls=0)
     clock.advance(TTL)
@@ -225,7 +218,7 @@ def test_retry_of_a_stalled_poison_job_resets_its_stalls(
 
 
 def test_retry_failed_retries_a_queues_failed_and_cancelled_jobs_oldest_first(
-    engine: SqliteEngine, make_job: MakeJob, clock: FakeClock
+    engine: Engine, make_job: MakeJob, clock: FakeClock
 ) -> None:
     first = claimed(engine, make_job)
     engine.fail(Failure(first.id, token(first), "boom", kind=FailureKind.CANCELLED))
@@ -260,13 +253,13 @@ def test_retry_failed_retries_a_queues_failed_and_cancelled_jobs_oldest_first(
     "state", [JobState.WAITING, JobState.DELAYED, JobState.ACTIVE, JobState.COMPLETED]
 )
 def test_retry_refuses_other_states_naming_them_and_changes_nothing(
-    engine: SqliteEngine, make_job: MakeJob, rows: Rows, state: JobState
+    engine: Engine, make_job: MakeJob, hooks: EngineHooks, state: JobState
 ) -> None:
     ids = in_states(engine, make_job)
-    before, events = rows(engine), engine.last_event_id()
+    before, events = hooks.rows(), engine.last_event_id()
     with pytest.raises(ValueError, match=f"it is {state}"):
         engine.retry(ids[state])
-    assert rows(engine) == before
+    assert hooks.rows() == before
     assert engine.last_event_id() == events
     with pytest.raises(JobNotFound):
         engine.retry(10**9)
@@ -276,7 +269,7 @@ def test_retry_refuses_other_states_naming_them_and_changes_nothing(
 
 
 def test_promote_makes_a_delayed_job_ready_now(
-    engine: SqliteEngine, make_job: MakeJob, clock: FakeClock
+    engine: Engine, make_job: MakeJob, clock: FakeClock
 ) -> None:
     [first, late] = engine.enqueue([make_job(), make_job(delay_s=3600)])
     clock.advance(10)
@@ -287,7 +280,7 @@ def test_promote_makes_a_delayed_job_ready_now(
 
 
 def test_promote_of_a_due_delayed_job_keeps_its_place(
-    engine: SqliteEngine, make_job: MakeJob, clock: FakeClock
+    engine: Engine, make_job: MakeJob, clock: FakeClock
 ) -> None:
     [due] = engine.enqueue([make_job(delay_s=1)])
     run_at = engine.get(due).run_at_ms
@@ -301,13 +294,13 @@ def test_promote_of_a_due_delayed_job_keeps_its_place(
     [JobState.WAITING, JobState.ACTIVE, JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED],
 )
 def test_promote_refuses_jobs_that_are_not_delayed(
-    engine: SqliteEngine, make_job: MakeJob, rows: Rows, state: JobState
+    engine: Engine, make_job: MakeJob, hooks: EngineHooks, state: JobState
 ) -> None:
     ids = in_states(engine, make_job)
-    before = rows(engine)
+    before = hooks.rows()
     with pytest.raises(ValueError, match=f"it is {state}, not delayed"):
         engine.promote(ids[state])
-    assert rows(engine) == before
+    assert hooks.rows() == before
     with pytest.raises(JobNotFound):
         engine.promote(10**9)
 
@@ -320,7 +313,7 @@ def test_promote_refuses_jobs_that_are_not_delayed(
     [JobState.WAITING, JobState.DELAYED, JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED],
 )
 def test_remove_deletes_a_job_that_is_not_active_with_its_logs(
-    engine: SqliteEngine, make_job: MakeJob, state: JobState
+    engine: Engine, hooks: EngineHooks, make_job: MakeJob, state: JobState
 ) -> None:
     ids = in_states(engine, make_job)
     logged = claimed(engine, make_job, queue="logged", backoff=backoff.fixed(0))
@@ -332,25 +325,25 @@ def test_remove_deletes_a_job_that_is_not_active_with_its_logs(
     with pytest.raises(JobNotFound):
         engine.get(ids[state])
     assert {j.id for j in engine.list_jobs()} == everything - {ids[state]}
-    assert log_count(engine) == (0 if state is JobState.WAITING else 1)
+    assert hooks.log_count() == (0 if state is JobState.WAITING else 1)
     with pytest.raises(JobNotFound):
         engine.remove(ids[state])
 
 
 def test_remove_refuses_an_active_job_and_unknown_ids(
-    engine: SqliteEngine, make_job: MakeJob, rows: Rows
+    engine: Engine, make_job: MakeJob, hooks: EngineHooks
 ) -> None:
     job = claimed(engine, make_job)
-    before = rows(engine)
+    before = hooks.rows()
     with pytest.raises(ValueError, match="it is active; cancel it first"):
         engine.remove(job.id)
-    assert rows(engine) == before
+    assert hooks.rows() == before
     with pytest.raises(JobNotFound):
         engine.remove(10**9)
 
 
 def test_ids_are_never_reused_after_the_newest_job_is_removed_or_drained(
-    engine: SqliteEngine, make_job: MakeJob
+    engine: Engine, make_job: MakeJob
 ) -> None:
     [old, newest] = engine.enqueue([make_job(), make_job()])
     engine.remove(newest)
@@ -362,7 +355,7 @@ def test_ids_are_never_reused_after_the_newest_job_is_removed_or_drained(
 
 
 def test_drain_deletes_a_queues_waiting_and_delayed_jobs_only(
-    engine: SqliteEngine, make_job: MakeJob, clock: FakeClock
+    engine: Engine, hooks: EngineHooks, make_job: MakeJob, clock: FakeClock
 ) -> None:
     ran = claimed(engine, make_job, queue="q")
     engine.add_log(ran.id, token(ran), "first attempt")
@@ -376,20 +369,20 @@ def test_drain_deletes_a_queues_waiting_and_delayed_jobs_only(
     assert engine.drain("q") == 3
     assert {j.id for j in engine.list_jobs()} == {active.id, done.id, *others}
     assert [e.message for e in engine.logs(active.id)] == ["running"]
-    assert log_count(engine) == 1
+    assert hooks.log_count() == 1
     assert engine.drain("q") == 0
     assert engine.drain("nothing here") == 0
 
 
 def test_prune_deletes_the_logs_of_the_jobs_it_deletes(
-    engine: SqliteEngine, make_job: MakeJob
+    engine: Engine, hooks: EngineHooks, make_job: MakeJob
 ) -> None:
     jobs = [claimed(engine, make_job) for _ in range(3)]
     for job in jobs:
         engine.add_log(job.id, token(job), f"line of {job.id}")
         engine.complete(job.id, token(job), None)
     assert engine.prune(keep_last=1) == 2
-    assert log_count(engine) == 1
+    assert hooks.log_count() == 1
     assert engine.logs(jobs[-1].id)[0].message == f"line of {jobs[-1].id}"
 
 
@@ -405,7 +398,7 @@ def owner(id_: str, started: int, **fields: Any) -> Owner:
 
 
 def test_owners_are_registered_replaced_heartbeaten_and_removed(
-    engine: SqliteEngine, clock: FakeClock
+    engine: Engine, clock: FakeClock
 ) -> None:
     assert engine.list_owners() == []
     engine.register_owner(owner("b", 20, queues=["q1", "q2"]))
@@ -437,7 +430,7 @@ POOLS: dict[str, Any] = {
 
 
 def test_a_heartbeat_with_pools_stores_them_and_one_without_keeps_them(
-    engine: SqliteEngine, clock: FakeClock
+    engine: Engine, clock: FakeClock
 ) -> None:
     engine.register_owner(owner("a", 10))
     engine.register_owner(owner("b", 20, pools={"q": {"running": 0}}))
@@ -464,47 +457,13 @@ def test_a_heartbeat_with_pools_stores_them_and_one_without_keeps_them(
     "stored", [b"{not json", b"[1, 2]", b'"text"', 42], ids=["garbage", "array", "string", "int"]
 )
 def test_unreadable_pools_read_as_none_with_a_warning(
-    engine: SqliteEngine, stored: object, caplog: pytest.LogCaptureFixture
+    engine: Engine, hooks: EngineHooks, stored: object, caplog: pytest.LogCaptureFixture
 ) -> None:
     engine.register_owner(owner("a", 10, pools=POOLS))
     engine.register_owner(owner("b", 20, pools=POOLS))
-    engine._conn.execute("UPDATE rota_owners SET pools = ? WHERE id = 'a'", (stored,))
+    hooks.set_owner_column("a", "pools", stored)
     with caplog.at_level("WARNING", logger="rota.storage"):
         owners = engine.list_owners()
     assert [(o.id, o.pools) for o in owners] == [("a", None), ("b", POOLS)]
     assert owners[0] == owner("a", 10)  # every other field read as usual
     assert [r.getMessage() for r in caplog.records if "owner 'a'" in r.getMessage()] != []
-
-
-# --- data_version ---------------------------------------------------------------------
-
-
-def test_data_version_changes_when_another_connection_commits_not_for_our_own(
-    file_engine: SqliteEngine, file_path: str, open_engine: OpenEngine, make_job: MakeJob
-) -> None:
-    other = open_engine(file_path)
-    version = file_engine.data_version()
-    file_engine.enqueue([make_job()])
-    with file_engine.batch():
-        file_engine.enqueue([make_job()])
-        file_engine.set_paused("q", True)
-    assert file_engine.data_version() == version  # our own commits
-    other.enqueue([make_job()])
-    changed = file_engine.data_version()
-    assert changed != version
-    assert file_engine.data_version() == changed  # stable until the next foreign commit
-    raw = sqlite3.connect(file_path, isolation_level=None)
-    try:
-        raw.execute("INSERT INTO rota_meta (key, value) VALUES ('x', 1)")
-    finally:
-        raw.close()
-    assert file_engine.data_version() != changed
-
-
-def test_data_version_of_a_memory_database_never_changes(
-    open_engine: OpenEngine, make_job: MakeJob
-) -> None:
-    engine = open_engine(":memory:")
-    version = engine.data_version()
-    engine.enqueue([make_job()])
-    assert engine.data_version() == version

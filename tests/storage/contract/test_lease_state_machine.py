@@ -1,4 +1,5 @@
-"""A Hypothesis state machine of the lease lifecycle against the real SQLite engine.
+"""A Hypothesis state machine of the lease lifecycle against each real engine (one test per
+engine kind, each example on a fresh database).
 
 The model is ``rota.domain.lifecycle``: every rule applies the pure function to the
 model's copy of the job and the operation to the engine, and the two must agree field by
@@ -19,9 +20,11 @@ the event stream is exactly the events of the model's transitions, in order.
 from __future__ import annotations
 
 import random
+from contextlib import ExitStack
 
 import msgspec
 import pytest
+from engine_kinds import EngineKind, scratch_directory
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -33,6 +36,7 @@ from hypothesis.stateful import (
     multiple,
     precondition,
     rule,
+    run_state_machine_as_test,
 )
 
 from rota.domain import FailureKind, JobOptions, JobState, backoff, lifecycle
@@ -40,7 +44,6 @@ from rota.domain.event import EventKind
 from rota.domain.job import Job
 from rota.errors import LeaseLost
 from rota.storage.engine import FailedAttempt, Failure, LeaseRef
-from rota.storage.sqlite import SqliteEngine
 
 TTL_MS = 10_000
 QUEUE = "q"
@@ -84,12 +87,17 @@ class Clock:
 
 class LeaseLifecycle(RuleBasedStateMachine):
     leases = Bundle("leases")
+    kind: EngineKind
+    """The engine kind under test (a subclass per kind sets it)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.clock = Clock()
-        self.engine = SqliteEngine(":memory:", clock=self.clock, rng=random.Random(0))
-        self.engine.migrate()
+        self.database = ExitStack()
+        address = self.database.enter_context(
+            self.kind.database(self.database.enter_context(scratch_directory()))
+        )
+        self.engine = self.kind.open(address, clock=self.clock, rng=random.Random(0))
         self.model: dict[int, Job] = {}
         self.counted: dict[int, int] = {}
         """Attempts counted against each job: claims, less clean hand-backs."""
@@ -98,6 +106,7 @@ class LeaseLifecycle(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         self.engine.close()
+        self.database.close()
 
     # -- helpers ----------------------------------------------------------------------
 
@@ -392,10 +401,14 @@ class LeaseLifecycle(RuleBasedStateMachine):
             assert job.stalls <= job.max_stalls + 1, f"job {job_id}: {job.stalls} stalls"
 
 
-LeaseLifecycle.TestCase.settings = settings(
+SETTINGS = settings(
     max_examples=150,
     stateful_step_count=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
-TestLeaseLifecycle = LeaseLifecycle.TestCase
+
+
+def test_lease_lifecycle(engine_kind: EngineKind) -> None:
+    machine = type(f"LeaseLifecycle[{engine_kind.name}]", (LeaseLifecycle,), {"kind": engine_kind})
+    run_state_machine_as_test(machine, settings=SETTINGS)

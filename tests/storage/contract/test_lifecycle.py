@@ -1,4 +1,5 @@
-"""SqliteEngine: fail, rescue_expired, release_owner and cancel follow rota.domain.lifecycle.
+"""The Engine contract: fail, rescue_expired, release_owner and cancel follow
+rota.domain.lifecycle.
 
 Each test checks the stored job against the pure rule applied to the job as it was, with
 the same time and the same jitter draw, besides the facts the rule stands for.
@@ -12,23 +13,22 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from engine_kinds import EngineHooks
 
 from rota.domain import FailureKind, JobState, backoff, lifecycle
 from rota.domain.event import EventKind
 from rota.domain.job import Job, NewJob
 from rota.errors import JobNotFound
-from rota.storage.engine import Failure, LeaseRef
-from rota.storage.sqlite import SqliteEngine
+from rota.storage.engine import Engine, Failure, LeaseRef
 
 if TYPE_CHECKING:
     from tests.storage.conftest import FakeClock, FixedDraws
 
 MakeJob = Callable[..., NewJob]
-Rows = Callable[[SqliteEngine], list[tuple[Any, ...]]]
 TTL = 1000
 
 
-def claimed(engine: SqliteEngine, make_job: MakeJob, owner: str = "w", **options: Any) -> Job:
+def claimed(engine: Engine, make_job: MakeJob, owner: str = "w", **options: Any) -> Job:
     [job_id] = engine.enqueue([make_job(**options)])
     [job] = engine.claim(options.get("queue", "default"), owner, 1, TTL)
     assert job.id == job_id and job.token is not None
@@ -51,7 +51,7 @@ def claimed(engine: SqliteEngine, make_job: MakeJob, owner: str = "w", **options
     ],
 )
 def test_fail_follows_the_lifecycle_rule(
-    engine: SqliteEngine,
+    engine: Engine,
     make_job: MakeJob,
     clock: FakeClock,
     draws: FixedDraws,
@@ -82,7 +82,7 @@ def test_fail_follows_the_lifecycle_rule(
 
 
 def test_retries_follow_the_backoff_and_end_failed_when_attempts_run_out(
-    engine: SqliteEngine, make_job: MakeJob, clock: FakeClock
+    engine: Engine, make_job: MakeJob, clock: FakeClock
 ) -> None:
     job = claimed(engine, make_job, max_attempts=3, backoff=backoff.exponential(1.0))
     for attempt, wait_ms in ((1, 1000), (2, 2000)):
@@ -99,7 +99,7 @@ def test_retries_follow_the_backoff_and_end_failed_when_attempts_run_out(
 
 
 def test_fail_applies_jitter_with_the_engines_draw(
-    engine: SqliteEngine, make_job: MakeJob, clock: FakeClock, draws: FixedDraws
+    engine: Engine, make_job: MakeJob, clock: FakeClock, draws: FixedDraws
 ) -> None:
     draws.u = 0.0  # the low end of the jitter range
     job = claimed(engine, make_job, backoff=backoff.fixed(10.0, jitter=0.5))
@@ -112,7 +112,7 @@ def test_fail_applies_jitter_with_the_engines_draw(
 
 
 def test_rescue_requeues_an_expired_lease_as_a_stall_with_backoff(
-    engine: SqliteEngine, make_job: MakeJob, clock: FakeClock, draws: FixedDraws
+    engine: Engine, make_job: MakeJob, clock: FakeClock, draws: FixedDraws
 ) -> None:
     job = claimed(engine, make_job, max_stalls=1)
     clock.advance(TTL - 1)
@@ -133,7 +133,7 @@ def test_rescue_requeues_an_expired_lease_as_a_stall_with_backoff(
 
 
 def test_rescue_leaves_live_leases_alone(
-    engine: SqliteEngine, make_job: MakeJob, clock: FakeClock, rows: Rows
+    engine: Engine, make_job: MakeJob, clock: FakeClock, hooks: EngineHooks
 ) -> None:
     old = claimed(engine, make_job)
     clock.advance(500)
@@ -152,7 +152,7 @@ def test_rescue_leaves_live_leases_alone(
     ],
 )
 def test_rescue_fails_poison_and_exhausted_jobs_and_cancels_requested_ones(
-    engine: SqliteEngine,
+    engine: Engine,
     make_job: MakeJob,
     clock: FakeClock,
     draws: FixedDraws,
@@ -180,21 +180,19 @@ def test_rescue_fails_poison_and_exhausted_jobs_and_cancels_requested_ones(
         assert "poison" not in (lifecycle.stall_error(job))
 
 
+@pytest.mark.several_connections
 def test_rescue_from_two_engines_at_once_handles_each_lease_once(
-    file_path: str,
-    open_engine: Callable[..., SqliteEngine],
-    make_job: MakeJob,
-    clock: FakeClock,
+    engine_factory: Callable[..., Engine], make_job: MakeJob, clock: FakeClock
 ) -> None:
-    first = open_engine(file_path, busy_timeout_s=5)
-    second = open_engine(file_path, busy_timeout_s=5, rng=random.Random(1))
+    first = engine_factory()
+    second = engine_factory(rng=random.Random(1))
     ids = first.enqueue([make_job(max_stalls=3) for _ in range(50)])
     first.claim("default", "w", 50, TTL)
     clock.advance(TTL)
     results = {}
     start = threading.Barrier(2)
 
-    def sweep(name: str, engine: SqliteEngine) -> None:
+    def sweep(name: str, engine: Engine) -> None:
         start.wait()
         results[name] = engine.rescue_expired().requeued
 
@@ -212,7 +210,7 @@ def test_rescue_from_two_engines_at_once_handles_each_lease_once(
 
 
 def test_release_owner_as_stall_counts_a_stall_for_that_owners_jobs_only(
-    engine: SqliteEngine, make_job: MakeJob, clock: FakeClock, draws: FixedDraws
+    engine: Engine, make_job: MakeJob, clock: FakeClock, draws: FixedDraws
 ) -> None:
     mine = [claimed(engine, make_job, owner="dead") for _ in range(2)]
     other = claimed(engine, make_job, owner="alive")
@@ -228,7 +226,7 @@ def test_release_owner_as_stall_counts_a_stall_for_that_owners_jobs_only(
 
 
 def test_release_owner_clean_requeues_at_once_without_counting(
-    engine: SqliteEngine, make_job: MakeJob, clock: FakeClock
+    engine: Engine, make_job: MakeJob, clock: FakeClock
 ) -> None:
     job = claimed(engine, make_job, max_stalls=0)
     clock.advance(100)
@@ -243,7 +241,7 @@ def test_release_owner_clean_requeues_at_once_without_counting(
 
 
 def test_unclaim_hands_back_unstarted_jobs_uncounted_and_skips_lost_leases(
-    engine: SqliteEngine, make_job: MakeJob
+    engine: Engine, make_job: MakeJob
 ) -> None:
     first = claimed(engine, make_job)
     second = claimed(engine, make_job)
@@ -257,7 +255,7 @@ def test_unclaim_hands_back_unstarted_jobs_uncounted_and_skips_lost_leases(
 
 
 def test_release_takes_back_interrupted_attempts_uncounted_and_skips_lost_leases(
-    engine: SqliteEngine, make_job: MakeJob
+    engine: Engine, make_job: MakeJob
 ) -> None:
     first = claimed(engine, make_job)
     second = claimed(engine, make_job)
@@ -271,9 +269,7 @@ def test_release_takes_back_interrupted_attempts_uncounted_and_skips_lost_leases
     assert engine.get(second.id) == second
 
 
-def test_release_as_stall_counts_the_interrupted_attempt(
-    engine: SqliteEngine, make_job: MakeJob
-) -> None:
+def test_release_as_stall_counts_the_interrupted_attempt(engine: Engine, make_job: MakeJob) -> None:
     """A pool that crashed releases its running jobs as stalls: whatever crashed it may be
     one of them, so the attempt counts and ``max_stalls`` ends a job that keeps doing it."""
     job = claimed(engine, make_job, max_stalls=0)
@@ -287,7 +283,7 @@ def test_release_as_stall_counts_the_interrupted_attempt(
 
 
 def test_release_of_a_job_asked_to_cancel_ends_it_cancelled(
-    engine: SqliteEngine, make_job: MakeJob
+    engine: Engine, make_job: MakeJob
 ) -> None:
     job = claimed(engine, make_job)
     engine.cancel(job.id)
@@ -299,7 +295,7 @@ def test_release_of_a_job_asked_to_cancel_ends_it_cancelled(
 
 
 def test_cancel_in_every_state(
-    engine: SqliteEngine, make_job: MakeJob, clock: FakeClock, rows: Rows
+    engine: Engine, make_job: MakeJob, clock: FakeClock, hooks: EngineHooks
 ) -> None:
     [waiting, delayed] = engine.enqueue([make_job(), make_job(delay_s=60)])
     clock.advance(5)
@@ -329,11 +325,11 @@ def test_cancel_in_every_state(
     failed = claimed(engine, make_job, max_attempts=1)
     assert failed.token is not None
     engine.fail(Failure(failed.id, failed.token, "boom"))
-    table = rows(engine)
+    table = hooks.rows()
     assert engine.cancel(done.id) is JobState.COMPLETED
     assert engine.cancel(failed.id) is JobState.FAILED
     assert engine.cancel(waiting) is JobState.CANCELLED
-    assert rows(engine) == table  # finished jobs are left as they are
+    assert hooks.rows() == table  # finished jobs are left as they are
     with pytest.raises(JobNotFound):
         engine.cancel(10**9)
 
@@ -344,10 +340,11 @@ def test_negative_retry_delay_is_refused_before_reaching_the_engine() -> None:
 
 
 def test_a_mixed_enqueue_batch_stores_every_job_exactly_whichever_insert_path_it_takes(
-    engine: SqliteEngine, make_job: MakeJob, clock: FakeClock
+    engine: Engine, make_job: MakeJob, clock: FakeClock
 ) -> None:
-    # Runs of one job type (>= 8 rows) take the one-statement insert, the rest executemany;
-    # the stored rows must not tell which.
+    # An engine may store a batch by more than one path (SqliteEngine: runs of one job
+    # type, >= 8 rows, take a one-statement insert, the rest executemany); the stored rows
+    # must not tell which.
     jobs = [
         *[make_job(b'{"i": %d, "s": "\\u00e9"}' % i) for i in range(10)],  # one statement
         make_job(b"\xff not UTF-8"),
@@ -372,5 +369,3 @@ def test_a_mixed_enqueue_batch_stores_every_job_exactly_whichever_insert_path_it
         assert job.state is (JobState.DELAYED if new.delayed else JobState.WAITING)
         assert job.backoff == new.backoff
         assert job.created_at_ms == new.created_at_ms == clock.now_ms
-    kinds = engine._conn.execute("SELECT DISTINCT typeof(payload) FROM rota_jobs").fetchall()
-    assert kinds == [("blob",)]

@@ -1,4 +1,4 @@
-"""SqliteEngine: count, list_jobs, queues and prune."""
+"""The Engine contract: count, list_jobs, queues and prune."""
 
 from __future__ import annotations
 
@@ -6,20 +6,19 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from engine_kinds import EngineHooks
 
 from rota.domain import JobState
 from rota.domain.job import NewJob
-from rota.storage.engine import Failure
-from rota.storage.sqlite import SqliteEngine
+from rota.storage.engine import Engine, Failure
 
 if TYPE_CHECKING:
     from tests.storage.conftest import FakeClock
 
 MakeJob = Callable[..., NewJob]
-Rows = Callable[[SqliteEngine], list[tuple[Any, ...]]]
 
 
-def settle(engine: SqliteEngine, queue: str, n: int, state: JobState) -> list[int]:
+def settle(engine: Engine, queue: str, n: int, state: JobState) -> list[int]:
     """Claim n jobs of the queue and finish them in ``state``."""
     ids = []
     for job in engine.claim(queue, "w", n, 1000):
@@ -33,7 +32,7 @@ def settle(engine: SqliteEngine, queue: str, n: int, state: JobState) -> list[in
 
 
 @pytest.fixture
-def mixed(engine: SqliteEngine, make_job: MakeJob) -> dict[str, list[int]]:
+def mixed(engine: Engine, make_job: MakeJob) -> dict[str, list[int]]:
     """Queue a: 2 waiting, 1 delayed, 1 active, 2 completed, 1 delayed by retry,
     1 cancelled; queue b: 1 waiting, 1 failed."""
     engine.enqueue([make_job(queue="a") for _ in range(4)])
@@ -53,7 +52,7 @@ def mixed(engine: SqliteEngine, make_job: MakeJob) -> dict[str, list[int]]:
 
 
 def test_count_reports_every_state_by_queue_and_in_all(
-    engine: SqliteEngine, mixed: dict[str, list[int]]
+    engine: Engine, mixed: dict[str, list[int]]
 ) -> None:
     assert engine.count("a") == {
         JobState.WAITING: 2, JobState.DELAYED: 2, JobState.ACTIVE: 1,
@@ -70,7 +69,7 @@ def test_count_reports_every_state_by_queue_and_in_all(
 
 
 def test_list_jobs_pages_in_id_order_with_filters(
-    engine: SqliteEngine, mixed: dict[str, list[int]]
+    engine: Engine, mixed: dict[str, list[int]]
 ) -> None:
     everything = engine.list_jobs(limit=1000)
     ids = [j.id for j in everything]
@@ -91,7 +90,7 @@ def test_list_jobs_pages_in_id_order_with_filters(
 
 
 def test_queues_lists_every_queue_with_jobs_once_sorted(
-    engine: SqliteEngine, make_job: MakeJob, mixed: dict[str, list[int]]
+    engine: Engine, make_job: MakeJob, mixed: dict[str, list[int]]
 ) -> None:
     assert engine.queues() == ["a", "b"]
     engine.enqueue([make_job(queue="0-first", delay_s=1), make_job(queue="z")])
@@ -99,7 +98,7 @@ def test_queues_lists_every_queue_with_jobs_once_sorted(
 
 
 def test_queues_with_work_lists_the_queues_with_unfinished_jobs(
-    engine: SqliteEngine, make_job: MakeJob, clock: FakeClock, mixed: dict[str, list[int]]
+    engine: Engine, make_job: MakeJob, clock: FakeClock, mixed: dict[str, list[int]]
 ) -> None:
     """For ``rota health``: the queues that need a worker (waiting, delayed or active
     jobs), not those whose jobs have all finished."""
@@ -115,7 +114,7 @@ def test_queues_with_work_lists_the_queues_with_unfinished_jobs(
 # --- prune ----------------------------------------------------------------------------
 
 
-def finish(engine: SqliteEngine, make_job: MakeJob, clock: FakeClock, queue: str,
+def finish(engine: Engine, make_job: MakeJob, clock: FakeClock, queue: str,
            n: int, step_ms: int = 1000) -> list[int]:  # fmt: skip
     """n completed jobs in the queue, finished step_ms apart (oldest first)."""
     ids = engine.enqueue([make_job(queue=queue) for _ in range(n)])
@@ -126,12 +125,12 @@ def finish(engine: SqliteEngine, make_job: MakeJob, clock: FakeClock, queue: str
     return ids
 
 
-def remaining(engine: SqliteEngine) -> list[int]:
+def remaining(engine: Engine) -> list[int]:
     return [j.id for j in engine.list_jobs(limit=1000)]
 
 
 def test_prune_by_age_deletes_only_jobs_finished_before_the_cutoff(
-    engine: SqliteEngine, make_job: MakeJob, clock: FakeClock
+    engine: Engine, make_job: MakeJob, clock: FakeClock
 ) -> None:
     done = finish(engine, make_job, clock, "q", 5)  # finished at -5 s ... -1 s
     [live] = engine.enqueue([make_job(queue="q")])
@@ -141,7 +140,7 @@ def test_prune_by_age_deletes_only_jobs_finished_before_the_cutoff(
 
 
 def test_prune_keep_last_keeps_the_newest_per_queue_and_state(
-    engine: SqliteEngine, make_job: MakeJob, clock: FakeClock
+    engine: Engine, make_job: MakeJob, clock: FakeClock
 ) -> None:
     a = finish(engine, make_job, clock, "a", 4)
     b = finish(engine, make_job, clock, "b", 3)
@@ -154,7 +153,7 @@ def test_prune_keep_last_keeps_the_newest_per_queue_and_state(
 
 
 def test_prune_deletes_what_either_limit_selects_and_everything_without_limits(
-    engine: SqliteEngine, make_job: MakeJob, clock: FakeClock
+    engine: Engine, make_job: MakeJob, clock: FakeClock
 ) -> None:
     a = finish(engine, make_job, clock, "a", 4)  # finished at -4, -3, -2, -1 s
     # keep_last=3 selects a[0]; older_than 2.5 s selects a[0], a[1]
@@ -166,7 +165,7 @@ def test_prune_deletes_what_either_limit_selects_and_everything_without_limits(
 
 
 def test_prune_only_touches_the_given_states(
-    engine: SqliteEngine, make_job: MakeJob, clock: FakeClock
+    engine: Engine, make_job: MakeJob, clock: FakeClock
 ) -> None:
     [done] = finish(engine, make_job, clock, "q", 1)
     [gone] = engine.enqueue([make_job(queue="q")])
@@ -186,16 +185,16 @@ def test_prune_only_touches_the_given_states(
     ],
 )
 def test_prune_refuses_unfinished_states_and_bad_limits_and_changes_nothing(
-    engine: SqliteEngine,
+    engine: Engine,
     make_job: MakeJob,
     clock: FakeClock,
-    rows: Rows,
+    hooks: EngineHooks,
     kwargs: dict[str, Any],
 ) -> None:
     finish(engine, make_job, clock, "q", 2)
     engine.enqueue([make_job()])
     engine.claim("default", "w", 1, 1000)
-    before = rows(engine)
+    before = hooks.rows()
     with pytest.raises(ValueError, match=r"only finished jobs|must be >= 0"):
         engine.prune(**kwargs)
-    assert rows(engine) == before
+    assert hooks.rows() == before
