@@ -508,7 +508,12 @@ class WorkerPool(Actor):
                 self.completions, self.failures = [], []
                 self.completed_runs, self.failed_runs = [], []
                 try:
-                    settled = await self.store.run(ops.SettleAndClaim(completions, failures, claim))
+                    # Shielded: once sent, the Store commits it whatever happens here, and
+                    # the jobs it claims must reach this pool (a crash of the pool hands
+                    # them back, uncounted, in on_stop) rather than stay leased by nobody.
+                    with anyio.CancelScope(shield=True):
+                        op = ops.SettleAndClaim(completions, failures, claim)
+                        settled = await self.store.run(op)
                 except (StorageError, ActorNotRunning, CallTimeout) as exc:
                     # The Store restarts under its supervisor, or waits out a full disk;
                     # keep what is unsettled.
