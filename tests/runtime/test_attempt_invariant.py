@@ -156,10 +156,13 @@ async def test_a_claim_in_flight_when_the_pool_crashes_reaches_the_pool_and_is_h
     clock = Clock()
     app = App(":memory:", clock=clock, lease_ttl_s=30.0, shutdown_grace_s=0.5)
     ran: list[tuple[int, int]] = []
+    all_ran = anyio.Event()
 
     @app.job(name="task", queue="q")
     async def task(args: Step, ctx: Context) -> None:
         ran.append((ctx.job_id, ctx.attempt))
+        if len(ran) == 3:
+            all_ran.set()
 
     crashed = False
 
@@ -187,8 +190,7 @@ async def test_a_claim_in_flight_when_the_pool_crashes_reaches_the_pool_and_is_h
             )
             runtime.wake()
             with anyio.fail_after(10):
-                while sorted(job_id for job_id, _ in ran) != ids:
-                    await anyio.sleep(0.01)
+                await all_ran.wait()
             assert crashed
             for job_id in ids:
                 job = await app.handle(job_id).info()
