@@ -191,6 +191,8 @@ async def test_a_claim_in_flight_when_the_pool_crashes_reaches_the_pool_and_is_h
             runtime.wake()
             with anyio.fail_after(10):
                 await all_ran.wait()
+                for job_id in ids:  # and settled
+                    await app.handle(job_id).result()
             assert crashed
             for job_id in ids:
                 job = await app.handle(job_id).info()
