@@ -24,6 +24,7 @@ def test_public_names_are_pinned() -> None:
         "JobNotFound",
         "JobOptions",
         "JobState",
+        "JobStateError",
         "LeaseLost",
         "MailboxFull",
         "PayloadError",

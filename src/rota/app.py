@@ -78,6 +78,8 @@ from rota.errors import (
     JobFailed,
     PayloadError,
     StorageError,
+    UsageError,
+    WaitTimeout,
     did_you_mean,
 )
 from rota.execution import QueueRunners, attempt
@@ -707,11 +709,13 @@ class JobHandle(Generic[R]):
 
     async def result(self, timeout: float | None = None) -> R:
         """Wait until the job finishes; its decoded return value. ``JobFailed`` if it
-        failed or was cancelled; ``TimeoutError`` after ``timeout`` seconds;
-        ``StorageError`` naming the job if the stored result does not decode (as the
-        return annotation: stored by another version of the job, or damaged)."""
-        with anyio.fail_after(timeout):
+        failed or was cancelled; ``WaitTimeout`` (a ``TimeoutError``) after ``timeout``
+        seconds; ``StorageError`` naming the job if the stored result does not decode (as
+        the return annotation: stored by another version of the job, or damaged)."""
+        with anyio.move_on_after(timeout) as scope:
             job = await self.app._wait_finished(self.id)
+        if scope.cancelled_caught:
+            raise WaitTimeout(f"job {self.id} did not finish within {timeout:g} s")
         return self._outcome(job)
 
     def _outcome(self, job: Job) -> R:
@@ -770,7 +774,7 @@ class JobHandle(Generic[R]):
     def result_sync(self, timeout: float | None = None) -> R:
         """``result`` for code that is not async: polls the database (2 ms, doubling up to
         100 ms) until the job finishes; ``JobFailed`` if it failed or was cancelled,
-        ``TimeoutError`` after ``timeout`` seconds (0: one read)."""
+        ``WaitTimeout`` (a ``TimeoutError``) after ``timeout`` seconds (0: one read)."""
         deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
         delay_s = _FIRST_POLL_S
         while True:
@@ -781,7 +785,7 @@ class JobHandle(Generic[R]):
             if deadline is not None:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise TimeoutError(
+                    raise WaitTimeout(
                         f"job {self.id} did not finish within {timeout:g} s "
                         f"(it is {job.state.value})"
                     )
@@ -804,11 +808,11 @@ class JobHandle(Generic[R]):
 
     def _blocking(self, method: str, op: ops.Op[T]) -> T:
         """Run ``op`` on this thread's own engine, unless this thread runs the app's
-        runtime: blocking it would stop the jobs the caller waits for (``RuntimeError``
-        naming the async method to await instead)."""
+        runtime: blocking it would stop the jobs the caller waits for (``UsageError``, a
+        ``RuntimeError``, naming the async method to await instead)."""
         app = self.app
         if app._storage.on_runtime_thread():
-            raise RuntimeError(
+            raise UsageError(
                 f"JobHandle.{method}() blocks this thread, which runs the event loop of the "
                 "app's runtime: the jobs it waits for could not run. Use "
                 f"`await handle.{method.removesuffix('_sync')}()` here"
@@ -829,8 +833,9 @@ class QueueHandle:
     async def jobs(
         self, state: JobState | str | None = None, *, limit: int = 100, offset: int = 0
     ) -> list[Job]:
-        """One page of jobs (by id), optionally in one state."""
-        state = None if state is None else JobState(state)
+        """One page of jobs (by id), optionally in one state; ``ConfigError`` for a state
+        that does not exist or a negative ``limit`` or ``offset``."""
+        state = None if state is None else _job_state(state)
         return await self.app._storage.run(ops.ListJobs(self.name, state, limit, offset))
 
     async def get(self, job_id: int) -> Job:
@@ -904,7 +909,7 @@ class QueueHandle:
         return await self.app._storage.run(
             ops.Prune(
                 queue=self.name,
-                states=frozenset({JobState(state)}),
+                states=frozenset({_job_state(state)}),
                 older_than_ms=None if older_than_s is None else round(older_than_s * 1000),
                 keep_last=keep_last,
             )
@@ -1258,7 +1263,7 @@ class App:
         ``concurrency``...). The runtime runs on the caller's event loop: a ``backend``
         set to the other one is a ``ConfigError`` (unset, it runs on either)."""
         if self._runtime is not None:
-            raise RuntimeError("this app's runtime is already running")
+            raise UsageError("this app's runtime is already running (app.run() is entered once)")
         config = self.config.replace(where="App.run", **options) if options else self.config
         if not _same_database(config.database, self.config.database):
             raise ConfigError(
@@ -1681,7 +1686,7 @@ class EventStream:
     ) -> None:
         self.app = app
         self.queue = queue
-        self.kinds = None if kinds is None else {EventKind(k) for k in kinds}
+        self.kinds = None if kinds is None else {_event_kind(k) for k in kinds}
         self.cursor = after_id
         self._pending: collections.deque[Event] = collections.deque()
 
@@ -1703,6 +1708,22 @@ class EventStream:
                 delay_s = _FIRST_POLL_S
                 continue
             delay_s = await app._wait_for_change(delay_s)
+
+
+def _job_state(state: JobState | str) -> JobState:
+    try:
+        return JobState(state)
+    except ValueError:
+        known = [s.value for s in JobState]
+        raise ConfigError(f"unknown job state {state!r}{did_you_mean(str(state), known)}") from None
+
+
+def _event_kind(kind: EventKind | str) -> EventKind:
+    try:
+        return EventKind(kind)
+    except ValueError:
+        known = [k.value for k in EventKind]
+        raise ConfigError(f"unknown event kind {kind!r}{did_you_mean(str(kind), known)}") from None
 
 
 def _same_database(a: str, b: str) -> bool:

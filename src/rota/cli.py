@@ -1140,14 +1140,14 @@ def _main(argv: Sequence[str] | None) -> int:
 # -- errors: one line ---------------------------------------------------------------------------
 
 #: Errors that say what is wrong in words an operator can act on: their message is enough.
-EXPECTED_ERRORS: Final = (RotaError, ValueError)
+EXPECTED_ERRORS: Final = (RotaError,)
 
 
 def _guarded(command: Callable[[], int], *, debug: bool) -> int:
     """Run a command; an error is one line on stderr, ``rota: ...`` (after its traceback
     with ``debug``). Exit status: the command's; 2 for an expected error (a ``RotaError``:
-    a bad option, a missing database...; a ``ValueError``: a transition the job's state
-    does not allow); 1 for anything else; 130 for Ctrl-C."""
+    a bad option, a missing database, a transition the job's state does not allow...); 1
+    for anything else; 130 for Ctrl-C."""
     try:
         status = int(command())
         sys.stdout.flush()  # a closed pipe shows here, not at exit

@@ -59,7 +59,7 @@ from rota.config import Config
 from rota.domain.event import Owner
 from rota.domain.instrument import Instrument
 from rota.domain.job import NewJob
-from rota.errors import ActorNotRunning, MailboxFull, StorageError
+from rota.errors import ActorNotRunning, ConfigError, MailboxFull, StorageError, did_you_mean
 from rota.storage import ops
 from rota.storage.engine import Engine, LeaseRef
 from rota.supervisors import ChildSpec, Restart, Strategy, Supervisor
@@ -91,7 +91,7 @@ class Runtime:
         instruments: Sequence[Instrument] = (),
     ) -> None:
         if not queues:
-            raise ValueError("a runtime needs at least one queue (register a job first)")
+            raise ConfigError("a runtime needs at least one queue (register a job first)")
         self.config = config
         self.queues = list(dict.fromkeys(queues))
         self.owner = Owner(
@@ -395,7 +395,9 @@ class Runtime:
         try:
             return self.queue_refs[queue]
         except KeyError:
-            raise ValueError(f"this runtime does not run queue {queue!r}") from None
+            raise ConfigError(
+                f"this runtime does not run queue {queue!r}{did_you_mean(queue, self.queue_refs)}"
+            ) from None
 
     def statistics(self) -> dict[str, Any]:
         """Actors and supervisors at a glance (for ``rota info`` and tests)."""

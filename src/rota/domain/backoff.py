@@ -23,6 +23,8 @@ from typing import Final, TypeAlias
 
 import msgspec
 
+from rota.errors import ConfigError, ConfigTypeError
+
 __all__ = [
     "Backoff",
     "Custom",
@@ -48,7 +50,7 @@ MAX_DELAY_S: Final = 365 * 24 * 3600.0
 def _check(name: str, value: float, *, low: float = 0.0, high: float | None = None) -> None:
     if not value >= low or (high is not None and value > high):
         bound = f"between {low:g} and {high:g}" if high is not None else f">= {low:g}"
-        raise ValueError(f"backoff {name} must be {bound}, got {value!r}")
+        raise ConfigError(f"backoff {name} must be {bound}, got {value!r}")
 
 
 class _Policy(msgspec.Struct, frozen=True, tag_field="kind"):
@@ -69,7 +71,7 @@ class _Policy(msgspec.Struct, frozen=True, tag_field="kind"):
         ``u`` is a uniform draw from [0, 1) that applies the jitter; 0.5 means none.
         """
         if attempt < 1:
-            raise ValueError(f"attempt must be >= 1, got {attempt}")
+            raise ConfigError(f"attempt must be >= 1, got {attempt}")
         cap = MAX_DELAY_S if self.max_s is None else min(self.max_s, MAX_DELAY_S)
         delay = min(self.base_delay_s(attempt), cap)
         if self.jitter:
@@ -133,7 +135,7 @@ class Custom:
 
     def __init__(self, fn: Callable[[int], float], fallback: StoredBackoff | None = None) -> None:
         if not callable(fn):
-            raise TypeError(f"custom backoff needs a callable, got {fn!r}")
+            raise ConfigTypeError(f"custom backoff needs a callable, got {fn!r}")
         self.fn = fn
         self.fallback: StoredBackoff = fallback if fallback is not None else DEFAULT_BACKOFF
 

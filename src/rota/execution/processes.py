@@ -48,6 +48,7 @@ import msgspec
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from rota.domain.job import Job
+from rota.errors import ChildStartFailed
 from rota.execution import wire
 from rota.supervisors import ChildSpec, Restart, Strategy, Supervisor
 
@@ -65,10 +66,6 @@ log = logging.getLogger("rota.worker")
 
 class ChildCrashed(Exception):
     """A child process died while the pool did not expect it to."""
-
-
-class ChildStartFailed(Exception):
-    """A child process could not start (its import failed, it exited, it did not answer)."""
 
 
 class Interrupted(NamedTuple):

@@ -395,7 +395,8 @@ class Engine(Protocol):
         limit: int = 100,
         offset: int = 0,
     ) -> list[Job]:
-        """Jobs in id order, filtered by queue and state, one page at a time."""
+        """Jobs in id order, filtered by queue and state, one page at a time (``ConfigError``
+        for a negative ``limit`` or ``offset``)."""
         ...
 
     def count(self, queue: str | None = None) -> dict[JobState, int]:
@@ -427,8 +428,8 @@ class Engine(Protocol):
     ) -> int:
         """Delete finished jobs in ``states`` that either limit selects: finished before
         now - older_than_ms, or beyond the newest ``keep_last`` per queue and state (with
-        neither limit, every job in ``states``). Only finished states may be pruned.
-        Returns how many were deleted."""
+        neither limit, every job in ``states``). Only finished states may be pruned
+        (``ConfigError`` otherwise, or for a negative limit). Returns how many were deleted."""
         ...
 
     # -- runtime support (schema version 2) --------------------------------------------
@@ -489,7 +490,7 @@ class Engine(Protocol):
 
     def retry(self, job_id: int) -> JobState:
         """Run a failed or cancelled job again: waiting, attempt and stalls reset to 0;
-        ``ValueError`` for a job in another state; ``JobNotFound``."""
+        ``JobStateError`` for a job in another state; ``JobNotFound``."""
         ...
 
     def retry_failed(self, queue: str, *, limit: int = 1000) -> list[int]:
@@ -498,11 +499,11 @@ class Engine(Protocol):
         ...
 
     def promote(self, job_id: int) -> JobState:
-        """Make a delayed job ready now; ``ValueError`` if it is not delayed."""
+        """Make a delayed job ready now; ``JobStateError`` if it is not delayed."""
         ...
 
     def remove(self, job_id: int) -> None:
-        """Delete a job that is not active (``ValueError``: cancel it first)."""
+        """Delete a job that is not active (``JobStateError``: cancel it first)."""
         ...
 
     def drain(self, queue: str) -> int:

@@ -94,7 +94,14 @@ from rota.domain.event import Event, EventKind, LogEntry, Owner, possible_pid
 from rota.domain.job import FINISHED_STATES, Job, JobState, NewJob
 from rota.domain.outcome import FailureKind
 from rota.domain.report import JOB_LOG, attempt_ended
-from rota.errors import ConfigError, CorruptRow, JobNotFound, LeaseLost, StorageError
+from rota.errors import (
+    ConfigError,
+    CorruptRow,
+    JobNotFound,
+    JobStateError,
+    LeaseLost,
+    StorageError,
+)
 from rota.storage import schema as sql
 from rota.storage.engine import (
     ClaimRequest,
@@ -342,7 +349,7 @@ def _file_identity(path: str) -> tuple[int, int] | None:
 
 def _check_page(limit: int, offset: int) -> None:
     if not limit >= 0 or not offset >= 0:
-        raise ValueError(f"limit and offset must be >= 0, got {limit!r} and {offset!r}")
+        raise ConfigError(f"limit and offset must be >= 0, got {limit!r} and {offset!r}")
 
 
 def _wall_clock_ms() -> int:
@@ -1178,14 +1185,14 @@ class SqliteEngine:
     ) -> int:
         unfinished = sorted(str(s) for s in states if s not in FINISHED_STATES)
         if unfinished:
-            raise ValueError(
+            raise ConfigError(
                 f"only finished jobs can be pruned "
                 f"({', '.join(sorted(FINISHED_STATES))}), not {', '.join(unfinished)}"
             )
         if older_than_ms is not None and not older_than_ms >= 0:
-            raise ValueError(f"older_than_ms must be >= 0, got {older_than_ms!r}")
+            raise ConfigError(f"older_than_ms must be >= 0, got {older_than_ms!r}")
         if keep_last is not None and not keep_last >= 0:
-            raise ValueError(f"keep_last must be >= 0, got {keep_last!r}")
+            raise ConfigError(f"keep_last must be >= 0, got {keep_last!r}")
         if not states:
             return 0
         conn = self._conn
@@ -1219,7 +1226,7 @@ class SqliteEngine:
     def retry(self, job_id: int) -> JobState:
         job = self._get(job_id)
         now = self._clock()
-        after = lifecycle.retry(job, now)  # InvalidTransition (a ValueError) names the state
+        after = lifecycle.retry(job, now)  # InvalidTransition (a JobStateError) names the state
         if not self._write_transition(job, after):
             raise StorageError(f"job {job_id} changed while being retried; retry")
         if self._record_events:
@@ -1245,7 +1252,7 @@ class SqliteEngine:
     def promote(self, job_id: int) -> JobState:
         if not self._conn.execute(sql.PROMOTE_JOB, (self._clock(), job_id)).rowcount:
             state = self._state(job_id)
-            raise ValueError(f"cannot promote job {job_id}: it is {state}, not delayed")
+            raise JobStateError(f"cannot promote job {job_id}: it is {state}, not delayed")
         return JobState.WAITING
 
     @_write("remove a job")
@@ -1254,7 +1261,7 @@ class SqliteEngine:
         conn.execute(sql.RAISE_ID_FLOOR)
         if not conn.execute(sql.REMOVE_JOB, (job_id,)).rowcount:
             state = self._state(job_id)
-            raise ValueError(f"cannot remove job {job_id}: it is {state}; cancel it first")
+            raise JobStateError(f"cannot remove job {job_id}: it is {state}; cancel it first")
 
     @_write("drain a queue")
     def drain(self, queue: str) -> int:
