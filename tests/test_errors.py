@@ -111,6 +111,18 @@ DOORS: dict[str, tuple[Door, type[rota.RotaError], type[Exception] | None, str]]
         ValueError,
         "lease_ttl_s",
     ),
+    "Config(queue_config=not a mapping)": (
+        lambda f: rota.Config(queue_config=[1]),  # type: ignore[arg-type]
+        errors.ConfigTypeError,
+        TypeError,
+        "queue_config",
+    ),
+    "Config(queue_config={q: unknown option})": (
+        lambda f: rota.Config(queue_config={"q": {"concurency": 2}}),  # type: ignore[dict-item]
+        rota.ConfigError,
+        ValueError,
+        "did you mean 'concurrency'",
+    ),
     "JobOptions(delay_s=inf)": (
         lambda f: rota.JobOptions(delay_s=math.inf),
         rota.ConfigError,
