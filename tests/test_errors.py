@@ -277,6 +277,12 @@ DOORS: dict[str, tuple[Door, type[rota.RotaError], type[Exception] | None, str]]
         ValueError,
         "older_than_s",
     ),
+    "queue.drain() (renamed purge)": (
+        lambda f: f.queue.drain(),
+        errors.UsageError,
+        RuntimeError,
+        "renamed purge()",
+    ),
     "app.events(unknown kind)": (
         lambda f: f.app.events(kinds=["complete"]),
         rota.ConfigError,

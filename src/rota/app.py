@@ -41,7 +41,7 @@ import time
 import typing
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Final, Generic, Literal, TypeVar, cast
+from typing import Any, Final, Generic, Literal, NoReturn, TypeVar, cast
 
 import anyio
 import anyio.from_thread
@@ -885,9 +885,17 @@ class QueueHandle:
     async def is_paused(self) -> bool:
         return self.name in await self.app._storage.run(ops.PausedQueues())
 
-    async def drain(self) -> int:
+    async def purge(self) -> int:
         """Delete every waiting and delayed job of the queue; returns how many."""
-        return await self.app._storage.run(ops.Drain(self.name))
+        return await self.app._storage.run(ops.Purge(self.name))
+
+    def drain(self) -> NoReturn:
+        """Renamed ``purge()``: raises ``UsageError`` (a ``RuntimeError``) saying so, and
+        deletes nothing. ("Drain" in rota means working jobs off until none are left.)"""
+        raise UsageError(
+            "QueueHandle.drain() was renamed purge() (it deletes the queue's waiting and "
+            "delayed jobs); nothing was deleted"
+        )
 
     async def clean(
         self,

@@ -11,7 +11,7 @@
                           [--json]
     rota [--debug] jobs   show (module:app | --db PATH) JOB_ID [--json]
     rota [--debug] jobs   retry|cancel (module:app | --db PATH) JOB_ID
-    rota [--debug] queue  pause|resume|retry-failed|drain (module:app | --db PATH) QUEUE
+    rota [--debug] queue  pause|resume|retry-failed|purge (module:app | --db PATH) QUEUE
     rota [--debug] queue  clean (module:app | --db PATH) QUEUE [--state S]
                           [--older-than SECONDS] [--keep-last N]
     rota demo   [--jobs N] [--db PATH]
@@ -77,7 +77,14 @@ from rota.actors.scheduler import owner_alive, pid_alive
 from rota.config import BACKENDS, LIVE_HEARTBEATS, Config
 from rota.domain.event import LogEntry, Owner
 from rota.domain.job import FINISHED_STATES, JobState
-from rota.errors import ConfigError, RotaError, StorageError, SupervisorGaveUp, did_you_mean
+from rota.errors import (
+    ConfigError,
+    RotaError,
+    StorageError,
+    SupervisorGaveUp,
+    UsageError,
+    did_you_mean,
+)
 from rota.storage.engine import JobRecord, OwnerRecord
 from rota.storage.sqlite import SqliteEngine
 
@@ -825,12 +832,19 @@ def _this_process(host: str) -> Owner:
 
 #: ``queue retry-failed`` retries this many jobs per transaction.
 RETRY_BATCH: Final = 1000
-QUEUE_ACTIONS: Final = ("pause", "resume", "retry-failed", "clean", "drain")
+QUEUE_ACTIONS: Final = ("pause", "resume", "retry-failed", "clean", "purge")
+#: actions that were renamed: the old name is refused with a pointer to the new one
+RENAMED_QUEUE_ACTIONS: Final = {"drain": "purge"}
 CLEANABLE: Final = tuple(sorted(state.value for state in FINISHED_STATES))
 
 
 def cmd_queue(args: argparse.Namespace) -> int:
     action = args.action
+    if action == "drain":  # the name BullMQ uses for it; in rota, drain means work off
+        raise UsageError(
+            "`rota queue drain` was renamed `rota queue purge` (it deletes the queue's "
+            "waiting and delayed jobs); nothing was deleted"
+        )
     if not args.targets:
         raise ConfigError(f"queue {action}: a queue name is required")
     if len(args.targets) > 2:
@@ -870,9 +884,9 @@ def _queue_action(engine: SqliteEngine, action: str, queue: str, args: argparse.
     if action == "resume":
         engine.set_paused(queue, False)
         return "resumed"
-    if action == "drain":
-        drained = engine.drain(queue)
-        return f"{drained} waiting and delayed {_jobs(drained)} deleted"
+    if action == "purge":
+        purged = engine.purge(queue)
+        return f"{purged} waiting and delayed {_jobs(purged)} deleted"
     if action == "retry-failed":
         counts = engine.count(queue)
         budget = counts[JobState.FAILED] + counts[JobState.CANCELLED]
@@ -1061,9 +1075,13 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.set_defaults(fn=lambda args: cmd_jobs(args))
 
     queue = sub.add_parser(
-        "queue", parents=[common], help="pause, resume, retry-failed, clean or drain a queue"
+        "queue", parents=[common], help="pause, resume, retry-failed, clean or purge a queue"
     )
-    queue.add_argument("action", choices=QUEUE_ACTIONS)
+    queue.add_argument(
+        "action",
+        choices=[*QUEUE_ACTIONS, *RENAMED_QUEUE_ACTIONS],
+        metavar="{" + ",".join(QUEUE_ACTIONS) + "}",
+    )
     queue.add_argument("targets", nargs="*", metavar="[module:app] QUEUE")
     queue.add_argument("--db", help=database_help)
     queue.add_argument(

@@ -68,7 +68,7 @@ Runtime support (schema version 2):
 * ``retry`` (failed or cancelled → waiting, attempts and stalls reset), ``retry_failed``
   (the same for a queue's failed and cancelled jobs, oldest first, in one transaction),
   ``promote`` (delayed → waiting now), ``remove`` (delete a job that is not active),
-  ``drain`` (delete a queue's waiting and delayed jobs).
+  ``purge`` (delete a queue's waiting and delayed jobs).
 * ``data_version()``: a number that changes when *another* connection commits: cheap to
   poll (no I/O) to notice jobs enqueued by other processes.
 
@@ -506,7 +506,7 @@ class Engine(Protocol):
         """Delete a job that is not active (``JobStateError``: cancel it first)."""
         ...
 
-    def drain(self, queue: str) -> int:
+    def purge(self, queue: str) -> int:
         """Delete the waiting and delayed jobs of a queue; returns how many."""
         ...
 

@@ -52,7 +52,7 @@ pools as JSON (per queue: concurrency, running jobs, thread and process pool fig
 written at registration and with the heartbeat; NULL until first reported.
 
 Job ids are assigned by the engine, not by SQLite's rowid algorithm, so that they are
-never reused even after the newest job is deleted (before each prune, remove or drain,
+never reused even after the newest job is deleted (before each prune, remove or purge,
 ``rota_meta.id_floor`` records the highest id stored); this costs one read per enqueue
 call instead of ``AUTOINCREMENT``'s bookkeeping write per row (measured ~10% of enqueue
 throughput).
@@ -79,7 +79,6 @@ __all__ = [
     "COUNT_JOBS",
     "COUNT_JOBS_IN_QUEUE",
     "DELETE_OWNER",
-    "DRAIN_QUEUE",
     "EVENT_COLUMNS",
     "HEARTBEAT_OWNER",
     "HEARTBEAT_OWNER_POOLS",
@@ -108,6 +107,7 @@ __all__ = [
     "PROMOTE_JOB",
     "PRUNE_EVENTS",
     "PRUNE_JOBS",
+    "PURGE_QUEUE",
     "RAISE_ID_FLOOR",
     "REMOVE_JOB",
     "RENEW_LEASES",
@@ -255,7 +255,7 @@ CREATE TABLE rota_queues (
 """
 
 # A running job's log lines (rota.domain.event.LogEntry), in id order. ON DELETE CASCADE
-# (foreign keys are on in every rota connection): deleting a job (prune, remove, drain)
+# (foreign keys are on in every rota connection): deleting a job (prune, remove, purge)
 # deletes its lines in the same statement, through rota_logs_job. The parent key is the
 # jobs' rowid and never changes, so claims and settlements pay nothing for it.
 _CREATE_LOGS: Final = """
@@ -601,7 +601,7 @@ SELECT_QUEUES_WITH_WORK: Final = (
 # leaves the database as it was. Out: nothing.
 PROBE_WRITE: Final = "UPDATE rota_meta SET value = value WHERE key = 'id_floor'"
 
-# Effect: remembers the highest id stored before a prune, remove or drain may delete it.
+# Effect: remembers the highest id stored before a prune, remove or purge may delete it.
 # Keeps: ids are never reused (NEXT_JOB_ID starts above it).
 RAISE_ID_FLOOR: Final = (
     "UPDATE rota_meta SET value = max(value, coalesce((SELECT max(id) FROM rota_jobs), 0)) "
@@ -655,7 +655,7 @@ REMOVE_JOB: Final = "DELETE FROM rota_jobs WHERE id = ? AND state != 'active'"
 # In: queue. Effect: deletes the queue's waiting and delayed jobs, and their log lines (ON
 # DELETE CASCADE). Out: rowcount. Each arm reads its state's partial index (rota_jobs_ready,
 # rota_jobs_due_in_queue). Run after RAISE_ID_FLOOR.
-DRAIN_QUEUE: Final = (
+PURGE_QUEUE: Final = (
     "DELETE FROM rota_jobs WHERE id IN ("
     "SELECT id FROM rota_jobs WHERE state = 'waiting' AND queue = ?1 "
     "UNION ALL SELECT id FROM rota_jobs WHERE state = 'delayed' AND queue = ?1)"

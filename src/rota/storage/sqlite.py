@@ -57,7 +57,7 @@ Design, and why:
                                         request: its CANCELLED comes when it stops)
   set_progress                          PROGRESS, data = the progress bytes
   retry, retry_failed                   ENQUEUED, attempt 0 (per job retried)
-  promote, promote_due, remove, drain   nothing
+  promote, promote_due, remove, purge   nothing
   ====================================  ================================================
 
   ``SqliteEngine(record_events=False)`` writes none (to measure what they cost).
@@ -1263,11 +1263,11 @@ class SqliteEngine:
             state = self._state(job_id)
             raise JobStateError(f"cannot remove job {job_id}: it is {state}; cancel it first")
 
-    @_write("drain a queue")
-    def drain(self, queue: str) -> int:
+    @_write("purge a queue")
+    def purge(self, queue: str) -> int:
         conn = self._conn
         conn.execute(sql.RAISE_ID_FLOOR)
-        return conn.execute(sql.DRAIN_QUEUE, (queue,)).rowcount
+        return conn.execute(sql.PURGE_QUEUE, (queue,)).rowcount
 
     @_write("set a job's progress")
     def set_progress(self, job_id: int, token: int, progress: bytes) -> None:
