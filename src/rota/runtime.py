@@ -14,7 +14,7 @@
         ├── threads[q]       handler threads for sync jobs (started on demand)
         ├── processes[q]     supervised child processes (if the queue has process jobs)
         │   └── process[q:i] ...   one per child: a crash is a restart, counted
-        └── WorkerPool[q]    runs the jobs; stopped first, so it drains under renewal
+        └── WorkerPool[q]    runs the jobs; stopped first, so its running jobs finish under renewal
 
 Shutdown runs the tree backwards: each WorkerPool stops claiming, lets running jobs finish
 for ``shutdown_grace_s``, cancels the rest and hands in every settlement; the Scheduler then

@@ -1,7 +1,7 @@
 """LockRenewer[q]: keeps the leases of one queue's WorkerPool alive.
 
 Place in the tree: ``QueueSup[q]``, between Queue[q] and WorkerPool[q] (stopped after the
-pool, so leases are renewed while the pool drains).
+pool, so leases are renewed while the pool's running jobs finish).
 
 Every ``lease_ttl/3`` it asks the pool for its leases (``CurrentLeases``), renews them all
 in one Store call, and tells the pool to stop the jobs whose lease was lost (``lost``:
@@ -154,18 +154,18 @@ class LockRenewer(Actor):
             asked = [LeaseRef(job_id, tokens[job_id]) for job_id in result.cancel_requested]
             await self._cancel(CancelJobs(asked, "cancel"))
 
-    def _draining_pool(self) -> WorkerPool | None:
+    def _stopping_pool(self) -> WorkerPool | None:
         """The pool, while it stops: it takes no more messages, but runs its jobs for the
         shutdown grace period, so their leases must still be renewed and their cancels
         delivered. None once it has stopped (or restarted): it holds no lease then."""
         pool = self.pool.actor
-        return pool if isinstance(pool, WorkerPool) and pool.draining else None
+        return pool if isinstance(pool, WorkerPool) and pool.stopping else None
 
     async def _cancel(self, message: CancelJobs) -> None:
         try:
             await self.pool.cast(message)
         except ActorNotRunning:
-            pool = self._draining_pool()
+            pool = self._stopping_pool()
             if pool is not None:
                 await pool.handle(message)
 
@@ -173,7 +173,7 @@ class LockRenewer(Actor):
         try:
             return cast(list[LeaseRef], await self.pool.call(CurrentLeases()))
         except ActorNotRunning:
-            pool = self._draining_pool()
+            pool = self._stopping_pool()
             return [] if pool is None else pool.current_leases()
 
     def statistics(self) -> LockRenewerStatistics:

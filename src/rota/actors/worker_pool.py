@@ -1,7 +1,7 @@
 """WorkerPool[q]: runs the jobs of one queue.
 
 Place in the tree: ``QueueSup[q]`` (rest_for_one) → Queue[q], LockRenewer[q], WorkerPool[q].
-It is stopped first, so while it drains, its leases are still renewed.
+It is stopped first, so its leases are still renewed while its running jobs finish.
 
 The hot path (no task is spawned per job, one Store call per batch):
 
@@ -126,7 +126,8 @@ class WorkerPoolStatistics(msgspec.Struct, frozen=True, kw_only=True):
     running: int
     buffered: int
     paused: bool
-    draining: bool
+    stopping: bool
+    """Stopping: it claims no more and lets its running jobs finish (the shutdown)."""
     claimed: int
     completed: int
     failed: int
@@ -237,7 +238,7 @@ class WorkerPool(Actor):
         each batch is stored."""
         self.log_started = job_log.isEnabledFor(logging.DEBUG)
         """Whether starts are logged (DEBUG): read with ``log_completed``."""
-        self.draining = False
+        self.stopping = False
         self.maybe_work = True
         self.wake = _Signal()
         self.idle = _Signal()
@@ -283,8 +284,8 @@ class WorkerPool(Actor):
         """Stop claiming; give running jobs ``shutdown_grace_s``; cancel the rest; hand in
         every settlement. Leases still held (buffered or cancelled jobs) stay in the
         database for the runtime to release."""
-        self.draining = True
-        for event in self.parked:  # parked workers see draining and return
+        self.stopping = True
+        for event in self.parked:  # parked workers see stopping and return
             event.set()
         self.parked.clear()
         self.wake.set()
@@ -418,7 +419,7 @@ class WorkerPool(Actor):
             running=self.running,
             buffered=len(self.held) - self.running,
             paused=self.paused,
-            draining=self.draining,
+            stopping=self.stopping,
             **self.counts,
         )
 
@@ -434,7 +435,7 @@ class WorkerPool(Actor):
         transaction, if this pool is idle: running, not paused, nothing buffered, and its
         last claim found the queue empty (else its feeder claims anyway). The slots stay
         promised until ``direct_claimed`` or ``direct_failed``."""
-        if self.draining or self.paused or self.maybe_work or self.ready or not self.started:
+        if self.stopping or self.paused or self.maybe_work or self.ready or not self.started:
             return None
         free = min(n, self._free())
         if free <= 0:
@@ -447,7 +448,7 @@ class WorkerPool(Actor):
         self.direct -= claim.n
         self.counts["claimed"] += len(jobs)
         self._take(jobs)
-        if self.draining:  # stopping meanwhile: never started, handed back by on_stop (or,
+        if self.stopping:  # stopping meanwhile: never started, handed back by on_stop (or,
             self.wake.set()  # if it is past that, released with the owner's leases)
 
     def direct_failed(self, claim: ClaimRequest) -> None:
@@ -479,7 +480,7 @@ class WorkerPool(Actor):
         # (or once the buffer is dry), claim any free slot: workers never wait for it.
         window = self.concurrency + self.prefetch
         batch_min = max(1, window * 3 // 4) if self.prefetch else 1
-        while not self.draining:
+        while not self.stopping:
             if self.failures:
                 # A failure may put its job back in the queue at once (a retry without
                 # delay): claim in the same transaction, the failures are applied first.
@@ -501,7 +502,7 @@ class WorkerPool(Actor):
             # Under the lock: on_stop takes it before its last settlements and hand-backs,
             # so a claim in flight when the pool starts stopping is handed back too.
             async with self.store_lock:
-                if self.draining:
+                if self.stopping:
                     break  # on_stop settles what is left
                 completions, failures = self.completions, self.failures
                 completed_runs, failed_runs = self.completed_runs, self.failed_runs
@@ -669,7 +670,7 @@ class WorkerPool(Actor):
             await event.wait()
         finally:
             if event.is_set():
-                if not self.draining:
+                if not self.stopping:
                     self.waking -= 1
             else:  # cancelled while parked (the pool stops)
                 self.parked.remove(event)
@@ -682,9 +683,9 @@ class WorkerPool(Actor):
         # cancellation meant for one job never reaches another.
         ready = self.ready
         taken = 0
-        while not self.draining:
+        while not self.stopping:
             with anyio.CancelScope() as scope:
-                while not self.draining:
+                while not self.stopping:
                     if not ready:
                         await self._park()
                         taken = 0
@@ -742,7 +743,7 @@ class WorkerPool(Actor):
                 self.held.get(job.id) is run
             ):
                 del self.held[job.id]
-            if self.draining:
+            if self.stopping:
                 self.idle.set()
         if outcome is None:
             return
