@@ -464,6 +464,8 @@ class JobDefinition(Generic[P, R]):
         )
 
     def decode_result(self, data: bytes | None) -> R:
+        """A stored result decoded as the return annotation (None stays None);
+        ``msgspec.DecodeError`` if it does not match (``JobHandle.result`` reports it)."""
         return cast(R, None if data is None else self._result_decoder.decode(data))
 
     # producing
@@ -474,6 +476,8 @@ class JobDefinition(Generic[P, R]):
         return self.app
 
     def new_job(self, args: P | dict[str, Any], now_ms: int, **overrides: Any) -> NewJob:
+        """The job ``enqueue`` would store at ``now_ms``, validated (``PayloadError``,
+        ``ConfigError``) but not stored."""
         options = _options(self.options, overrides)
         return lifecycle.new_job(self.name, self.encode(args), options, now_ms)
 
@@ -503,6 +507,8 @@ class JobDefinition(Generic[P, R]):
     def enqueue_many_sync(
         self, many: Iterable[P | dict[str, Any]], **options: Any
     ) -> list[JobHandle[R]]:
+        """``enqueue_many`` for code that is not async: one transaction, on this thread's
+        own connection; all are validated before any is stored."""
         app = self._app()
         now = app.clock()
         jobs = [self.new_job(args, now, **options) for args in many]
@@ -705,6 +711,7 @@ class JobHandle(Generic[R]):
         return await self.app._storage.run(ops.Get(self.id))
 
     async def status(self) -> JobState:
+        """The job's state now (``JobNotFound`` if it was removed)."""
         return (await self.info()).state
 
     async def result(self, timeout: float | None = None) -> R:
@@ -759,6 +766,7 @@ class JobHandle(Generic[R]):
             raise self._undecodable(job, "progress", exc) from None
 
     async def logs(self, *, limit: int = 100, offset: int = 0) -> list[LogEntry]:
+        """One page of the job's log lines (``ctx.log``), oldest first."""
         return await self.app._storage.run(ops.Logs(self.id, limit, offset))
 
     # -- the same, blocking: for code that is not async (a web view, a script) --
@@ -828,6 +836,7 @@ class QueueHandle:
         self.name = name
 
     async def counts(self) -> dict[JobState, int]:
+        """How many of the queue's jobs are in each state (every state present)."""
         return await self.app._storage.run(ops.Count(self.name))
 
     async def jobs(
@@ -839,6 +848,7 @@ class QueueHandle:
         return await self.app._storage.run(ops.ListJobs(self.name, state, limit, offset))
 
     async def get(self, job_id: int) -> Job:
+        """The stored job with that id (``JobNotFound``)."""
         return await self.app._storage.run(ops.Get(job_id))
 
     async def retry(self, job_id: int) -> JobState:
@@ -873,6 +883,7 @@ class QueueHandle:
         await self._set_paused(True)
 
     async def resume(self) -> None:
+        """Let every runtime start the queue's jobs again (undoes ``pause``)."""
         await self._set_paused(False)
 
     async def _set_paused(self, paused: bool) -> None:
@@ -883,6 +894,7 @@ class QueueHandle:
             await self.app._storage.run(ops.SetPaused(self.name, paused))
 
     async def is_paused(self) -> bool:
+        """Whether the queue is paused (for every runtime on the database)."""
         return self.name in await self.app._storage.run(ops.PausedQueues())
 
     async def purge(self) -> int:
@@ -1232,15 +1244,19 @@ class App:
         return fn
 
     def definition(self, name: str) -> JobDefinition[Any, Any]:
+        """The job registered under ``name`` (``ConfigError`` with the closest name)."""
         try:
             return self.registry.jobs[name]
         except KeyError:
             raise ConfigError.unknown_option(name, self.registry.jobs, "this app's jobs") from None
 
     def queue(self, name: str = DEFAULT_QUEUE) -> QueueHandle:
+        """A handle to manage the queue ``name`` (nothing is read or created yet)."""
         return QueueHandle(self, name)
 
     def handle(self, job_id: int) -> JobHandle[Any]:
+        """A handle to the job with that id, from any process (its result is decoded as
+        JSON, not as a return annotation: the handle does not know the job's type)."""
         return JobHandle(self, job_id, None)
 
     @property

@@ -365,9 +365,13 @@ class Runtime:
     # -- controls and introspection ----------------------------------------------------------
 
     async def pause(self, queue: str) -> None:
+        """Pause ``queue`` for every runtime on the database (persisted): no job of it
+        starts; running ones finish. ``ConfigError`` for a queue this runtime does not run."""
         await self._queue(queue).call(Pause())
 
     async def resume(self, queue: str) -> None:
+        """Resume a paused ``queue`` (persisted): its pools claim again. ``ConfigError`` for
+        a queue this runtime does not run."""
         await self._queue(queue).call(Resume())
 
     async def sweep(self) -> SweepResult:
@@ -376,6 +380,7 @@ class Runtime:
         return result
 
     async def pool_statistics(self) -> dict[str, WorkerPoolStatistics]:
+        """Each queue's WorkerPool counters (running, claimed, completed...), by queue."""
         return {q: await ref.call(PoolStats()) for q, ref in self.pools.items()}
 
     def describe_pools(self) -> dict[str, Any]:

@@ -62,6 +62,7 @@ class Clock:
         self.now_ms += round(seconds * 1000)
 
     def advance_to(self, at_ms: int) -> None:
+        """Move forward to ``at_ms`` (ms since the epoch); a time already passed is a no-op."""
         self.now_ms = max(self.now_ms, at_ms)
 
 

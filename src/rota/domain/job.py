@@ -213,6 +213,8 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def finished(self) -> bool:
+        """Whether the job is completed, failed or cancelled (it will not run again unless
+        retried)."""
         return self.state in FINISHED_STATES
 
     @property

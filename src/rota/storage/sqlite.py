@@ -94,14 +94,7 @@ from rota.domain.event import Event, EventKind, LogEntry, Owner, possible_pid
 from rota.domain.job import FINISHED_STATES, Job, JobState, NewJob
 from rota.domain.outcome import FailureKind
 from rota.domain.report import JOB_LOG, attempt_ended
-from rota.errors import (
-    ConfigError,
-    CorruptRow,
-    JobNotFound,
-    JobStateError,
-    LeaseLost,
-    StorageError,
-)
+from rota.errors import ConfigError, CorruptRow, JobNotFound, JobStateError, LeaseLost, StorageError
 from rota.storage import schema as sql
 from rota.storage.engine import (
     ClaimRequest,
