@@ -10,25 +10,8 @@
         pong = await ref.call(Ping(), timeout=5.0)   # request/reply; CallTimeout if late
         ref.request_stop()                    # handle what is queued, then run() returns
 
-Rules the kernel keeps:
-
-* **Replies.** ``handle`` returns the reply. Returning an exception *instance* sends it to
-  the caller, who gets it raised (an answer like "no such job" is not a crash). *Raising*
-  from ``handle`` is a crash: the actor stops, the supervisor restarts it with a fresh
-  behaviour instance, and the callers whose messages were being handled or still queued get
-  ``ActorNotRunning`` (chained to the crash).
-* **Late replies are dropped.** A caller that gave up (``CallTimeout`` or its own
-  cancellation) marks its reply slot abandoned; the reply goes nowhere and the actor is not
-  disturbed.
-* **Stopping.** ``request_stop`` closes the mailbox to new messages; what is already queued
-  is handled, then ``on_stop`` runs and ``run`` returns normally. When ``run`` is
-  cancelled or crashes instead, queued calls fail with ``ActorNotRunning`` at once.
-* **Batches.** The loop takes every message waiting (up to ``max_batch``) and gives them to
-  ``handle_batch`` at once; the default handles them one by one. Hot-path actors override it
-  to do one thread hop or one transaction per batch.
-* **Restarts.** The ``ActorRef`` outlives restarts: each ``run`` builds a fresh behaviour
-  from the factory and a fresh mailbox; messages sent while it is not running fail with
-  ``ActorNotRunning``. A restarted actor rebuilds its state, never inheriting a crash's.
+The rules it keeps (replies, late replies, stopping, batches, restarts) are in
+docs/internals.md, "The actor kernel".
 """
 
 from __future__ import annotations

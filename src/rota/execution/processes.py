@@ -1,36 +1,16 @@
 """Process mode: handlers run in a supervised pool of child processes.
 
-One pool per queue that needs it, of ``processes`` children. Each child is a fresh Python
-(``python -m rota.execution.child``) that imports the app's module and runs one job at a
-time; parent and child talk in msgspec messages over pipes (``rota.execution.wire``),
-never pickle. A job's payload goes to the child as stored, its result comes back encoded:
-nothing of the parent's memory is shared.
-
-Supervision (the pool is a ``Supervisor`` in the queue's subtree, before the WorkerPool,
-so that it starts first and stops last)::
+One pool per queue that needs it, of ``processes`` children, each a fresh Python
+(``python -m rota.execution.child``) running one job at a time, fed msgspec messages over
+pipes (``rota.execution.wire``), never pickle. The pool is a ``Supervisor`` in the queue's
+subtree, started before its WorkerPool::
 
     processes[q]     one_for_one, child_max_restarts in child_restart_period_s
     ├── process[q:0] keeps one child process alive
     └── process[q:1] ...
 
-* A child that dies on its own (a crash: SIGKILL, a segfault, ``os._exit``, the OOM
-  killer) fails the job it was running with ``delay 0``, so the job is released and runs
-  again at once (it counts as an attempt: a job that kills its child every time runs out
-  of attempts instead of looping), and its slot *crashes*: the supervisor starts a new
-  child and counts a restart. More than ``child_max_restarts`` crashes within
-  ``child_restart_period_s`` and the pool gives up, which its parent supervisor sees as a
-  crash of its own (a crash loop ends in the runtime stopping with an error, not in a
-  busy loop of forks).
-* A child the pool stops on purpose is replaced without counting a restart: a job's
-  timeout (SIGTERM, ``kill_grace_s``, then SIGKILL; the attempt fails and is retried per
-  the job's policy), a job cancelled or whose lease was lost (the same), and recycling
-  after ``max_jobs_per_child`` jobs (asked to exit between jobs).
-* A child that cannot start (its import fails, it does not answer within
-  ``child_start_timeout_s``) is a failed start: at the runtime's start that error stops
-  ``app.run()`` at once, naming the cause; later, it counts as a restart.
-
-Progress and log lines a handler reports in a child travel to the parent in order, ahead
-of the job's outcome, and are stored like those of any other job.
+What a crash, a deliberate replacement (timeout, cancel, recycling) and a failed start
+each do: docs/internals.md, "Process mode".
 """
 
 from __future__ import annotations
