@@ -334,7 +334,7 @@ def _read(
 
 
 class SqliteEngine:
-    """The ``Engine`` on SQLite. See the module docstring for the design.
+    """The ``Engine`` on SQLite (the design: docs/internals.md, "The SQLite engine").
 
     * ``path``: the database file (created if missing), or ``":memory:"`` (private to
       this engine; for tests).
