@@ -1,52 +1,10 @@
-"""The ``rota`` command line.
+"""The ``rota`` command line: ``main(argv)``, behind the ``rota`` script and ``python -m rota``.
 
-::
-
-    rota --version
-    rota [--debug] worker module:app [--queue Q ...] [--concurrency N] [--backend B]
-                          [--config rota.toml] [--log-level LEVEL | -q] [--log-format F]
-    rota [--debug] info   (module:app | --db PATH) [--json]
-    rota [--debug] health (module:app | --db PATH) [--queue Q ...] [--max-heartbeat-age S]
-    rota [--debug] jobs   list (module:app | --db PATH) [--queue Q] [--state S] [--limit N]
-                          [--json]
-    rota [--debug] jobs   show (module:app | --db PATH) JOB_ID [--json]
-    rota [--debug] jobs   retry|cancel (module:app | --db PATH) JOB_ID
-    rota [--debug] queue  pause|resume|retry-failed|purge (module:app | --db PATH) QUEUE
-    rota [--debug] queue  clean (module:app | --db PATH) QUEUE [--state S]
-                          [--older-than SECONDS] [--keep-last N]
-    rota demo   [--jobs N] [--db PATH]
-
-Options come from the command line, then ``ROTA_*`` environment variables, then a TOML
-file (``--config``); an unknown one in a file is an error that names the closest known
-option; a ``ROTA_*`` variable that names no option is a warning (``rota: warning: ...``,
-with the closest option's variable), not a refusal: ``ROTA_ENV=prod`` is the user's own.
-
-``rota worker`` prints a banner once its runtime has started (version, backend, database,
-each queue's settings; its first line ``rota worker <owner id>: ... (Ctrl-C to stop)``) and
-logs to stderr at ``info`` by default: a line per finished job, a warning per failed attempt
-(see ``rota._log_format`` for the formats, ``rota.domain.report`` for the lines).
-
-It stops gracefully on SIGINT or SIGTERM: it stops claiming, gives running
-jobs ``shutdown_grace_s`` to finish, then cancels and releases them (they run again on the
-next start). A second signal cancels at once (leases still keep the jobs safe). Its log
-lines of the start-up are held until the runtime has started: a start that fails is one
-line (``--debug`` shows them, and the traceback).
-
-``info``, ``health``, ``jobs`` and ``queue`` need a rota database that exists: they never
-create one (a mistyped ``--db`` is an error); one of an older schema is migrated, as a
-worker would. They print every row they can read and mark the corrupt ones (never die on
-them), and escape control characters in anything a job, a queue or an owner stored, so
-that no stored text can act on the terminal. ``jobs list`` reads only the columns it
-prints (no payload). ``queue`` refuses a queue the database does not know (no job, worker
-or pause names it, nor the app's jobs), with the closest name.
-
-``health`` exits 0 when the database takes writes and a live worker serves each queue, 1
-otherwise (one line per problem), 2 for a usage error or a missing database: for
-container health checks. A piped output that closes early (``| head``) ends the command
-quietly (exit status 141, as a process killed by SIGPIPE).
-
-An error is one line on stderr, ``rota: ...`` (exit status 2; 1 for an unexpected error,
-with a hint); ``--debug`` (before or after the command) adds the traceback.
+Commands: ``worker``, ``info``, ``health``, ``jobs list|show|retry|cancel``, ``queue
+pause|resume|retry-failed|clean|purge``, ``demo``, ``bench`` (``rota --help``). What each
+prints, its options (command line, then ``ROTA_*`` variables, then ``--config``), its
+exit statuses and its log lines are the README's "The command line" and "Logs"; the
+tests in tests/test_cli.py pin them.
 """
 
 from __future__ import annotations

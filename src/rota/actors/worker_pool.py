@@ -3,33 +3,11 @@
 Place in the tree: ``QueueSup[q]`` (rest_for_one) → Queue[q], LockRenewer[q], WorkerPool[q].
 It is stopped first, so its leases are still renewed while its running jobs finish.
 
-The hot path (no task is spawned per job, one Store call per batch):
-
-* ``concurrency`` long-lived worker tasks take jobs from a local buffer (a deque). Parked
-  workers are woken one at a time, in a chain: a worker that takes a job wakes the next one
-  only if jobs are still waiting. A handler that never awaits lets one worker run a whole
-  batch back to back (one wake-up per batch, not per job); a handler that awaits I/O parks
-  its worker, and the next one has already been woken to take the next job;
-* one feeder task asks the Store for ``free slots + prefetch`` jobs at a time, and hands
-  in every settlement (completion or failure) that finished since its last call *in the
-  same call* (``settle_and_claim``: one transaction for both);
-* each job runs in its own cancel scope: its timeout, a cancel request, a lost lease or a
-  shutdown cancel that scope and nothing else.
-
-Delayed jobs (and retries waiting out their backoff) start when due, not at the
-Scheduler's next sweep: a claim that comes up short also says when the queue's next
-delayed job is due, and the feeder waits for that time (or an earlier wake-up) and claims
-again; the claim promotes due jobs itself. A full claim asks nothing more.
-
-A handler that raises is a ``Failure`` message, never a crash: only infrastructure faults
-(the Store gone for good, a bug here) crash the pool.
-
-Once the Store has stored a batch, the pool logs each attempt that ended, on the
-``rota.job`` logger (``rota.domain.report``): a WARNING per failed attempt, saying what the
-engine made of it (``Settled.failed``: the retry and its delay, or failed for good), and an
-INFO line per completed or cancelled job. Whether INFO is enabled is read once per batch:
-while it is not, a completed job costs one attribute test (and its start another: at DEBUG,
-a line per attempt started).
+The hot path spawns no task per job and makes one Store call per batch: ``concurrency``
+long-lived workers fed from a local deque, one feeder that settles finished jobs and
+claims the next ones in one transaction (``settle_and_claim``), a cancel scope per job.
+How the workers are woken, when delayed jobs start, and what is logged:
+docs/internals.md, "The WorkerPool".
 
 Messages:
 
