@@ -99,6 +99,7 @@ class Envelope:
 
     @property
     def replied(self) -> bool:
+        """Whether the caller has its answer (or expects none: a cast)."""
         return self._slot is None or self._slot.done
 
     def reply(self, value: Any) -> None:
@@ -179,6 +180,7 @@ class ActorRef(Generic[A]):
 
     @property
     def running(self) -> bool:
+        """Whether the actor runs now (its mailbox takes messages)."""
         return self._send is not None
 
     @property
@@ -350,6 +352,7 @@ class ActorRef(Generic[A]):
         recv.close()
 
     def statistics(self) -> ActorStatistics:
+        """A frozen snapshot of the actor's counters (mailbox depth, calls, casts, batches...)."""
         c = self._counters
         recv = self._recv
         return ActorStatistics(

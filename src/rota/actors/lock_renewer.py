@@ -54,6 +54,8 @@ class CheckCancels(msgspec.Struct, frozen=True):
 
 
 class LockRenewerStatistics(msgspec.Struct, frozen=True, kw_only=True):
+    """What ``LockRenewer.statistics`` reports: ticks, leases renewed and lost, cancels."""
+
     queue: str
     ticks: int
     renewed: int
@@ -66,6 +68,9 @@ class LockRenewerStatistics(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class LockRenewer(Actor):
+    """Renews one queue's leases every ttl/3 and stops the jobs whose lease was lost or
+    whose cancel was asked for (see the module docstring)."""
+
     def __init__(
         self, *, queue: str, store: StoreClient, pool: ActorRef[Actor], lease_ttl_ms: int
     ) -> None:
@@ -80,10 +85,12 @@ class LockRenewer(Actor):
         self._check = anyio.Event()
 
     async def on_start(self) -> None:
+        """Start the renewal ticker and the cancel checker."""
         self.tasks.start_soon(self._ticker, name=f"rota-renewer-{self.queue}")
         self.tasks.start_soon(self._cancel_checker, name=f"rota-cancel-checker-{self.queue}")
 
     async def handle(self, message: Any) -> Any:
+        """``CheckCancels``: check the pool's leases for cancels soon (coalesced)."""
         if isinstance(message, CheckCancels):
             self._check.set()
             return None
@@ -177,6 +184,7 @@ class LockRenewer(Actor):
             return [] if pool is None else pool.current_leases()
 
     def statistics(self) -> LockRenewerStatistics:
+        """A snapshot of the renewer's counters."""
         return LockRenewerStatistics(
             queue=self.queue,
             ticks=self.ticks,

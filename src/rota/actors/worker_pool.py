@@ -74,7 +74,7 @@ DUE_BACKOFF_MAX_S: Final = 1.0
 
 
 class JobsAvailable(msgspec.Struct, frozen=True):
-    pass
+    """There may be jobs to claim (coalesced: one wake-up for many)."""
 
 
 class CancelJobs(msgspec.Struct, frozen=True):
@@ -87,18 +87,22 @@ class CancelJobs(msgspec.Struct, frozen=True):
 
 
 class CurrentLeases(msgspec.Struct, frozen=True):
-    pass
+    """Every lease the pool holds, running or buffered (``list[LeaseRef]``)."""
 
 
 class SetPaused(msgspec.Struct, frozen=True):
+    """Stop or resume claiming (settlements go on)."""
+
     paused: bool
 
 
 class PoolStats(msgspec.Struct, frozen=True):
-    pass
+    """The pool's ``WorkerPoolStatistics``."""
 
 
 class WorkerPoolStatistics(msgspec.Struct, frozen=True, kw_only=True):
+    """A snapshot of one pool: its slots, what it holds, and what its jobs became."""
+
     queue: str
     concurrency: int
     running: int
@@ -136,10 +140,13 @@ class JobRun:
 
     @property
     def token(self) -> int:
+        """The fencing token of the job's lease."""
         assert self.job.token is not None
         return self.job.token
 
     def cancel(self, reason: str) -> None:
+        """Stop the attempt; the first reason is kept, but ``"lost"`` wins over any (a job
+        whose lease was lost is not settled)."""
         if self.cancel_reason is None or reason == "lost":
             self.cancel_reason = reason
         if self.scope is not None:

@@ -63,6 +63,7 @@ class _Policy(msgspec.Struct, frozen=True, tag_field="kind"):
             _check("max_s", self.max_s)
 
     def base_delay_s(self, attempt: int) -> float:
+        """The policy's delay after failed attempt ``attempt`` (1-based), uncapped."""
         raise NotImplementedError
 
     def delay_s(self, attempt: int, u: float = 0.5) -> float:
@@ -89,6 +90,7 @@ class Fixed(_Policy, frozen=True, tag="fixed"):
         _check("delay", self.delay)
 
     def base_delay_s(self, attempt: int) -> float:
+        """``delay``, whatever the attempt (before the cap and the jitter)."""
         return self.delay
 
 
@@ -104,6 +106,7 @@ class Exponential(_Policy, frozen=True, tag="exponential"):
         _check("factor", self.factor, low=1.0)
 
     def base_delay_s(self, attempt: int) -> float:
+        """``base * factor ** (attempt - 1)`` (before the cap and the jitter)."""
         if self.base == 0.0:
             return 0.0
         try:
@@ -122,6 +125,7 @@ class Linear(_Policy, frozen=True, tag="linear"):
         _check("step", self.step)
 
     def base_delay_s(self, attempt: int) -> float:
+        """``step * attempt`` (before the cap and the jitter)."""
         return self.step * attempt
 
 

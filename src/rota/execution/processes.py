@@ -57,6 +57,8 @@ class Interrupted(NamedTuple):
 
 
 class ProcessSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """A process pool's settings, from the queue's config (``processes``, ``kill_grace_s``...)."""
+
     size: int
     max_jobs_per_child: int | None = None
     kill_grace_s: float = 5.0
@@ -66,6 +68,7 @@ class ProcessSettings(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def describe_exit(returncode: int | None) -> str:
+    """How a child ended, in words (``killed by SIGKILL``, ``exited with code 3``)."""
     if returncode is None:
         return "still running"
     if returncode < 0:
@@ -226,6 +229,7 @@ class ProcessPool:
         self.counts = {"jobs": 0, "killed": 0, "recycled": 0, "crashed_jobs": 0}
 
     def child_spec(self) -> ChildSpec:
+        """The pool's supervisor as a child of the queue's supervisor."""
         return self.supervisor.child_spec(grace_s=self.settings.kill_grace_s + 5.0)
 
     # -- children ----------------------------------------------------------------------
@@ -426,6 +430,7 @@ class ProcessPool:
     # -- observing ---------------------------------------------------------------------
 
     def statistics(self) -> dict[str, Any]:
+        """The pool at a glance, as JSON-able data (``rota info``, the owner's heartbeat)."""
         sup = self.supervisor.statistics()
         return {
             "size": self.settings.size,

@@ -212,10 +212,12 @@ class Supervisor:
 
     @property
     def strategy(self) -> Strategy:
+        """How a child's exit affects its siblings (``one_for_one``...)."""
         return self._strategy
 
     @property
     def running(self) -> bool:
+        """Whether ``run`` is active (starting, supervising or stopping)."""
         return self._active
 
     # -- public control --------------------------------------------------------------------
@@ -258,6 +260,7 @@ class Supervisor:
             await finished.wait()
 
     def statistics(self) -> SupervisorStatistics:
+        """A snapshot: its children, the restarts of each, and whether it gave up."""
         return SupervisorStatistics(
             name=self.name,
             strategy=self._strategy,
