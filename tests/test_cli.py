@@ -586,7 +586,7 @@ NEW_COMMANDS = [
     ["queue", "resume", "q"],
     ["queue", "retry-failed", "q"],
     ["queue", "clean", "q", "--state", "failed"],
-    ["queue", "drain", "q"],
+    ["queue", "purge", "q"],
 ]
 
 
@@ -791,7 +791,7 @@ def test_jobs_list_json(capsys: pytest.CaptureFixture[str], db: Path) -> None:
     assert (listed[4]["priority"], listed[4]["corrupt"]) == (None, ["priority"])
 
 
-# --- queue pause|resume|retry-failed|clean|drain ---------------------------------------------
+# --- queue pause|resume|retry-failed|clean|purge ---------------------------------------------
 
 
 def test_queue_pause_and_resume(capsys: pytest.CaptureFixture[str], db: Path) -> None:
@@ -875,18 +875,36 @@ def test_queue_clean_refuses_bad_options(
     assert f"argument {option}" in capsys.readouterr().err
 
 
-def test_queue_drain(capsys: pytest.CaptureFixture[str], db: Path) -> None:
+def test_queue_purge(capsys: pytest.CaptureFixture[str], db: Path) -> None:
     done = finish(db, "q", 1, "complete")
     enqueue(db, 2, queue="q")
     enqueue(db, 1, queue="q", delay_s=60)
-    code, out, err = run(capsys, "queue", "drain", "--db", str(db), "q")
+    code, out, err = run(capsys, "queue", "purge", "--db", str(db), "q")
     assert (code, err) == (0, "")
     assert out == "queue q: 3 waiting and delayed jobs deleted\n"
     with _engine(db) as engine:
         assert [job.id for job in engine.list_jobs(queue="q")] == done
 
 
-@pytest.mark.parametrize("action", ["pause", "resume", "retry-failed", "clean", "drain"])
+def test_queue_drain_was_renamed_purge_and_deletes_nothing(
+    capsys: pytest.CaptureFixture[str], db: Path
+) -> None:
+    waiting = enqueue(db, 2, queue="q")
+    code, out, err = run(capsys, "queue", "drain", "--db", str(db), "q")
+    assert (code, out) == (2, "")
+    assert err == (
+        "rota: `rota queue drain` was renamed `rota queue purge` (it deletes the queue's "
+        "waiting and delayed jobs); nothing was deleted\n"
+    )
+    with _engine(db) as engine:
+        assert [job.id for job in engine.list_jobs(queue="q")] == waiting
+    with pytest.raises(SystemExit):
+        main(["queue", "--help"])
+    shown = capsys.readouterr().out
+    assert "purge" in shown and "drain" not in shown
+
+
+@pytest.mark.parametrize("action", ["pause", "resume", "retry-failed", "clean", "purge"])
 def test_queue_commands_refuse_a_queue_the_database_does_not_know(
     capsys: pytest.CaptureFixture[str], db: Path, action: str
 ) -> None:
@@ -919,8 +937,8 @@ def test_queue_commands_know_the_queues_of_the_app(
 
 
 def test_queue_needs_a_queue(capsys: pytest.CaptureFixture[str], db: Path) -> None:
-    code, _, err = run(capsys, "queue", "drain", "--db", str(db))
-    assert (code, err) == (2, "rota: queue drain: a queue name is required\n")
+    code, _, err = run(capsys, "queue", "purge", "--db", str(db))
+    assert (code, err) == (2, "rota: queue purge: a queue name is required\n")
 
 
 # --- health -----------------------------------------------------------------------------------

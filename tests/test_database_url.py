@@ -370,7 +370,7 @@ def test_cli_reads_a_url_from_rota_database(
     assert f"database: sqlite:///{database}" in out
 
 
-@pytest.mark.parametrize("command", [["info"], ["health"], ["jobs", "list"], ["queue", "drain"]])
+@pytest.mark.parametrize("command", [["info"], ["health"], ["jobs", "list"], ["queue", "purge"]])
 def test_cli_refuses_a_postgresql_url_without_showing_its_password(
     command: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:

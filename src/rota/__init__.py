@@ -6,52 +6,66 @@ names may change.
 
 import logging as _logging
 
-from rota.app import App, Context, JobHandle, Registry, SyncContext
-from rota.config import Config
+from rota.app import (
+    App,
+    Context,
+    EventStream,
+    JobDefinition,
+    JobHandle,
+    QueueHandle,
+    Registry,
+    SyncContext,
+)
+from rota.config import Config, QueueConfig
 from rota.domain.backoff import custom, exponential, fixed, linear
-from rota.domain.event import Event, EventKind, Progress
+from rota.domain.event import Event, EventKind, LogEntry, Progress
 from rota.domain.instrument import AttemptEnded, Instrument
-from rota.domain.job import JobOptions, JobState
+from rota.domain.job import Job, JobOptions, JobState
 from rota.domain.outcome import Retry, Unrecoverable
 from rota.errors import (
-    ActorNotRunning,
-    CallTimeout,
     ConfigError,
     CorruptRow,
     JobFailed,
     JobNotFound,
+    JobStateError,
     LeaseLost,
-    MailboxFull,
     PayloadError,
     RotaError,
     StorageError,
     SupervisorGaveUp,
 )
+from rota.runtime import Health, Runtime
 
 __all__ = [
-    "ActorNotRunning",
     "App",
     "AttemptEnded",
-    "CallTimeout",
     "Config",
     "ConfigError",
     "Context",
     "CorruptRow",
     "Event",
     "EventKind",
+    "EventStream",
+    "Health",
     "Instrument",
+    "Job",
+    "JobDefinition",
     "JobFailed",
     "JobHandle",
     "JobNotFound",
     "JobOptions",
     "JobState",
+    "JobStateError",
     "LeaseLost",
-    "MailboxFull",
+    "LogEntry",
     "PayloadError",
     "Progress",
+    "QueueConfig",
+    "QueueHandle",
     "Registry",
     "Retry",
     "RotaError",
+    "Runtime",
     "StorageError",
     "SupervisorGaveUp",
     "SyncContext",

@@ -17,6 +17,7 @@ import anyio
 import anyio.lowlevel
 import anyio.to_thread
 
+from rota.errors import ActorNotRunning, CallTimeout, StorageError
 from rota.storage.engine import Engine
 from rota.storage.ops import Op
 
@@ -79,10 +80,25 @@ class StorageAccess:
 
     async def run(self, op: Op[T]) -> T:
         """Run ``op``: through the runtime's Store on its loop, else on a worker thread
-        with a connection of its own."""
+        with a connection of its own. A Store that stops before answering (it restarts
+        after a crash) or does not answer in time is a transient ``StorageError`` here:
+        the actor kernel's errors never reach an App's caller."""
         if self.in_runtime_loop():
             assert self.runtime is not None
-            return await self.runtime.store.run(op)
+            try:
+                return await self.runtime.store.run(op)
+            except ActorNotRunning as exc:
+                raise StorageError(
+                    f"{type(op).__name__}: the runtime's Store stopped before answering "
+                    f"(it restarts after a crash; try again): {exc}",
+                    transient=True,
+                ) from exc
+            except CallTimeout as exc:
+                raise StorageError(
+                    f"{type(op).__name__}: the runtime's Store did not answer in time "
+                    f"(it may still apply it): {exc}",
+                    transient=True,
+                ) from exc
         return await anyio.to_thread.run_sync(self.run_sync, op)
 
     def run_sync(self, op: Op[T]) -> T:

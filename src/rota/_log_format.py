@@ -89,6 +89,7 @@ class TextFormatter(logging.Formatter):
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
+        """The record as one escaped line, then its traceback if it has one."""
         record.message = record.getMessage()
         record.asctime = self.formatTime(record, self.datefmt)
         text = printable(self.formatMessage(record), keep_newlines=False)
@@ -105,6 +106,7 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per record, on one line (see the module docstring)."""
 
     def format(self, record: logging.LogRecord) -> str:
+        """The record as one line of JSON (its fields, and ``traceback`` if it has one)."""
         data: dict[str, Any] = {
             "timestamp": datetime.datetime.fromtimestamp(record.created, datetime.UTC).isoformat(
                 timespec="milliseconds"
@@ -147,6 +149,7 @@ class RoutineSupervision(logging.Filter):
     restarts and giving up always pass."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """False for the supervisors' routine INFO lines; True for everything else."""
         return not (
             record.levelno <= logging.INFO
             and record.name.startswith("rota.supervisors")

@@ -37,7 +37,7 @@ import time
 import typing
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Generic, Literal, TypeVar, cast
+from typing import Any, Generic, Literal, NoReturn, TypeVar, cast
 
 import anyio
 import msgspec
@@ -67,6 +67,8 @@ from rota.errors import (
     JobFailed,
     PayloadError,
     StorageError,
+    UsageError,
+    WaitTimeout,
     did_you_mean,
 )
 from rota.execution import Execution
@@ -288,6 +290,8 @@ class JobDefinition(Generic[P, R]):
         )
 
     def decode_result(self, data: bytes | None) -> R:
+        """A stored result decoded as the return annotation (None stays None);
+        ``msgspec.DecodeError`` if it does not match (``JobHandle.result`` reports it)."""
         return cast(R, None if data is None else self._result_decoder.decode(data))
 
     # producing
@@ -298,6 +302,8 @@ class JobDefinition(Generic[P, R]):
         return self.app
 
     def new_job(self, args: P | dict[str, Any], now_ms: int, **overrides: Any) -> NewJob:
+        """The job ``enqueue`` would store at ``now_ms``, validated (``PayloadError``,
+        ``ConfigError``) but not stored."""
         options = _options(self.options, overrides)
         return lifecycle.new_job(self.name, self.encode(args), options, now_ms)
 
@@ -327,6 +333,8 @@ class JobDefinition(Generic[P, R]):
     def enqueue_many_sync(
         self, many: Iterable[P | dict[str, Any]], **options: Any
     ) -> list[JobHandle[R]]:
+        """``enqueue_many`` for code that is not async: one transaction, on this thread's
+        own connection; all are validated before any is stored."""
         app = self._app()
         now = app.clock()
         jobs = [self.new_job(args, now, **options) for args in many]
@@ -486,15 +494,18 @@ class JobHandle(Generic[R]):
         return await self.app._storage.run(ops.Get(self.id))
 
     async def status(self) -> JobState:
+        """The job's state now (``JobNotFound`` if it was removed)."""
         return (await self.info()).state
 
     async def result(self, timeout: float | None = None) -> R:
         """Wait until the job finishes; its decoded return value. ``JobFailed`` if it
-        failed or was cancelled; ``TimeoutError`` after ``timeout`` seconds;
-        ``StorageError`` naming the job if the stored result does not decode (as the
-        return annotation: stored by another version of the job, or damaged)."""
-        with anyio.fail_after(timeout):
+        failed or was cancelled; ``WaitTimeout`` (a ``TimeoutError``) after ``timeout``
+        seconds; ``StorageError`` naming the job if the stored result does not decode (as
+        the return annotation: stored by another version of the job, or damaged)."""
+        with anyio.move_on_after(timeout) as scope:
             job = await self.app._wait_finished(self.id)
+        if scope.cancelled_caught:
+            raise WaitTimeout(f"job {self.id} did not finish within {timeout:g} s")
         return self._outcome(job)
 
     def _outcome(self, job: Job) -> R:
@@ -538,6 +549,7 @@ class JobHandle(Generic[R]):
             raise self._undecodable(job, "progress", exc) from None
 
     async def logs(self, *, limit: int = 100, offset: int = 0) -> list[LogEntry]:
+        """One page of the job's log lines (``ctx.log``), oldest first."""
         return await self.app._storage.run(ops.Logs(self.id, limit, offset))
 
     # -- the same, blocking: for code that is not async (a web view, a script) --
@@ -553,7 +565,7 @@ class JobHandle(Generic[R]):
     def result_sync(self, timeout: float | None = None) -> R:
         """``result`` for code that is not async: polls the database (2 ms, doubling up to
         100 ms) until the job finishes; ``JobFailed`` if it failed or was cancelled,
-        ``TimeoutError`` after ``timeout`` seconds (0: one read)."""
+        ``WaitTimeout`` (a ``TimeoutError``) after ``timeout`` seconds (0: one read)."""
         deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
         delay_s = _FIRST_POLL_S
         while True:
@@ -564,7 +576,7 @@ class JobHandle(Generic[R]):
             if deadline is not None:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise TimeoutError(
+                    raise WaitTimeout(
                         f"job {self.id} did not finish within {timeout:g} s "
                         f"(it is {job.state.value})"
                     )
@@ -587,11 +599,11 @@ class JobHandle(Generic[R]):
 
     def _blocking(self, method: str, op: ops.Op[T]) -> T:
         """Run ``op`` on this thread's own engine, unless this thread runs the app's
-        runtime: blocking it would stop the jobs the caller waits for (``RuntimeError``
-        naming the async method to await instead)."""
+        runtime: blocking it would stop the jobs the caller waits for (``UsageError``, a
+        ``RuntimeError``, naming the async method to await instead)."""
         app = self.app
         if app._storage.on_runtime_thread():
-            raise RuntimeError(
+            raise UsageError(
                 f"JobHandle.{method}() blocks this thread, which runs the event loop of the "
                 "app's runtime: the jobs it waits for could not run. Use "
                 f"`await handle.{method.removesuffix('_sync')}()` here"
@@ -607,16 +619,19 @@ class QueueHandle:
         self.name = name
 
     async def counts(self) -> dict[JobState, int]:
+        """How many of the queue's jobs are in each state (every state present)."""
         return await self.app._storage.run(ops.Count(self.name))
 
     async def jobs(
         self, state: JobState | str | None = None, *, limit: int = 100, offset: int = 0
     ) -> list[Job]:
-        """One page of jobs (by id), optionally in one state."""
-        state = None if state is None else JobState(state)
+        """One page of jobs (by id), optionally in one state; ``ConfigError`` for a state
+        that does not exist or a negative ``limit`` or ``offset``."""
+        state = None if state is None else _job_state(state)
         return await self.app._storage.run(ops.ListJobs(self.name, state, limit, offset))
 
     async def get(self, job_id: int) -> Job:
+        """The stored job with that id (``JobNotFound``)."""
         return await self.app._storage.run(ops.Get(job_id))
 
     async def retry(self, job_id: int) -> JobState:
@@ -651,6 +666,7 @@ class QueueHandle:
         await self._set_paused(True)
 
     async def resume(self) -> None:
+        """Let every runtime start the queue's jobs again (undoes ``pause``)."""
         await self._set_paused(False)
 
     async def _set_paused(self, paused: bool) -> None:
@@ -661,11 +677,20 @@ class QueueHandle:
             await self.app._storage.run(ops.SetPaused(self.name, paused))
 
     async def is_paused(self) -> bool:
+        """Whether the queue is paused (for every runtime on the database)."""
         return self.name in await self.app._storage.run(ops.PausedQueues())
 
-    async def drain(self) -> int:
+    async def purge(self) -> int:
         """Delete every waiting and delayed job of the queue; returns how many."""
-        return await self.app._storage.run(ops.Drain(self.name))
+        return await self.app._storage.run(ops.Purge(self.name))
+
+    def drain(self) -> NoReturn:
+        """Renamed ``purge()``: raises ``UsageError`` (a ``RuntimeError``) saying so, and
+        deletes nothing. ("Drain" in rota means working jobs off until none are left.)"""
+        raise UsageError(
+            "QueueHandle.drain() was renamed purge() (it deletes the queue's waiting and "
+            "delayed jobs); nothing was deleted"
+        )
 
     async def clean(
         self,
@@ -687,7 +712,7 @@ class QueueHandle:
         return await self.app._storage.run(
             ops.Prune(
                 queue=self.name,
-                states=frozenset({JobState(state)}),
+                states=frozenset({_job_state(state)}),
                 older_than_ms=None if older_than_s is None else round(older_than_s * 1000),
                 keep_last=keep_last,
             )
@@ -1021,15 +1046,19 @@ class App:
         return fn
 
     def definition(self, name: str) -> JobDefinition[Any, Any]:
+        """The job registered under ``name`` (``ConfigError`` with the closest name)."""
         try:
             return self.registry.jobs[name]
         except KeyError:
             raise ConfigError.unknown_option(name, self.registry.jobs, "this app's jobs") from None
 
     def queue(self, name: str = DEFAULT_QUEUE) -> QueueHandle:
+        """A handle to manage the queue ``name`` (nothing is read or created yet)."""
         return QueueHandle(self, name)
 
     def handle(self, job_id: int) -> JobHandle[Any]:
+        """A handle to the job with that id, from any process (its result is decoded as
+        JSON, not as a return annotation: the handle does not know the job's type)."""
         return JobHandle(self, job_id, None)
 
     @property
@@ -1060,7 +1089,7 @@ class App:
         ``concurrency``...). The runtime runs on the caller's event loop: a ``backend``
         set to the other one is a ``ConfigError`` (unset, it runs on either)."""
         if self._runtime is not None:
-            raise RuntimeError("this app's runtime is already running")
+            raise UsageError("this app's runtime is already running (app.run() is entered once)")
         config = self.config.replace(where="App.run", **options) if options else self.config
         if not _same_database(config.database, self.config.database):
             raise ConfigError(
@@ -1296,7 +1325,7 @@ class EventStream:
     ) -> None:
         self.app = app
         self.queue = queue
-        self.kinds = None if kinds is None else {EventKind(k) for k in kinds}
+        self.kinds = None if kinds is None else {_event_kind(k) for k in kinds}
         self.cursor = after_id
         self._pending: collections.deque[Event] = collections.deque()
 
@@ -1318,6 +1347,22 @@ class EventStream:
                 delay_s = _FIRST_POLL_S
                 continue
             delay_s = await app._wait_for_change(delay_s)
+
+
+def _job_state(state: JobState | str) -> JobState:
+    try:
+        return JobState(state)
+    except ValueError:
+        known = [s.value for s in JobState]
+        raise ConfigError(f"unknown job state {state!r}{did_you_mean(str(state), known)}") from None
+
+
+def _event_kind(kind: EventKind | str) -> EventKind:
+    try:
+        return EventKind(kind)
+    except ValueError:
+        known = [k.value for k in EventKind]
+        raise ConfigError(f"unknown event kind {kind!r}{did_you_mean(str(kind), known)}") from None
 
 
 def _same_database(a: str, b: str) -> bool:

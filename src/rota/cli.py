@@ -1,52 +1,10 @@
-"""The ``rota`` command line.
+"""The ``rota`` command line: ``main(argv)``, behind the ``rota`` script and ``python -m rota``.
 
-::
-
-    rota --version
-    rota [--debug] worker module:app [--queue Q ...] [--concurrency N] [--backend B]
-                          [--config rota.toml] [--log-level LEVEL | -q] [--log-format F]
-    rota [--debug] info   (module:app | --db URL) [--json]
-    rota [--debug] health (module:app | --db URL) [--queue Q ...] [--max-heartbeat-age S]
-    rota [--debug] jobs   list (module:app | --db URL) [--queue Q] [--state S] [--limit N]
-                          [--json]
-    rota [--debug] jobs   show (module:app | --db URL) JOB_ID [--json]
-    rota [--debug] jobs   retry|cancel (module:app | --db URL) JOB_ID
-    rota [--debug] queue  pause|resume|retry-failed|drain (module:app | --db URL) QUEUE
-    rota [--debug] queue  clean (module:app | --db URL) QUEUE [--state S]
-                          [--older-than SECONDS] [--keep-last N]
-    rota demo   [--jobs N] [--db URL]
-
-Options come from the command line, then ``ROTA_*`` environment variables, then a TOML
-file (``--config``); an unknown one in a file is an error that names the closest known
-option; a ``ROTA_*`` variable that names no option is a warning (``rota: warning: ...``,
-with the closest option's variable), not a refusal: ``ROTA_ENV=prod`` is the user's own.
-
-``rota worker`` prints a banner once its runtime has started (version, backend, database,
-each queue's settings; its first line ``rota worker <owner id>: ... (Ctrl-C to stop)``) and
-logs to stderr at ``info`` by default: a line per finished job, a warning per failed attempt
-(see ``rota._log_format`` for the formats, ``rota.domain.report`` for the lines).
-
-It stops gracefully on SIGINT or SIGTERM: it stops claiming, gives running
-jobs ``shutdown_grace_s`` to finish, then cancels and releases them (they run again on the
-next start). A second signal cancels at once (leases still keep the jobs safe). Its log
-lines of the start-up are held until the runtime has started: a start that fails is one
-line (``--debug`` shows them, and the traceback).
-
-``info``, ``health``, ``jobs`` and ``queue`` need a rota database that exists: they never
-create one (a mistyped ``--db`` is an error); one of an older schema is migrated, as a
-worker would. They print every row they can read and mark the corrupt ones (never die on
-them), and escape control characters in anything a job, a queue or an owner stored, so
-that no stored text can act on the terminal. ``jobs list`` reads only the columns it
-prints (no payload). ``queue`` refuses a queue the database does not know (no job, worker
-or pause names it, nor the app's jobs), with the closest name.
-
-``health`` exits 0 when the database takes writes and a live worker serves each queue, 1
-otherwise (one line per problem), 2 for a usage error or a missing database: for
-container health checks. A piped output that closes early (``| head``) ends the command
-quietly (exit status 141, as a process killed by SIGPIPE).
-
-An error is one line on stderr, ``rota: ...`` (exit status 2; 1 for an unexpected error,
-with a hint); ``--debug`` (before or after the command) adds the traceback.
+Commands: ``worker``, ``info``, ``health``, ``jobs list|show|retry|cancel``, ``queue
+pause|resume|retry-failed|clean|purge``, ``demo``, ``bench`` (``rota --help``). What each
+prints, its options (command line, then ``ROTA_*`` variables, then ``--config``), its
+exit statuses and its log lines are the README's "The command line" and "Logs"; the
+tests in tests/test_cli.py pin them.
 """
 
 from __future__ import annotations
@@ -77,7 +35,14 @@ from rota.actors.scheduler import owner_alive, pid_alive
 from rota.config import BACKENDS, LIVE_HEARTBEATS, Config
 from rota.domain.event import LogEntry, Owner
 from rota.domain.job import FINISHED_STATES, JobState
-from rota.errors import ConfigError, RotaError, StorageError, SupervisorGaveUp, did_you_mean
+from rota.errors import (
+    ConfigError,
+    RotaError,
+    StorageError,
+    SupervisorGaveUp,
+    UsageError,
+    did_you_mean,
+)
 from rota.storage import open_engine
 from rota.storage.engine import Engine, JobRecord, OwnerRecord
 
@@ -825,12 +790,19 @@ def _this_process(host: str) -> Owner:
 
 #: ``queue retry-failed`` retries this many jobs per transaction.
 RETRY_BATCH: Final = 1000
-QUEUE_ACTIONS: Final = ("pause", "resume", "retry-failed", "clean", "drain")
+QUEUE_ACTIONS: Final = ("pause", "resume", "retry-failed", "clean", "purge")
+#: actions that were renamed: the old name is refused with a pointer to the new one
+RENAMED_QUEUE_ACTIONS: Final = {"drain": "purge"}
 CLEANABLE: Final = tuple(sorted(state.value for state in FINISHED_STATES))
 
 
 def cmd_queue(args: argparse.Namespace) -> int:
     action = args.action
+    if action == "drain":  # the name BullMQ uses for it; in rota, drain means work off
+        raise UsageError(
+            "`rota queue drain` was renamed `rota queue purge` (it deletes the queue's "
+            "waiting and delayed jobs); nothing was deleted"
+        )
     if not args.targets:
         raise ConfigError(f"queue {action}: a queue name is required")
     if len(args.targets) > 2:
@@ -870,9 +842,9 @@ def _queue_action(engine: Engine, action: str, queue: str, args: argparse.Namesp
     if action == "resume":
         engine.set_paused(queue, False)
         return "resumed"
-    if action == "drain":
-        drained = engine.drain(queue)
-        return f"{drained} waiting and delayed {_jobs(drained)} deleted"
+    if action == "purge":
+        purged = engine.purge(queue)
+        return f"{purged} waiting and delayed {_jobs(purged)} deleted"
     if action == "retry-failed":
         counts = engine.count(queue)
         budget = counts[JobState.FAILED] + counts[JobState.CANCELLED]
@@ -1062,9 +1034,13 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.set_defaults(fn=lambda args: cmd_jobs(args))
 
     queue = sub.add_parser(
-        "queue", parents=[common], help="pause, resume, retry-failed, clean or drain a queue"
+        "queue", parents=[common], help="pause, resume, retry-failed, clean or purge a queue"
     )
-    queue.add_argument("action", choices=QUEUE_ACTIONS)
+    queue.add_argument(
+        "action",
+        choices=[*QUEUE_ACTIONS, *RENAMED_QUEUE_ACTIONS],
+        metavar="{" + ",".join(QUEUE_ACTIONS) + "}",
+    )
     queue.add_argument("targets", nargs="*", metavar="[module:app] QUEUE")
     queue.add_argument("--db", metavar="URL", help=database_help)
     queue.add_argument(
@@ -1141,14 +1117,14 @@ def _main(argv: Sequence[str] | None) -> int:
 # -- errors: one line ---------------------------------------------------------------------------
 
 #: Errors that say what is wrong in words an operator can act on: their message is enough.
-EXPECTED_ERRORS: Final = (RotaError, ValueError)
+EXPECTED_ERRORS: Final = (RotaError,)
 
 
 def _guarded(command: Callable[[], int], *, debug: bool) -> int:
     """Run a command; an error is one line on stderr, ``rota: ...`` (after its traceback
     with ``debug``). Exit status: the command's; 2 for an expected error (a ``RotaError``:
-    a bad option, a missing database...; a ``ValueError``: a transition the job's state
-    does not allow); 1 for anything else; 130 for Ctrl-C."""
+    a bad option, a missing database, a transition the job's state does not allow...); 1
+    for anything else; 130 for Ctrl-C."""
     try:
         status = int(command())
         sys.stdout.flush()  # a closed pipe shows here, not at exit

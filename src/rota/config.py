@@ -24,7 +24,7 @@ from typing import Any, Final, Literal, NamedTuple
 
 import msgspec
 
-from rota.errors import ConfigError
+from rota.errors import ConfigError, ConfigTypeError
 from rota.storage.url import DatabaseUrl
 
 __all__ = ["BACKENDS", "BOUNDS", "LIVE_HEARTBEATS", "Backend", "Bound", "Config", "QueueConfig"]
@@ -207,6 +207,14 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
         DatabaseUrl.parse(self.database)  # ConfigError now, not when a runtime opens it
         if self.backend is not None and self.backend not in BACKENDS:  # Config(...) itself
             raise ConfigError(_bad_backend(self.backend))
+        if not isinstance(self.queue_config, Mapping):  # Config(...) itself: a dict of them
+            raise ConfigTypeError(
+                f"option 'queue_config' must be a mapping of queue names to QueueConfig, "
+                f"got {self.queue_config!r}"
+            )
+        if not all(isinstance(qc, QueueConfig) for qc in self.queue_config.values()):
+            converted = {q: _queue_config(q, qc) for q, qc in self.queue_config.items()}
+            msgspec.structs.force_setattr(self, "queue_config", converted)
         for queue, qc in self.queue_config.items():
             _check_numbers(qc, f"queue_config[{queue!r}].")
 

@@ -3,7 +3,9 @@
 ::
 
     RotaError                     base of everything rota raises on purpose
-    ├── ConfigError               an unknown or invalid option ("did you mean ...?")
+    ├── ConfigError               an unknown or invalid option or argument ("did you mean
+    │   │                         ...?"); also a ValueError
+    │   └── ConfigTypeError       one of the wrong type; also a TypeError
     ├── StorageError              the database cannot do what was asked: full disk, corrupt
     │   │                         file, locked past the retry budget, failed migration.
     │   │                         Nothing already committed is lost.
@@ -12,16 +14,28 @@
     ├── LeaseLost                 a renew / complete / fail carried a token that no longer
     │                             holds the job's lease (it expired and was taken over):
     │                             nothing was changed (fencing)
-    ├── JobNotFound               no job with that id
+    ├── JobNotFound               no job with that id; also a LookupError
+    ├── JobStateError             the job is not in a state the operation applies to (retry
+    │                             a job that has not failed, promote one that is not
+    │                             delayed, remove a running one); also a ValueError
     ├── JobFailed                 the job whose result was awaited failed or was cancelled
     ├── PayloadError              a job payload does not match its schema; names the field
-    ├── ActorError                the actor kernel
+    ├── WaitTimeout               a wait ran out first (``result(timeout=)``,
+    │                             ``rota.testing.drain``); also a TimeoutError
+    ├── UsageError                a call made where or when it cannot work (a blocking call
+    │                             on the runtime's own thread, ``app.run()`` entered while
+    │                             it runs); also a RuntimeError
+    ├── ChildStartFailed          a process-mode child could not start (it could not import
+    │                             the app): ``app.run()`` stops at start
+    ├── ActorError                the actor kernel (rota's own actors: the runtime handles
+    │   │                         these, an App's calls never raise them)
     │   ├── ActorNotRunning       the actor has stopped (or not started): the message was
     │   │                         not delivered, or its reply will never come
     │   ├── CallTimeout           ``call`` got no reply within its timeout
     │   └── MailboxFull           ``try_cast`` found the bounded mailbox full
     └── SupervisorGaveUp          a supervisor exceeded its restart intensity, stopped its
-                                  children and escalates to its parent
+                                  children and escalates to its parent (``app.run()``
+                                  raises it when the runtime gives up)
 
 Control flow that *handlers* raise is not an error of rota's and lives apart (see
 ``rota.domain.outcome``): ``Retry(delay_s)`` asks for another attempt, ``Unrecoverable``
@@ -40,16 +54,21 @@ __all__ = [
     "ActorError",
     "ActorNotRunning",
     "CallTimeout",
+    "ChildStartFailed",
     "ConfigError",
+    "ConfigTypeError",
     "CorruptRow",
     "JobFailed",
     "JobNotFound",
+    "JobStateError",
     "LeaseLost",
     "MailboxFull",
     "PayloadError",
     "RotaError",
     "StorageError",
     "SupervisorGaveUp",
+    "UsageError",
+    "WaitTimeout",
 ]
 
 
@@ -58,12 +77,17 @@ class RotaError(Exception):
 
 
 class ConfigError(RotaError, ValueError):
-    """An option is unknown or has an invalid value."""
+    """An option or an argument is unknown or has an invalid value (out of its range, a
+    name that does not exist); the message names it."""
 
     @classmethod
     def unknown_option(cls, name: str, known: Iterable[str], where: str) -> ConfigError:
         """``unknown option 'concurency' for WorkerConfig, did you mean 'concurrency'?``"""
         return cls(f"unknown option {name!r} for {where}{did_you_mean(name, known)}")
+
+
+class ConfigTypeError(ConfigError, TypeError):
+    """An option or an argument of the wrong type (a ``TypeError`` too)."""
 
 
 def did_you_mean(name: str, known: Iterable[str]) -> str:
@@ -77,8 +101,9 @@ class StorageError(RotaError):
     """The database could not perform an operation.
 
     Raised for a full disk, a corrupt or foreign file, a database still locked after the
-    retry budget, or a failed migration. The operation that raised changed nothing;
-    everything committed before it is kept. ``transient`` is true for faults of the
+    retry budget, or a failed migration. The operation that raised changed nothing
+    (unless the message says the runtime's Store did not answer in time: it may still
+    apply it); everything committed before it is kept. ``transient`` is true for faults of the
     environment that may pass by themselves (a full disk, a lock, an I/O error, a file
     made read-only): a running worker waits them out instead of giving up.
     """
@@ -116,6 +141,12 @@ class JobNotFound(RotaError, LookupError):
         self.job = job
 
 
+class JobStateError(RotaError, ValueError):
+    """The job is not in a state the operation applies to (retry a job that has not
+    failed, promote one that is not delayed, remove a running one); nothing was changed.
+    The message names the job and its state."""
+
+
 class JobFailed(RotaError):
     """A job ended without a result: ``state`` is failed or cancelled, ``error`` says why."""
 
@@ -133,6 +164,23 @@ class PayloadError(RotaError, ValueError):
     def __init__(self, message: str, field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
+
+
+class WaitTimeout(RotaError, TimeoutError):
+    """A wait ran out before what it waited for happened (``JobHandle.result(timeout=)``,
+    ``result_sync``, ``rota.testing.drain``): nothing was changed. A ``TimeoutError`` too."""
+
+
+class UsageError(RotaError, RuntimeError):
+    """A call made where or when it cannot work: a blocking ``*_sync`` call on the thread
+    that runs the app's runtime, ``app.run()`` entered while it runs, ``isolated()`` with
+    the runtime running. The message says what to do instead. A ``RuntimeError`` too."""
+
+
+class ChildStartFailed(RotaError):
+    """A process-mode child process could not start: it could not import the app (the
+    message has the child's error), it exited or could not be spawned, or it did not
+    answer within ``child_start_timeout_s``. ``app.run()`` stops at start with it."""
 
 
 class ActorError(RotaError):

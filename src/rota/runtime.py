@@ -14,7 +14,7 @@
         ├── threads[q]       handler threads for sync jobs (started on demand)
         ├── processes[q]     supervised child processes (if the queue has process jobs)
         │   └── process[q:i] ...   one per child: a crash is a restart, counted
-        └── WorkerPool[q]    runs the jobs; stopped first, so it drains under renewal
+        └── WorkerPool[q]    runs the jobs; stopped first, so its running jobs finish under renewal
 
 Shutdown runs the tree backwards: each WorkerPool stops claiming, lets running jobs finish
 for ``shutdown_grace_s``, cancels the rest and hands in every settlement; the Scheduler then
@@ -53,7 +53,7 @@ from rota.config import Config
 from rota.domain.event import Owner
 from rota.domain.instrument import Instrument
 from rota.domain.job import NewJob
-from rota.errors import ActorNotRunning, MailboxFull, StorageError
+from rota.errors import ActorNotRunning, ConfigError, MailboxFull, StorageError, did_you_mean
 from rota.storage import ops
 from rota.storage.engine import Engine, LeaseRef
 from rota.supervisors import ChildSpec, Restart, Strategy, Supervisor
@@ -85,7 +85,7 @@ class Runtime:
         instruments: Sequence[Instrument] = (),
     ) -> None:
         if not queues:
-            raise ValueError("a runtime needs at least one queue (register a job first)")
+            raise ConfigError("a runtime needs at least one queue (register a job first)")
         self.config = config
         self.queues = list(dict.fromkeys(queues))
         self.owner = Owner(
@@ -367,9 +367,13 @@ class Runtime:
     # -- controls and introspection ----------------------------------------------------------
 
     async def pause(self, queue: str) -> None:
+        """Pause ``queue`` for every runtime on the database (persisted): no job of it
+        starts; running ones finish. ``ConfigError`` for a queue this runtime does not run."""
         await self._queue(queue).call(Pause())
 
     async def resume(self, queue: str) -> None:
+        """Resume a paused ``queue`` (persisted): its pools claim again. ``ConfigError`` for
+        a queue this runtime does not run."""
         await self._queue(queue).call(Resume())
 
     async def sweep(self) -> SweepResult:
@@ -378,6 +382,7 @@ class Runtime:
         return result
 
     async def pool_statistics(self) -> dict[str, WorkerPoolStatistics]:
+        """Each queue's WorkerPool counters (running, claimed, completed...), by queue."""
         return {q: await ref.call(PoolStats()) for q, ref in self.pools.items()}
 
     def describe_pools(self) -> dict[str, Any]:
@@ -397,7 +402,9 @@ class Runtime:
         try:
             return self.queue_refs[queue]
         except KeyError:
-            raise ValueError(f"this runtime does not run queue {queue!r}") from None
+            raise ConfigError(
+                f"this runtime does not run queue {queue!r}{did_you_mean(queue, self.queue_refs)}"
+            ) from None
 
     def statistics(self) -> dict[str, Any]:
         """Actors and supervisors at a glance (for ``rota info`` and tests)."""
@@ -441,7 +448,8 @@ def queue_supervisor(
     shutdown_grace_s: float,
 ) -> Supervisor:
     """QueueSup[q]: its children in start order; they stop in reverse, the WorkerPool
-    first, so it drains while its leases are still renewed and its threads still run."""
+    first, so its running jobs finish while their leases are still renewed and its
+    threads still run."""
     return Supervisor(
         f"queue-sup[{q}]",
         [

@@ -41,6 +41,7 @@ import msgspec
 
 from rota.app import App
 from rota.domain.job import JobState
+from rota.errors import ConfigError, UsageError, WaitTimeout
 from rota.storage import DatabaseUrl
 
 __all__ = ["Clock", "DrainResult", "drain", "isolated"]
@@ -58,10 +59,11 @@ class Clock:
     def advance(self, seconds: float) -> None:
         """Move forward ``seconds`` (never backwards)."""
         if seconds < 0:
-            raise ValueError(f"a clock does not go backwards ({seconds} s)")
+            raise ConfigError(f"a clock does not go backwards ({seconds} s)")
         self.now_ms += round(seconds * 1000)
 
     def advance_to(self, at_ms: int) -> None:
+        """Move forward to ``at_ms`` (ms since the epoch); a time already passed is a no-op."""
         self.now_ms = max(self.now_ms, at_ms)
 
 
@@ -83,21 +85,23 @@ async def drain(
 ) -> DrainResult:
     """Run the app's runtime until every job of its queues has finished.
 
-    Without a ``clock``, delayed jobs are waited for in real time. ``TimeoutError`` after
-    ``timeout_s`` seconds of real time, whatever is left.
+    Without a ``clock``, delayed jobs are waited for in real time. ``WaitTimeout`` (a
+    ``TimeoutError``) after ``timeout_s`` seconds of real time, naming what is left.
     """
     skipped_ms = 0
     options: dict[str, object] = {"scheduler_interval_s": 0.02, "poll_interval_s": 0.002}
     if queues is not None:
         options["queues"] = queues
+    totals = dict.fromkeys(JobState, 0)
     async with app.run(**options) as runtime:
         names = runtime.queues
-        with anyio.fail_after(timeout_s):
+        with anyio.move_on_after(timeout_s) as scope:
             while True:
-                totals = dict.fromkeys(JobState, 0)
+                counted = dict.fromkeys(JobState, 0)
                 for name in names:
                     for state, n in (await app.queue(name).counts()).items():
-                        totals[state] += n
+                        counted[state] += n
+                totals = counted
                 busy = totals[JobState.WAITING] + totals[JobState.ACTIVE]
                 if busy == 0 and totals[JobState.DELAYED] == 0:
                     break
@@ -112,6 +116,12 @@ async def drain(
                     await runtime.sweep()
                     runtime.wake()
                 await runtime.wait_for_commit(0.02)
+        if scope.cancelled_caught:
+            left = ", ".join(
+                f"{totals[state]} {state.value}"
+                for state in (JobState.WAITING, JobState.ACTIVE, JobState.DELAYED)
+            )
+            raise WaitTimeout(f"drain: jobs still unfinished after {timeout_s:g} s ({left})")
     return DrainResult(
         completed=totals[JobState.COMPLETED],
         failed=totals[JobState.FAILED],
@@ -127,7 +137,7 @@ def isolated(app: App, *, clock: Clock | None = None) -> Iterator[App]:
     not touched. Restored on exit; the private database is removed. Not while the app's
     runtime runs."""
     if app._runtime is not None:
-        raise RuntimeError("isolated() needs the app's runtime stopped (leave app.run() first)")
+        raise UsageError("isolated() needs the app's runtime stopped (leave app.run() first)")
     saved = (app.config, app.database_url, app.clock)
     app._close_engines()
     with tempfile.TemporaryDirectory(prefix="rota-test-") as tmp:

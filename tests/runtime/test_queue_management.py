@@ -205,7 +205,7 @@ async def test_promote_a_delayed_job_runs_it_at_once(make_app: Callable[..., App
     assert ran == [2, 1]
 
 
-async def test_remove_drain_and_clean(make_app: Callable[..., App]) -> None:
+async def test_remove_purge_and_clean(make_app: Callable[..., App]) -> None:
     app = make_app(concurrency=1, prefetch=0, shutdown_grace_s=0.1)
     started: list[int] = []
 
@@ -244,8 +244,8 @@ async def test_remove_drain_and_clean(make_app: Callable[..., App]) -> None:
                 await waiting[0].info()
             with pytest.raises(ValueError, match="cancel it first"):
                 await queue.remove(blocker.id)
-            # drain: every waiting and delayed job, nothing else
-            assert await queue.drain() == 2
+            # purge: every waiting and delayed job, nothing else
+            assert await queue.purge() == 2
             for handle in (waiting[1], delayed):
                 with pytest.raises(JobNotFound):
                     await handle.info()
@@ -260,4 +260,22 @@ async def test_remove_drain_and_clean(make_app: Callable[..., App]) -> None:
                 await queue.clean("active")
             await blocker.cancel()
             await wait_state(blocker, JobState.CANCELLED)
-    assert sorted(started) == [-1, 1, 2, 99]  # the removed and drained jobs never ran
+    assert sorted(started) == [-1, 1, 2, 99]  # the removed and purged jobs never ran
+
+
+async def test_drain_was_renamed_purge_and_deletes_nothing(make_app: Callable[..., App]) -> None:
+    app = make_app()
+
+    @app.job(queue="q")
+    async def record(args: Item) -> int:
+        return args.n
+
+    handle = await record.enqueue(Item(1))
+    queue = app.queue("q")
+    with pytest.raises(rota.errors.UsageError) as caught:
+        await queue.drain()
+    assert str(caught.value) == (
+        "QueueHandle.drain() was renamed purge() (it deletes the queue's waiting and "
+        "delayed jobs); nothing was deleted"
+    )
+    assert (await handle.info()).state is JobState.WAITING

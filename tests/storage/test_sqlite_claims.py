@@ -72,7 +72,7 @@ def test_claim_subquery_searches_the_ready_index_in_its_order(engine: SqliteEngi
          ["SEARCH rota_events USING INTEGER PRIMARY KEY (rowid>?)"]),
         (sql.PRUNE_EVENTS, (1,), ["SEARCH rota_events USING INTEGER PRIMARY KEY (rowid<?)"]),
         (sql.SELECT_LOGS, (1, 10, 0), ["SEARCH rota_logs USING INDEX rota_logs_job (job_id=?)"]),
-        (sql.DRAIN_QUEUE, ("q",), [
+        (sql.PURGE_QUEUE, ("q",), [
             "SEARCH rota_jobs USING INDEX rota_jobs_ready (queue=?)",
             "SEARCH rota_jobs USING INDEX rota_jobs_due_in_queue (queue=?)",
             "SEARCH rota_logs USING COVERING INDEX rota_logs_job (job_id=?)",  # the cascade

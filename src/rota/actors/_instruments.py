@@ -45,6 +45,7 @@ class Instruments:
         self._refresh()
 
     def storage_batch_started(self, operations: int) -> None:
+        """Tell the instruments that override it (``Instrument.storage_batch_started``)."""
         for instrument in list(self._by_hook["storage_batch_started"]):
             try:
                 instrument.storage_batch_started(operations)
@@ -54,6 +55,7 @@ class Instruments:
     def storage_batch_ended(
         self, operations: int, seconds: float, error: BaseException | None
     ) -> None:
+        """Tell the instruments that override it (``Instrument.storage_batch_ended``)."""
         for instrument in list(self._by_hook["storage_batch_ended"]):
             try:
                 instrument.storage_batch_ended(operations, seconds, error)
@@ -61,6 +63,7 @@ class Instruments:
                 self._failed("storage_batch_ended", instrument, exc)
 
     def attempt_ended(self, attempt: AttemptEnded) -> None:
+        """Tell the instruments that override it (``Instrument.attempt_ended``)."""
         for instrument in list(self._by_hook["attempt_ended"]):
             try:
                 instrument.attempt_ended(attempt)

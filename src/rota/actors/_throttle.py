@@ -22,6 +22,8 @@ class Throttled:
     def warning(
         self, key: str, message: str, *args: Any, extra: dict[str, Any] | None = None
     ) -> None:
+        """Log a warning for ``key`` at most every ``every_s``; a line after a pause says how
+        often it happened meanwhile (``(12 times in 30 s)``)."""
         now = time.monotonic()
         first, logged, since = self._open.get(key, (now, -float("inf"), 0))
         since += 1

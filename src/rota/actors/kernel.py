@@ -10,25 +10,8 @@
         pong = await ref.call(Ping(), timeout=5.0)   # request/reply; CallTimeout if late
         ref.request_stop()                    # handle what is queued, then run() returns
 
-Rules the kernel keeps:
-
-* **Replies.** ``handle`` returns the reply. Returning an exception *instance* sends it to
-  the caller, who gets it raised (an answer like "no such job" is not a crash). *Raising*
-  from ``handle`` is a crash: the actor stops, the supervisor restarts it with a fresh
-  behaviour instance, and the callers whose messages were being handled or still queued get
-  ``ActorNotRunning`` (chained to the crash).
-* **Late replies are dropped.** A caller that gave up (``CallTimeout`` or its own
-  cancellation) marks its reply slot abandoned; the reply goes nowhere and the actor is not
-  disturbed.
-* **Stopping.** ``request_stop`` closes the mailbox to new messages; what is already queued
-  is handled, then ``on_stop`` runs and ``run`` returns normally. When ``run`` is
-  cancelled or crashes instead, queued calls fail with ``ActorNotRunning`` at once.
-* **Batches.** The loop takes every message waiting (up to ``max_batch``) and gives them to
-  ``handle_batch`` at once; the default handles them one by one. Hot-path actors override it
-  to do one thread hop or one transaction per batch.
-* **Restarts.** The ``ActorRef`` outlives restarts: each ``run`` builds a fresh behaviour
-  from the factory and a fresh mailbox; messages sent while it is not running fail with
-  ``ActorNotRunning``. A restarted actor rebuilds its state, never inheriting a crash's.
+The rules it keeps (replies, late replies, stopping, batches, restarts) are in
+docs/internals.md, "The actor kernel".
 """
 
 from __future__ import annotations
@@ -116,6 +99,7 @@ class Envelope:
 
     @property
     def replied(self) -> bool:
+        """Whether the caller has its answer (or expects none: a cast)."""
         return self._slot is None or self._slot.done
 
     def reply(self, value: Any) -> None:
@@ -196,6 +180,7 @@ class ActorRef(Generic[A]):
 
     @property
     def running(self) -> bool:
+        """Whether the actor runs now (its mailbox takes messages)."""
         return self._send is not None
 
     @property
@@ -367,6 +352,7 @@ class ActorRef(Generic[A]):
         recv.close()
 
     def statistics(self) -> ActorStatistics:
+        """A frozen snapshot of the actor's counters (mailbox depth, calls, casts, batches...)."""
         c = self._counters
         recv = self._recv
         return ActorStatistics(

@@ -1,7 +1,7 @@
 """LockRenewer[q]: keeps the leases of one queue's WorkerPool alive.
 
 Place in the tree: ``QueueSup[q]``, between Queue[q] and WorkerPool[q] (stopped after the
-pool, so leases are renewed while the pool drains).
+pool, so leases are renewed while the pool's running jobs finish).
 
 Every ``lease_ttl/3`` it asks the pool for its leases (``CurrentLeases``), renews them all
 in one Store call, and tells the pool to stop the jobs whose lease was lost (``lost``:
@@ -54,6 +54,8 @@ class CheckCancels(msgspec.Struct, frozen=True):
 
 
 class LockRenewerStatistics(msgspec.Struct, frozen=True, kw_only=True):
+    """What ``LockRenewer.statistics`` reports: ticks, leases renewed and lost, cancels."""
+
     queue: str
     ticks: int
     renewed: int
@@ -66,6 +68,9 @@ class LockRenewerStatistics(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class LockRenewer(Actor):
+    """Renews one queue's leases every ttl/3 and stops the jobs whose lease was lost or
+    whose cancel was asked for (see the module docstring)."""
+
     def __init__(
         self, *, queue: str, store: StoreClient, pool: ActorRef[Actor], lease_ttl_ms: int
     ) -> None:
@@ -80,10 +85,12 @@ class LockRenewer(Actor):
         self._check = anyio.Event()
 
     async def on_start(self) -> None:
+        """Start the renewal ticker and the cancel checker."""
         self.tasks.start_soon(self._ticker, name=f"rota-renewer-{self.queue}")
         self.tasks.start_soon(self._cancel_checker, name=f"rota-cancel-checker-{self.queue}")
 
     async def handle(self, message: Any) -> Any:
+        """``CheckCancels``: check the pool's leases for cancels soon (coalesced)."""
         if isinstance(message, CheckCancels):
             self._check.set()
             return None
@@ -154,18 +161,18 @@ class LockRenewer(Actor):
             asked = [LeaseRef(job_id, tokens[job_id]) for job_id in result.cancel_requested]
             await self._cancel(CancelJobs(asked, "cancel"))
 
-    def _draining_pool(self) -> WorkerPool | None:
+    def _stopping_pool(self) -> WorkerPool | None:
         """The pool, while it stops: it takes no more messages, but runs its jobs for the
         shutdown grace period, so their leases must still be renewed and their cancels
         delivered. None once it has stopped (or restarted): it holds no lease then."""
         pool = self.pool.actor
-        return pool if isinstance(pool, WorkerPool) and pool.draining else None
+        return pool if isinstance(pool, WorkerPool) and pool.stopping else None
 
     async def _cancel(self, message: CancelJobs) -> None:
         try:
             await self.pool.cast(message)
         except ActorNotRunning:
-            pool = self._draining_pool()
+            pool = self._stopping_pool()
             if pool is not None:
                 await pool.handle(message)
 
@@ -173,10 +180,11 @@ class LockRenewer(Actor):
         try:
             return cast(list[LeaseRef], await self.pool.call(CurrentLeases()))
         except ActorNotRunning:
-            pool = self._draining_pool()
+            pool = self._stopping_pool()
             return [] if pool is None else pool.current_leases()
 
     def statistics(self) -> LockRenewerStatistics:
+        """A snapshot of the renewer's counters."""
         return LockRenewerStatistics(
             queue=self.queue,
             ticks=self.ticks,

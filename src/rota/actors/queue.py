@@ -30,14 +30,20 @@ __all__ = ["Pause", "Queue", "Resume"]
 
 
 class Pause(msgspec.Struct, frozen=True):
+    """Pause the queue (persisted) and tell its pool to stop claiming."""
+
     pass
 
 
 class Resume(msgspec.Struct, frozen=True):
+    """Resume the queue (persisted) and tell its pool to claim again."""
+
     pass
 
 
 class Queue(Actor):
+    """One queue's wake-ups (coalesced into one per batch) and pause / resume."""
+
     def __init__(self, *, queue: str, store: StoreClient, pool: ActorRef[Actor]) -> None:
         self.queue = queue
         self.store = store
@@ -45,6 +51,7 @@ class Queue(Actor):
         self.wakeups = 0
 
     async def handle_batch(self, batch: Any) -> None:
+        """Answer every message of the batch; wake the pool once if any said jobs arrived."""
         envelopes: list[Envelope] = list(batch)
         wake = False
         for envelope in envelopes:
@@ -65,6 +72,7 @@ class Queue(Actor):
             pass  # a full mailbox already holds a wake-up; a stopped pool claims on start
 
     async def handle(self, message: Any) -> Any:
+        """``Pause`` / ``Resume``: store it, then tell the pool."""
         match message:
             case Pause():
                 await self.store.run(ops.SetPaused(self.queue, True))

@@ -1,35 +1,13 @@
 """WorkerPool[q]: runs the jobs of one queue.
 
 Place in the tree: ``QueueSup[q]`` (rest_for_one) → Queue[q], LockRenewer[q], WorkerPool[q].
-It is stopped first, so while it drains, its leases are still renewed.
+It is stopped first, so its leases are still renewed while its running jobs finish.
 
-The hot path (no task is spawned per job, one Store call per batch):
-
-* ``concurrency`` long-lived worker tasks take jobs from a local buffer (a deque). Parked
-  workers are woken one at a time, in a chain: a worker that takes a job wakes the next one
-  only if jobs are still waiting. A handler that never awaits lets one worker run a whole
-  batch back to back (one wake-up per batch, not per job); a handler that awaits I/O parks
-  its worker, and the next one has already been woken to take the next job;
-* one feeder task asks the Store for ``free slots + prefetch`` jobs at a time, and hands
-  in every settlement (completion or failure) that finished since its last call *in the
-  same call* (``settle_and_claim``: one transaction for both);
-* each job runs in its own cancel scope: its timeout, a cancel request, a lost lease or a
-  shutdown cancel that scope and nothing else.
-
-Delayed jobs (and retries waiting out their backoff) start when due, not at the
-Scheduler's next sweep: a claim that comes up short also says when the queue's next
-delayed job is due, and the feeder waits for that time (or an earlier wake-up) and claims
-again; the claim promotes due jobs itself. A full claim asks nothing more.
-
-A handler that raises is a ``Failure`` message, never a crash: only infrastructure faults
-(the Store gone for good, a bug here) crash the pool.
-
-Once the Store has stored a batch, the pool logs each attempt that ended, on the
-``rota.job`` logger (``rota.domain.report``): a WARNING per failed attempt, saying what the
-engine made of it (``Settled.failed``: the retry and its delay, or failed for good), and an
-INFO line per completed or cancelled job. Whether INFO is enabled is read once per batch:
-while it is not, a completed job costs one attribute test (and its start another: at DEBUG,
-a line per attempt started).
+The hot path spawns no task per job and makes one Store call per batch: ``concurrency``
+long-lived workers fed from a local deque, one feeder that settles finished jobs and
+claims the next ones in one transaction (``settle_and_claim``), a cancel scope per job.
+How the workers are woken, when delayed jobs start, and what is logged:
+docs/internals.md, "The WorkerPool".
 
 Messages:
 
@@ -96,7 +74,7 @@ DUE_BACKOFF_MAX_S: Final = 1.0
 
 
 class JobsAvailable(msgspec.Struct, frozen=True):
-    pass
+    """There may be jobs to claim (coalesced: one wake-up for many)."""
 
 
 class CancelJobs(msgspec.Struct, frozen=True):
@@ -109,24 +87,29 @@ class CancelJobs(msgspec.Struct, frozen=True):
 
 
 class CurrentLeases(msgspec.Struct, frozen=True):
-    pass
+    """Every lease the pool holds, running or buffered (``list[LeaseRef]``)."""
 
 
 class SetPaused(msgspec.Struct, frozen=True):
+    """Stop or resume claiming (settlements go on)."""
+
     paused: bool
 
 
 class PoolStats(msgspec.Struct, frozen=True):
-    pass
+    """The pool's ``WorkerPoolStatistics``."""
 
 
 class WorkerPoolStatistics(msgspec.Struct, frozen=True, kw_only=True):
+    """A snapshot of one pool: its slots, what it holds, and what its jobs became."""
+
     queue: str
     concurrency: int
     running: int
     buffered: int
     paused: bool
-    draining: bool
+    stopping: bool
+    """Stopping: it claims no more and lets its running jobs finish (the shutdown)."""
     claimed: int
     completed: int
     failed: int
@@ -157,10 +140,13 @@ class JobRun:
 
     @property
     def token(self) -> int:
+        """The fencing token of the job's lease."""
         assert self.job.token is not None
         return self.job.token
 
     def cancel(self, reason: str) -> None:
+        """Stop the attempt; the first reason is kept, but ``"lost"`` wins over any (a job
+        whose lease was lost is not settled)."""
         if self.cancel_reason is None or reason == "lost":
             self.cancel_reason = reason
         if self.scope is not None:
@@ -237,7 +223,7 @@ class WorkerPool(Actor):
         each batch is stored."""
         self.log_started = job_log.isEnabledFor(logging.DEBUG)
         """Whether starts are logged (DEBUG): read with ``log_completed``."""
-        self.draining = False
+        self.stopping = False
         self.maybe_work = True
         self.wake = _Signal()
         self.idle = _Signal()
@@ -283,8 +269,8 @@ class WorkerPool(Actor):
         """Stop claiming; give running jobs ``shutdown_grace_s``; cancel the rest; hand in
         every settlement. Leases still held (buffered or cancelled jobs) stay in the
         database for the runtime to release."""
-        self.draining = True
-        for event in self.parked:  # parked workers see draining and return
+        self.stopping = True
+        for event in self.parked:  # parked workers see stopping and return
             event.set()
         self.parked.clear()
         self.wake.set()
@@ -418,7 +404,7 @@ class WorkerPool(Actor):
             running=self.running,
             buffered=len(self.held) - self.running,
             paused=self.paused,
-            draining=self.draining,
+            stopping=self.stopping,
             **self.counts,
         )
 
@@ -434,7 +420,7 @@ class WorkerPool(Actor):
         transaction, if this pool is idle: running, not paused, nothing buffered, and its
         last claim found the queue empty (else its feeder claims anyway). The slots stay
         promised until ``direct_claimed`` or ``direct_failed``."""
-        if self.draining or self.paused or self.maybe_work or self.ready or not self.started:
+        if self.stopping or self.paused or self.maybe_work or self.ready or not self.started:
             return None
         free = min(n, self._free())
         if free <= 0:
@@ -447,7 +433,7 @@ class WorkerPool(Actor):
         self.direct -= claim.n
         self.counts["claimed"] += len(jobs)
         self._take(jobs)
-        if self.draining:  # stopping meanwhile: never started, handed back by on_stop (or,
+        if self.stopping:  # stopping meanwhile: never started, handed back by on_stop (or,
             self.wake.set()  # if it is past that, released with the owner's leases)
 
     def direct_failed(self, claim: ClaimRequest) -> None:
@@ -479,7 +465,7 @@ class WorkerPool(Actor):
         # (or once the buffer is dry), claim any free slot: workers never wait for it.
         window = self.concurrency + self.prefetch
         batch_min = max(1, window * 3 // 4) if self.prefetch else 1
-        while not self.draining:
+        while not self.stopping:
             if self.failures:
                 # A failure may put its job back in the queue at once (a retry without
                 # delay): claim in the same transaction, the failures are applied first.
@@ -501,7 +487,7 @@ class WorkerPool(Actor):
             # Under the lock: on_stop takes it before its last settlements and hand-backs,
             # so a claim in flight when the pool starts stopping is handed back too.
             async with self.store_lock:
-                if self.draining:
+                if self.stopping:
                     break  # on_stop settles what is left
                 completions, failures = self.completions, self.failures
                 completed_runs, failed_runs = self.completed_runs, self.failed_runs
@@ -674,7 +660,7 @@ class WorkerPool(Actor):
             await event.wait()
         finally:
             if event.is_set():
-                if not self.draining:
+                if not self.stopping:
                     self.waking -= 1
             else:  # cancelled while parked (the pool stops)
                 self.parked.remove(event)
@@ -687,9 +673,9 @@ class WorkerPool(Actor):
         # cancellation meant for one job never reaches another.
         ready = self.ready
         taken = 0
-        while not self.draining:
+        while not self.stopping:
             with anyio.CancelScope() as scope:
-                while not self.draining:
+                while not self.stopping:
                     if not ready:
                         await self._park()
                         taken = 0
@@ -747,7 +733,7 @@ class WorkerPool(Actor):
                 self.held.get(job.id) is run
             ):
                 del self.held[job.id]
-            if self.draining:
+            if self.stopping:
                 self.idle.set()
         if outcome is None:
             return

@@ -23,6 +23,8 @@ from typing import Final, TypeAlias
 
 import msgspec
 
+from rota.errors import ConfigError, ConfigTypeError
+
 __all__ = [
     "Backoff",
     "Custom",
@@ -48,7 +50,7 @@ MAX_DELAY_S: Final = 365 * 24 * 3600.0
 def _check(name: str, value: float, *, low: float = 0.0, high: float | None = None) -> None:
     if not value >= low or (high is not None and value > high):
         bound = f"between {low:g} and {high:g}" if high is not None else f">= {low:g}"
-        raise ValueError(f"backoff {name} must be {bound}, got {value!r}")
+        raise ConfigError(f"backoff {name} must be {bound}, got {value!r}")
 
 
 class _Policy(msgspec.Struct, frozen=True, tag_field="kind"):
@@ -61,6 +63,7 @@ class _Policy(msgspec.Struct, frozen=True, tag_field="kind"):
             _check("max_s", self.max_s)
 
     def base_delay_s(self, attempt: int) -> float:
+        """The policy's delay after failed attempt ``attempt`` (1-based), uncapped."""
         raise NotImplementedError
 
     def delay_s(self, attempt: int, u: float = 0.5) -> float:
@@ -69,7 +72,7 @@ class _Policy(msgspec.Struct, frozen=True, tag_field="kind"):
         ``u`` is a uniform draw from [0, 1) that applies the jitter; 0.5 means none.
         """
         if attempt < 1:
-            raise ValueError(f"attempt must be >= 1, got {attempt}")
+            raise ConfigError(f"attempt must be >= 1, got {attempt}")
         cap = MAX_DELAY_S if self.max_s is None else min(self.max_s, MAX_DELAY_S)
         delay = min(self.base_delay_s(attempt), cap)
         if self.jitter:
@@ -87,6 +90,7 @@ class Fixed(_Policy, frozen=True, tag="fixed"):
         _check("delay", self.delay)
 
     def base_delay_s(self, attempt: int) -> float:
+        """``delay``, whatever the attempt (before the cap and the jitter)."""
         return self.delay
 
 
@@ -102,6 +106,7 @@ class Exponential(_Policy, frozen=True, tag="exponential"):
         _check("factor", self.factor, low=1.0)
 
     def base_delay_s(self, attempt: int) -> float:
+        """``base * factor ** (attempt - 1)`` (before the cap and the jitter)."""
         if self.base == 0.0:
             return 0.0
         try:
@@ -120,6 +125,7 @@ class Linear(_Policy, frozen=True, tag="linear"):
         _check("step", self.step)
 
     def base_delay_s(self, attempt: int) -> float:
+        """``step * attempt`` (before the cap and the jitter)."""
         return self.step * attempt
 
 
@@ -133,7 +139,7 @@ class Custom:
 
     def __init__(self, fn: Callable[[int], float], fallback: StoredBackoff | None = None) -> None:
         if not callable(fn):
-            raise TypeError(f"custom backoff needs a callable, got {fn!r}")
+            raise ConfigTypeError(f"custom backoff needs a callable, got {fn!r}")
         self.fn = fn
         self.fallback: StoredBackoff = fallback if fallback is not None else DEFAULT_BACKOFF
 

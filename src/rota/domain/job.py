@@ -14,6 +14,7 @@ from typing import Final
 import msgspec
 
 from rota.domain.backoff import DEFAULT_BACKOFF, Backoff, StoredBackoff
+from rota.errors import ConfigError
 
 __all__ = [
     "DEFAULT_MAX_ATTEMPTS",
@@ -135,15 +136,15 @@ class JobOptions(msgspec.Struct, frozen=True, kw_only=True):
 
     def __post_init__(self) -> None:
         if not self.queue:
-            raise ValueError("queue must be a non-empty string")
+            raise ConfigError("queue must be a non-empty string")
         if self.delay_s is not None and self.run_at_ms is not None:
-            raise ValueError("give delay_s or run_at_ms, not both")
+            raise ConfigError("give delay_s or run_at_ms, not both")
         for field in (*_BOUNDS, "queue", "key"):
             error = option_error(field, getattr(self, field))
             if error is not None:
-                raise ValueError(f"{field} {error}")
+                raise ConfigError(f"{field} {error}")
         if self.key is not None and not self.key:
-            raise ValueError("key must be a non-empty string or None")
+            raise ConfigError("key must be a non-empty string or None")
 
 
 class NewJob(msgspec.Struct, frozen=True):
@@ -212,6 +213,8 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def finished(self) -> bool:
+        """Whether the job is completed, failed or cancelled (it will not run again unless
+        retried)."""
         return self.state in FINISHED_STATES
 
     @property

@@ -28,7 +28,7 @@ import msgspec
 from rota.domain.backoff import Backoff, Custom, StoredBackoff
 from rota.domain.job import Job, JobOptions, JobState, NewJob
 from rota.domain.outcome import FailureKind
-from rota.errors import LeaseLost
+from rota.errors import JobStateError, LeaseLost
 
 __all__ = [
     "InvalidTransition",
@@ -50,8 +50,8 @@ __all__ = [
 ]
 
 
-class InvalidTransition(ValueError):
-    """The job is not in a state this rule applies to."""
+class InvalidTransition(JobStateError):
+    """The job is not in a state this rule applies to (a ``rota.JobStateError``)."""
 
     def __init__(self, job: Job, rule: str) -> None:
         super().__init__(f"cannot {rule} job {job.id}: it is {job.state}")

@@ -13,6 +13,7 @@ import enum
 import math
 
 from rota.domain.backoff import MAX_DELAY_S
+from rota.errors import ConfigError
 
 __all__ = ["FailureKind", "Retry", "Unrecoverable"]
 
@@ -31,11 +32,11 @@ class FailureKind(enum.StrEnum):
 class Retry(Exception):
     """Raised by a handler: try again after ``delay_s`` seconds (default: the job's backoff),
     0 to one year (``MAX_DELAY_S``, the longest any backoff waits); anything else (NaN, an
-    infinity, a negative delay) is a ``ValueError`` here, in the handler."""
+    infinity, a negative delay) is a ``ConfigError`` (a ``ValueError``) here, in the handler."""
 
     def __init__(self, delay_s: float | None = None, reason: str = "retry requested") -> None:
         if delay_s is not None and not 0 <= delay_s <= MAX_DELAY_S:
-            raise ValueError(
+            raise ConfigError(
                 f"Retry delay_s must be between 0 and {MAX_DELAY_S:.0f} s (one year), "
                 f"got {delay_s!r}"
             )

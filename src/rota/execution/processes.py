@@ -1,36 +1,16 @@
 """Process mode: handlers run in a supervised pool of child processes.
 
-One pool per queue that needs it, of ``processes`` children. Each child is a fresh Python
-(``python -m rota.execution.child``) that imports the app's module and runs one job at a
-time; parent and child talk in msgspec messages over pipes (``rota.execution.wire``),
-never pickle. A job's payload goes to the child as stored, its result comes back encoded:
-nothing of the parent's memory is shared.
-
-Supervision (the pool is a ``Supervisor`` in the queue's subtree, before the WorkerPool,
-so that it starts first and stops last)::
+One pool per queue that needs it, of ``processes`` children, each a fresh Python
+(``python -m rota.execution.child``) running one job at a time, fed msgspec messages over
+pipes (``rota.execution.wire``), never pickle. The pool is a ``Supervisor`` in the queue's
+subtree, started before its WorkerPool::
 
     processes[q]     one_for_one, child_max_restarts in child_restart_period_s
     ├── process[q:0] keeps one child process alive
     └── process[q:1] ...
 
-* A child that dies on its own (a crash: SIGKILL, a segfault, ``os._exit``, the OOM
-  killer) fails the job it was running with ``delay 0``, so the job is released and runs
-  again at once (it counts as an attempt: a job that kills its child every time runs out
-  of attempts instead of looping), and its slot *crashes*: the supervisor starts a new
-  child and counts a restart. More than ``child_max_restarts`` crashes within
-  ``child_restart_period_s`` and the pool gives up, which its parent supervisor sees as a
-  crash of its own (a crash loop ends in the runtime stopping with an error, not in a
-  busy loop of forks).
-* A child the pool stops on purpose is replaced without counting a restart: a job's
-  timeout (SIGTERM, ``kill_grace_s``, then SIGKILL; the attempt fails and is retried per
-  the job's policy), a job cancelled or whose lease was lost (the same), and recycling
-  after ``max_jobs_per_child`` jobs (asked to exit between jobs).
-* A child that cannot start (its import fails, it does not answer within
-  ``child_start_timeout_s``) is a failed start: at the runtime's start that error stops
-  ``app.run()`` at once, naming the cause; later, it counts as a restart.
-
-Progress and log lines a handler reports in a child travel to the parent in order, ahead
-of the job's outcome, and are stored like those of any other job.
+What a crash, a deliberate replacement (timeout, cancel, recycling) and a failed start
+each do: docs/internals.md, "Process mode".
 """
 
 from __future__ import annotations
@@ -48,6 +28,7 @@ import msgspec
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from rota.domain.job import Job
+from rota.errors import ChildStartFailed
 from rota.execution import wire
 from rota.supervisors import ChildSpec, Restart, Strategy, Supervisor
 
@@ -67,10 +48,6 @@ class ChildCrashed(Exception):
     """A child process died while the pool did not expect it to."""
 
 
-class ChildStartFailed(Exception):
-    """A child process could not start (its import failed, it exited, it did not answer)."""
-
-
 class Interrupted(NamedTuple):
     """A job that did not end by itself in its child: ``timed_out`` (its timeout stopped
     the child), else its child died or broke the protocol. ``error`` says which."""
@@ -80,6 +57,8 @@ class Interrupted(NamedTuple):
 
 
 class ProcessSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """A process pool's settings, from the queue's config (``processes``, ``kill_grace_s``...)."""
+
     size: int
     max_jobs_per_child: int | None = None
     kill_grace_s: float = 5.0
@@ -89,6 +68,7 @@ class ProcessSettings(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def describe_exit(returncode: int | None) -> str:
+    """How a child ended, in words (``killed by SIGKILL``, ``exited with code 3``)."""
     if returncode is None:
         return "still running"
     if returncode < 0:
@@ -249,6 +229,7 @@ class ProcessPool:
         self.counts = {"jobs": 0, "killed": 0, "recycled": 0, "crashed_jobs": 0}
 
     def child_spec(self) -> ChildSpec:
+        """The pool's supervisor as a child of the queue's supervisor."""
         return self.supervisor.child_spec(grace_s=self.settings.kill_grace_s + 5.0)
 
     # -- children ----------------------------------------------------------------------
@@ -449,6 +430,7 @@ class ProcessPool:
     # -- observing ---------------------------------------------------------------------
 
     def statistics(self) -> dict[str, Any]:
+        """The pool at a glance, as JSON-able data (``rota info``, the owner's heartbeat)."""
         sup = self.supervisor.statistics()
         return {
             "size": self.settings.size,

@@ -241,6 +241,7 @@ class ThreadPool:
         ref.stop(block=False)  # after its current message: stop hooks, then the thread ends
 
     def statistics(self) -> dict[str, int]:
+        """The pool at a glance: threads alive, busy and abandoned (``rota info``)."""
         return {
             "size": self.size,
             "alive": len(self._all),

@@ -76,6 +76,8 @@ class Hello(msgspec.Struct, frozen=True, tag="hello", tag_field="t"):
 
 
 class RunJob(msgspec.Struct, frozen=True, tag="run", tag_field="t"):
+    """Run this job (the child answers with ``JobDone``, after its progress and logs)."""
+
     job: Job
     """The job as claimed (its payload as stored): the handler's ``ctx.job``."""
 
@@ -91,20 +93,28 @@ ParentMessage = Hello | RunJob | Exit
 
 
 class Ready(msgspec.Struct, frozen=True, tag="ready", tag_field="t"):
+    """The child imported the app and waits for jobs."""
+
     pid: int
 
 
 class StartFailed(msgspec.Struct, frozen=True, tag="start_failed", tag_field="t"):
+    """The child could not load the app: ``error`` is its traceback."""
+
     error: str
 
 
 class ProgressReport(msgspec.Struct, frozen=True, tag="progress", tag_field="t"):
+    """A handler's ``ctx.progress``, to store before the job's outcome."""
+
     job_id: int
     progress: bytes
     """JSON of ``rota.domain.event.Progress``."""
 
 
 class LogLine(msgspec.Struct, frozen=True, tag="log", tag_field="t"):
+    """A handler's ``ctx.log`` line, to store and log before the job's outcome."""
+
     job_id: int
     message: str
 
@@ -137,6 +147,7 @@ def encode(message: ParentMessage | ChildMessage) -> bytes:
 
 
 def frame_length(header: bytes) -> int:
+    """The body length a frame header announces; ``FrameError`` beyond ``MAX_FRAME``."""
     (length,) = _HEADER.unpack(header)
     if length > MAX_FRAME:
         raise FrameError(f"frame of {length} bytes exceeds the {MAX_FRAME}-byte limit")
@@ -144,6 +155,7 @@ def frame_length(header: bytes) -> int:
 
 
 def decode_parent(body: bytes) -> ParentMessage:
+    """A frame body from the parent (in the child); ``FrameError`` if it is not one."""
     try:
         message: ParentMessage = _PARENT_DECODER.decode(body)
         return message
@@ -152,6 +164,7 @@ def decode_parent(body: bytes) -> ParentMessage:
 
 
 def decode_child(body: bytes) -> ChildMessage:
+    """A frame body from a child (in the parent); ``FrameError`` if it is not one."""
     try:
         message: ChildMessage = _CHILD_DECODER.decode(body)
         return message
@@ -194,6 +207,7 @@ def read_frame(fd: int) -> ParentMessage | None:
 
 
 def write_frame(fd: int, message: ChildMessage) -> None:
+    """Write one whole frame to ``fd`` (blocking: the child's side)."""
     data = memoryview(encode(message))
     while data:
         written = os.write(fd, data)

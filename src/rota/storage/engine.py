@@ -10,87 +10,15 @@ share one transaction (group commit: one fsync for many callers), and each stays
 an operation that raises leaves no trace and does not fail the others; if the commit itself
 fails, the whole batch raises ``StorageError`` and none of it was acknowledged. (A full disk
 makes SQLite roll back the whole transaction: the operations after it in the batch, and
-the commit, then raise ``StorageError`` too.)
+the commit, then raise ``StorageError`` too.) Times come from the engine's clock
+(``now_ms``), so tests can drive time.
 
 Callers outside ``storage/`` do not call these methods: each operation has a typed
 request in ``rota.storage.ops`` (``ops.Get(job_id)`` is an ``Op[Job]``), run through the
 Store (``StoreClient.run``) or an app's per-thread engine (``StorageAccess.run``). Adding an
-operation is its method here and on each engine, plus its ``Op`` class.
-
-Operations, one sentence each:
-
-* ``migrate()``: create the schema or bring it up to the newest numbered migration.
-* ``enqueue(jobs)``: store new jobs in order; a job whose ``key`` exists is not added
-  again and the existing id is returned in its place.
-* ``claim(queue, owner, n, ttl_ms)``: lease up to ``n`` ready jobs of a queue (due delayed
-  jobs are promoted first), smallest priority first, then oldest.
-* ``renew(leases, ttl_ms)``: extend the leases still held; report the lost ones and those
-  whose job was asked to cancel.
-* ``cancel_requested(leases)``: of the leases still held, those whose job was asked to
-  cancel (a read: renews nothing, so it may run as often as a cancel must be noticed).
-* ``complete(job_id, token, result)`` / ``fail(failure)``: settle one attempt, fenced by
-  the token (``LeaseLost`` if it no longer holds; nothing changes).
-* ``settle_and_claim(completions, failures, claim)``: settle a batch of attempts and claim
-  the next jobs in one transaction (the fast path); lost leases are reported, not raised,
-  and so is what became of each failure (``FailedAttempt``: runs again when, or failed for
-  good); a claim that comes up short also reports when the queue's next delayed job is due.
-* ``release_owner(owner, as_stall)``: take back every lease an owner holds.
-* ``unclaim(leases)``: hand back leases whose attempt never started.
-* ``release(leases, as_stall)``: take back leases whose attempt was interrupted (cleanly,
-  or by a crash of the pool that ran it: then as a stall).
-* ``promote_due(queue)``: move delayed jobs whose time has come to waiting.
-* ``rescue_expired(spare)``: treat every expired lease as a stall (see ``lifecycle.stall``),
-  except the ``spare`` leases (those the calling runtime holds and renews); reports each
-  job taken back as it is now.
-* ``cancel(job_id)``: cancel a waiting or delayed job, or ask an active one to stop.
-* ``get`` / ``get_by_key`` / ``list_jobs`` / ``count``: read jobs.
-* ``queues`` / ``queues_with_work``: the queues that have jobs, and those that have
-  unfinished (waiting, delayed or active) jobs: the ones that need a worker.
-* ``probe_write()``: take the write lock, write, and roll back (``rota health``: can a
-  worker write now?).
-* ``prune(...)``: delete finished jobs by state, age and count (retention).
-* ``quarantine_corrupt()``: fail for good the jobs whose row holds an unknown state.
-  Rows that do not decode are never an engine's exception to a claim, a settlement or a
-  sweep: such a job is failed there, with ``CorruptRow``'s message naming the column.
-
-Runtime support (schema version 2):
-
-* ``register_owner`` / ``heartbeat`` / ``remove_owner`` / ``list_owners``: the runtimes
-  that hold leases, so a restart can release a dead same-host owner's leases at once;
-  each may report its execution pools with the heartbeat (schema version 3), for
-  ``rota info``.
-* ``set_paused`` / ``paused_queues``: a paused queue is persisted; ``claim`` and
-  ``settle_and_claim`` of a paused queue claim nothing, in every process.
-* ``set_progress`` / ``add_log`` / ``logs``: progress and log lines of a running job,
-  fenced by its token.
-* ``events(after_id, ...)`` / ``last_event_id`` / ``prune_events``: the event stream. Every
-  state change an operation makes writes its event (``EventKind``) in the same transaction.
-  Event ids increase in commit order: a reader that has read every event up to id N never
-  later sees an event with an id <= N committed, so a reader keeps one cursor (the last id
-  it read) and misses nothing. A sequence alone does not give this: a transaction that
-  took id 5 could commit after one that took id 6 was read. An engine takes event ids in
-  the order its transactions commit (SQLite does: one writer at a time, under the write
-  lock).
-* ``retry`` (failed or cancelled → waiting, attempts and stalls reset), ``retry_failed``
-  (the same for a queue's failed and cancelled jobs, oldest first, in one transaction),
-  ``promote`` (delayed → waiting now), ``remove`` (delete a job that is not active),
-  ``drain`` (delete a queue's waiting and delayed jobs).
-* ``data_version()``: a number that changes when *another* connection commits: cheap to
-  poll (no I/O) to notice jobs enqueued by other processes.
-
-Reads for display (``rota info``, ``rota jobs``), which survive rows rota did not write
-(a hand edit, a damaged file): each reads what it can, names the columns it cannot read
-(``corrupt``), and never raises for a row's content:
-
-* ``list_summaries(...)``: a page of jobs as ``list_jobs`` would select them, only the
-  columns a listing shows (``JobSummary``: no payload, result or progress).
-* ``job_record(job_id)``: one job's columns as stored (``JobRecord``).
-* ``unknown_states(limit)``: jobs whose state is none of ``JobState`` (``count`` leaves
-  them out): how many, and the first ``limit``.
-* ``owner_records()``: every owner row (``OwnerRecord``); ``list_owners`` returns only
-  those the runtime can rely on.
-
-Times come from the engine's clock (``now_ms``), so tests can drive time.
+operation is its method here and on each engine, plus its ``Op`` class. Each method's
+docstring is its contract; docs/internals.md, "The Engine port", lists them all, one
+sentence each.
 """
 
 from __future__ import annotations
@@ -290,7 +218,7 @@ class OwnerRecord(msgspec.Struct, frozen=True, kw_only=True):
 
 @runtime_checkable
 class Engine(Protocol):
-    """The storage port. See the module docstring for the contract of each operation."""
+    """The storage port: each method's docstring is its contract (docs/internals.md lists them)."""
 
     def now_ms(self) -> int:
         """The engine's clock, in ms since the epoch."""
@@ -401,7 +329,8 @@ class Engine(Protocol):
         limit: int = 100,
         offset: int = 0,
     ) -> list[Job]:
-        """Jobs in id order, filtered by queue and state, one page at a time."""
+        """Jobs in id order, filtered by queue and state, one page at a time (``ConfigError``
+        for a negative ``limit`` or ``offset``)."""
         ...
 
     def count(self, queue: str | None = None) -> dict[JobState, int]:
@@ -433,8 +362,8 @@ class Engine(Protocol):
     ) -> int:
         """Delete finished jobs in ``states`` that either limit selects: finished before
         now - older_than_ms, or beyond the newest ``keep_last`` per queue and state (with
-        neither limit, every job in ``states``). Only finished states may be pruned.
-        Returns how many were deleted."""
+        neither limit, every job in ``states``). Only finished states may be pruned
+        (``ConfigError`` otherwise, or for a negative limit). Returns how many were deleted."""
         ...
 
     # -- runtime support (schema version 2) --------------------------------------------
@@ -482,7 +411,14 @@ class Engine(Protocol):
     def events(
         self, after_id: int = 0, *, limit: int = 1000, queue: str | None = None
     ) -> list[Event]:
-        """Events with an id above ``after_id``, oldest first (optionally of one queue)."""
+        """Events with an id above ``after_id``, oldest first (optionally of one queue).
+
+        Event ids increase in commit order: a reader that has read every event up to id N
+        never later sees an event with an id <= N committed, so one cursor (the last id
+        read) misses nothing. A sequence alone does not give this (a transaction that took
+        id 5 could commit after one that took id 6 was read): an engine takes event ids in
+        the order its transactions commit (SQLite: one writer at a time, under the lock).
+        """
         ...
 
     def last_event_id(self) -> int:
@@ -495,7 +431,7 @@ class Engine(Protocol):
 
     def retry(self, job_id: int) -> JobState:
         """Run a failed or cancelled job again: waiting, attempt and stalls reset to 0;
-        ``ValueError`` for a job in another state; ``JobNotFound``."""
+        ``JobStateError`` for a job in another state; ``JobNotFound``."""
         ...
 
     def retry_failed(self, queue: str, *, limit: int = 1000) -> list[int]:
@@ -504,14 +440,14 @@ class Engine(Protocol):
         ...
 
     def promote(self, job_id: int) -> JobState:
-        """Make a delayed job ready now; ``ValueError`` if it is not delayed."""
+        """Make a delayed job ready now; ``JobStateError`` if it is not delayed."""
         ...
 
     def remove(self, job_id: int) -> None:
-        """Delete a job that is not active (``ValueError``: cancel it first)."""
+        """Delete a job that is not active (``JobStateError``: cancel it first)."""
         ...
 
-    def drain(self, queue: str) -> int:
+    def purge(self, queue: str) -> int:
         """Delete the waiting and delayed jobs of a queue; returns how many."""
         ...
 

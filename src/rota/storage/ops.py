@@ -46,7 +46,6 @@ __all__ = [
     "Claim",
     "Complete",
     "Count",
-    "Drain",
     "Enqueue",
     "EnqueueAndClaim",
     "Events",
@@ -68,6 +67,7 @@ __all__ = [
     "PromoteDue",
     "Prune",
     "PruneEvents",
+    "Purge",
     "QuarantineCorrupt",
     "Queues",
     "QueuesWithWork",
@@ -379,13 +379,13 @@ class RetryFailed(Op[list[int]], frozen=True):
         return engine.retry_failed(self.queue, limit=self.limit)
 
 
-class Drain(Op[int], frozen=True):
-    """``Engine.drain``: delete a queue's waiting and delayed jobs; how many."""
+class Purge(Op[int], frozen=True):
+    """``Engine.purge``: delete a queue's waiting and delayed jobs; how many."""
 
     queue: str
 
     def apply(self, engine: Engine) -> int:
-        return engine.drain(self.queue)
+        return engine.purge(self.queue)
 
 
 # -- one job ----------------------------------------------------------------------------

@@ -15,54 +15,8 @@ version is newer than ``SCHEMA_VERSION`` was written by a newer rota and is refu
 file header's ``application_id`` is set to ``APPLICATION_ID`` (ASCII "rota") so that a
 SQLite file belonging to another program is recognised and refused, not migrated.
 
-Indexes, and the query each one serves (those on ``rota_jobs`` are all partial, so a row
-that is not in an index's state costs that index nothing):
-
-* ``rota_jobs_ready``: the claim, ``(queue, priority, run_at_ms[, id]) WHERE waiting``;
-  its order is the claim order, so a claim reads exactly the rows it takes, whatever the
-  backlog, and completed rows never slow it down. ``id`` is the rowid, which SQLite
-  appends to every index entry: naming it as a column would store it twice (measured
-  ~10% larger index) for the same order.
-* ``rota_jobs_due_in_queue`` / ``rota_jobs_due``: promotion of due delayed jobs, of one
-  queue (before each claim: a single seek when nothing is due) or of all (the Scheduler).
-* ``rota_jobs_leases``: ``(lease_expires_at_ms, owner) WHERE active``: the rescue sweep
-  seeks expired leases; ``release_owner`` scans it for an owner without touching the
-  table. One index rather than one per column: every claim and settlement writes each
-  index of active jobs, and the active set is small (the workers' slots), so a scan of
-  it costs little (measured: a second index cost ~6% of drain throughput).
-* ``rota_jobs_finished``: list / count / prune of finished jobs by queue, state and age.
-  It is keyed on ``finished_at_ms IS NOT NULL`` (true exactly for the finished states)
-  rather than on the state, because claims and requeues then never touch it.
-* ``rota_jobs_key``: idempotent enqueue; keyless jobs (most) are not in it.
-* ``rota_logs_job``: a job's log lines, in order (the rowid ``id`` is appended to every
-  entry), and the ``ON DELETE CASCADE`` that deletes them with their job.
-
-``rota_events`` has no secondary index: readers page through it by id (its rowid), and
-the optional queue filter scans that id range; every index would be written by every
-event of the hot paths. ``rota_queues`` and ``rota_owners`` are tiny ``WITHOUT ROWID``
-tables keyed by name.
-
-Schema version 2 (runtime support) adds ``rota_jobs.progress``, the owners, the paused
-queues, the log lines and the events. It adds no column to an index and no index to
-``rota_jobs``: the hot paths write the same indexes as in version 1, plus one event row
-per transition (``SqliteEngine(record_events=False)`` skips them).
-
-Schema version 3 (execution pools) adds ``rota_owners.pools``: each runtime's execution
-pools as JSON (per queue: concurrency, running jobs, thread and process pool figures),
-written at registration and with the heartbeat; NULL until first reported.
-
-Job ids are assigned by the engine, not by SQLite's rowid algorithm, so that they are
-never reused even after the newest job is deleted (before each prune, remove or drain,
-``rota_meta.id_floor`` records the highest id stored); this costs one read per enqueue
-call instead of ``AUTOINCREMENT``'s bookkeeping write per row (measured ~10% of enqueue
-throughput).
-
-Event ids come from SQLite's rowid algorithm (the largest id + 1) and are never reused
-either, more cheaply: events are only ever deleted by ``PRUNE_EVENTS``, which always keeps
-the newest one, so the largest id never goes down. With one writer at a time, an event
-id is assigned under the write lock, so ids grow in commit order: a reader that has seen
-id N has seen every committed event up to N (rolled-back ids may be reused, but nobody
-saw them).
+Which query each index serves and why it is shaped so, what each schema version added,
+and how job and event ids are assigned: docs/internals.md, "The schema".
 """
 
 from __future__ import annotations
@@ -79,7 +33,6 @@ __all__ = [
     "COUNT_JOBS",
     "COUNT_JOBS_IN_QUEUE",
     "DELETE_OWNER",
-    "DRAIN_QUEUE",
     "EVENT_COLUMNS",
     "HEARTBEAT_OWNER",
     "HEARTBEAT_OWNER_POOLS",
@@ -108,6 +61,7 @@ __all__ = [
     "PROMOTE_JOB",
     "PRUNE_EVENTS",
     "PRUNE_JOBS",
+    "PURGE_QUEUE",
     "RAISE_ID_FLOOR",
     "REMOVE_JOB",
     "RENEW_LEASES",
@@ -255,7 +209,7 @@ CREATE TABLE rota_queues (
 """
 
 # A running job's log lines (rota.domain.event.LogEntry), in id order. ON DELETE CASCADE
-# (foreign keys are on in every rota connection): deleting a job (prune, remove, drain)
+# (foreign keys are on in every rota connection): deleting a job (prune, remove, purge)
 # deletes its lines in the same statement, through rota_logs_job. The parent key is the
 # jobs' rowid and never changes, so claims and settlements pay nothing for it.
 _CREATE_LOGS: Final = """
@@ -601,7 +555,7 @@ SELECT_QUEUES_WITH_WORK: Final = (
 # leaves the database as it was. Out: nothing.
 PROBE_WRITE: Final = "UPDATE rota_meta SET value = value WHERE key = 'id_floor'"
 
-# Effect: remembers the highest id stored before a prune, remove or drain may delete it.
+# Effect: remembers the highest id stored before a prune, remove or purge may delete it.
 # Keeps: ids are never reused (NEXT_JOB_ID starts above it).
 RAISE_ID_FLOOR: Final = (
     "UPDATE rota_meta SET value = max(value, coalesce((SELECT max(id) FROM rota_jobs), 0)) "
@@ -655,7 +609,7 @@ REMOVE_JOB: Final = "DELETE FROM rota_jobs WHERE id = ? AND state != 'active'"
 # In: queue. Effect: deletes the queue's waiting and delayed jobs, and their log lines (ON
 # DELETE CASCADE). Out: rowcount. Each arm reads its state's partial index (rota_jobs_ready,
 # rota_jobs_due_in_queue). Run after RAISE_ID_FLOOR.
-DRAIN_QUEUE: Final = (
+PURGE_QUEUE: Final = (
     "DELETE FROM rota_jobs WHERE id IN ("
     "SELECT id FROM rota_jobs WHERE state = 'waiting' AND queue = ?1 "
     "UNION ALL SELECT id FROM rota_jobs WHERE state = 'delayed' AND queue = ?1)"

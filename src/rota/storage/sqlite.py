@@ -1,74 +1,12 @@
 """The SQLite engine: rota's embedded storage, behind the ``Engine`` port.
 
-Design, and why:
-
-* **One connection, one thread at a time.** The Store opens the engine and then uses it
-  only from its own dedicated thread (``check_same_thread=False`` lets it be created on
-  another). An engine must never be used from two threads at once: it keeps transaction
-  state (``batch()``) in plain attributes and does not lock.
-* **WAL + ``synchronous=FULL``** by default: readers never block the writer nor the other
-  way round, and a commit is on disk (WAL fsynced) before it is acknowledged, so an
-  acknowledged enqueue survives a power cut. ``NORMAL`` skips that fsync (a power cut may
-  lose the last commits, never corrupt the file). ``:memory:`` databases cannot use WAL.
-* **``BEGIN IMMEDIATE`` for every write**: the write lock is taken when the transaction
-  starts, so a transaction never fails half-way because another process wrote first
-  (a deferred transaction that upgrades from read to write gets ``SQLITE_BUSY`` that no
-  waiting can fix). ``SQLITE_BUSY`` is retried here, with exponential backoff and jitter,
-  up to ``busy_timeout_s``; SQLite's own busy handler is off so that the budget is ours.
-* **Group commit with savepoints**: inside ``with engine.batch():`` all operations share
-  one transaction (one fsync for many callers: the lever that makes a thread hop worth
-  it), and each runs inside its own ``SAVEPOINT``, so one that raises is rolled back alone
-  and the others still commit.
-* **``UPDATE ... RETURNING``** (SQLite >= 3.35): a claim selects, leases and reads its jobs
-  in one statement, and renewals of many leases are one ``UPDATE ... FROM json_each``;
-  nothing on the hot path costs a round trip per job.
-* **Fencing by token**: renew, complete and fail change a row only while it is active
-  under the presented token. The clock is not the fence: a holder whose lease expired
-  but was not yet rescued may still renew or settle it, as in ``rota.domain.lifecycle``.
-* The lifecycle rules live once, in ``rota.domain.lifecycle``: fail, rescue, release and
-  cancel read the row, apply the pure function and write the result back under a
-  condition on the old state and token; claim, complete, renew and promote are direct
-  SQL that does exactly what their pure counterparts do.
-* Errors are mapped to ``StorageError`` in one place (``_storage_error``), with messages
-  that name the file and say what was kept; an engine is never left inside an open
-  transaction after one.
-* **Events in the transaction of their change** (schema version 2): each operation
-  writes the events of the transitions it made with one statement per kind of change (an
-  ``INSERT ... SELECT`` of the rows it just wrote for enqueue, claim and completions, the
-  hot paths; an ``executemany`` of rows built in Python for the rest), never one per job,
-  inside its own transaction or savepoint: an operation that is rolled back leaves no
-  event, and an event is never missing for a committed change.
-  Which transition writes which ``EventKind``:
-
-  ====================================  ================================================
-  enqueue                               ENQUEUED per job inserted (not for a key that
-                                        existed already)
-  claim (and settle_and_claim's)        ACTIVE, attempt = the attempt starting
-  complete                              COMPLETED
-  fail                                  RETRYING (waiting or delayed again), FAILED or
-                                        CANCELLED; data = the error (UTF-8)
-  rescue_expired, release_owner /       STALLED (data = ``lifecycle.stall_error``), then
-  release (as_stall=True)               RETRYING, FAILED or CANCELLED as above
-  release_owner / release               nothing for a job put back to waiting (a clean
-  (as_stall=False)                      hand-back: the attempt did not fail, and its next
-                                        ACTIVE follows); CANCELLED for one asked to cancel
-  cancel                                CANCELLED (data ``b"cancelled"``) for a waiting or
-                                        delayed job; nothing for an active job (only a
-                                        request: its CANCELLED comes when it stops)
-  set_progress                          PROGRESS, data = the progress bytes
-  retry, retry_failed                   ENQUEUED, attempt 0 (per job retried)
-  promote, promote_due, remove, drain   nothing
-  ====================================  ================================================
-
-  ``SqliteEngine(record_events=False)`` writes none (to measure what they cost).
-* **Paused queues** are a row in ``rota_queues``, read by the claim statement itself (one
-  primary-key seek per claim, in the claim's transaction), so a pause committed by any
-  process stops every later claim; settlements of a paused queue still apply.
-
-Every SQL statement is a module-level constant: connection set-up and transaction
-control below, the schema and the statements on jobs in ``schema.py``.
-Randomness: one ``rng.random()`` draw (backoff jitter ``u``) per ``fail``, and per job
-released or rescued, in job-id order; lease tokens come from SQLite's ``random()``.
+One connection, used from one thread at a time (the Store's); WAL and
+``synchronous=FULL`` by default; ``BEGIN IMMEDIATE`` for every write, ``SQLITE_BUSY``
+retried here up to ``busy_timeout_s``; group commit with a savepoint per operation; the
+lifecycle rules of ``rota.domain.lifecycle``; errors mapped to ``StorageError`` in one
+place (``_storage_error``); events written in the transaction of their change. Every SQL
+statement is a constant in ``schema.py``. The design and why, and which transition
+writes which event: docs/internals.md, "The SQLite engine".
 """
 
 from __future__ import annotations
@@ -94,7 +32,7 @@ from rota.domain.event import Event, EventKind, LogEntry, Owner, possible_pid
 from rota.domain.job import FINISHED_STATES, Job, JobState, NewJob
 from rota.domain.outcome import FailureKind
 from rota.domain.report import JOB_LOG, attempt_ended
-from rota.errors import ConfigError, CorruptRow, JobNotFound, LeaseLost, StorageError
+from rota.errors import ConfigError, CorruptRow, JobNotFound, JobStateError, LeaseLost, StorageError
 from rota.storage import schema as sql
 from rota.storage.engine import (
     ClaimRequest,
@@ -342,7 +280,7 @@ def _file_identity(path: str) -> tuple[int, int] | None:
 
 def _check_page(limit: int, offset: int) -> None:
     if not limit >= 0 or not offset >= 0:
-        raise ValueError(f"limit and offset must be >= 0, got {limit!r} and {offset!r}")
+        raise ConfigError(f"limit and offset must be >= 0, got {limit!r} and {offset!r}")
 
 
 def _wall_clock_ms() -> int:
@@ -396,7 +334,7 @@ def _read(
 
 
 class SqliteEngine:
-    """The ``Engine`` on SQLite. See the module docstring for the design.
+    """The ``Engine`` on SQLite (the design: docs/internals.md, "The SQLite engine").
 
     * ``path``: the database file (created if missing), or ``":memory:"`` (private to
       this engine; for tests).
@@ -1178,14 +1116,14 @@ class SqliteEngine:
     ) -> int:
         unfinished = sorted(str(s) for s in states if s not in FINISHED_STATES)
         if unfinished:
-            raise ValueError(
+            raise ConfigError(
                 f"only finished jobs can be pruned "
                 f"({', '.join(sorted(FINISHED_STATES))}), not {', '.join(unfinished)}"
             )
         if older_than_ms is not None and not older_than_ms >= 0:
-            raise ValueError(f"older_than_ms must be >= 0, got {older_than_ms!r}")
+            raise ConfigError(f"older_than_ms must be >= 0, got {older_than_ms!r}")
         if keep_last is not None and not keep_last >= 0:
-            raise ValueError(f"keep_last must be >= 0, got {keep_last!r}")
+            raise ConfigError(f"keep_last must be >= 0, got {keep_last!r}")
         if not states:
             return 0
         conn = self._conn
@@ -1219,7 +1157,7 @@ class SqliteEngine:
     def retry(self, job_id: int) -> JobState:
         job = self._get(job_id)
         now = self._clock()
-        after = lifecycle.retry(job, now)  # InvalidTransition (a ValueError) names the state
+        after = lifecycle.retry(job, now)  # InvalidTransition (a JobStateError) names the state
         if not self._write_transition(job, after):
             raise StorageError(f"job {job_id} changed while being retried; retry")
         if self._record_events:
@@ -1245,7 +1183,7 @@ class SqliteEngine:
     def promote(self, job_id: int) -> JobState:
         if not self._conn.execute(sql.PROMOTE_JOB, (self._clock(), job_id)).rowcount:
             state = self._state(job_id)
-            raise ValueError(f"cannot promote job {job_id}: it is {state}, not delayed")
+            raise JobStateError(f"cannot promote job {job_id}: it is {state}, not delayed")
         return JobState.WAITING
 
     @_write("remove a job")
@@ -1254,13 +1192,13 @@ class SqliteEngine:
         conn.execute(sql.RAISE_ID_FLOOR)
         if not conn.execute(sql.REMOVE_JOB, (job_id,)).rowcount:
             state = self._state(job_id)
-            raise ValueError(f"cannot remove job {job_id}: it is {state}; cancel it first")
+            raise JobStateError(f"cannot remove job {job_id}: it is {state}; cancel it first")
 
-    @_write("drain a queue")
-    def drain(self, queue: str) -> int:
+    @_write("purge a queue")
+    def purge(self, queue: str) -> int:
         conn = self._conn
         conn.execute(sql.RAISE_ID_FLOOR)
-        return conn.execute(sql.DRAIN_QUEUE, (queue,)).rowcount
+        return conn.execute(sql.PURGE_QUEUE, (queue,)).rowcount
 
     @_write("set a job's progress")
     def set_progress(self, job_id: int, token: int, progress: bytes) -> None:

@@ -21,24 +21,8 @@
 
     root = Supervisor("runtime", [store, scheduler, sup.child_spec()])   # nesting
 
-Semantics in one place:
-
-* children start in list order, each after the previous one's started-handshake, and stop
-  in reverse list order, one after another: ask (``ChildSpec.stop``), wait ``grace_s``
-  (shielded), then cancel;
-* strategies ``one_for_one`` / ``one_for_all`` / ``rest_for_one`` and restart types
-  ``permanent`` / ``transient`` / ``temporary`` as in OTP (see ``_spec``);
-* intensity: ``max_restarts`` restarts within a sliding ``period_s`` are allowed; the next
-  one makes the supervisor stop its children and raise ``rota.errors.SupervisorGaveUp``
-  (``__cause__``: the exit that broke the limit), which a parent supervisor handles as a
-  crash of that child (escalation);
-* a failed initial start stops the started children and raises the child's exception
-  itself (not wrapped; a note names the child); during a restart it counts as a restart;
-* logging through ``logging.getLogger("rota.supervisors")`` with
-  ``extra={"event", "supervisor", "child", "reason"}``.
-
-Imports only the standard library, AnyIO, msgspec and ``rota.errors``; runs on trio and
-asyncio alike.
+The semantics (start and stop order, strategies, intensity and escalation, failed starts,
+logging) are in docs/internals.md, "Supervisors".
 """
 
 from ._spec import ChildSpec, Restart, RestartBackoff, Strategy

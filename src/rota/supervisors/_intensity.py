@@ -45,4 +45,5 @@ class Intensity:
         return True
 
     def clear(self) -> None:
+        """Forget the restarts counted so far."""
         self._times.clear()

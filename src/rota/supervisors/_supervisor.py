@@ -1,53 +1,8 @@
 """The supervisor: starts children in order, restarts them per strategy, stops them in reverse.
 
-Lifecycle of one ``Supervisor.run``::
-
-    start      each child in list order; the next one starts only after the previous one
-               called task_status.started(). A failed start stops the started ones (reverse
-               order) and run() raises that child's exception (unwrapped, with a note).
-    started    task_status.started() of run() itself: the whole subtree is up.
-    supervise  exits are applied one at a time, in the order they happened, and only then
-               are the restarts they call for started (in list order):
-                 - the exit of a child the supervisor is stopping itself is not a crash and
-                   triggers nothing (that is also how a second, simultaneous failure of a
-                   child that one_for_all is already restarting is absorbed);
-                 - the restart type decides whether the child is restarted; if not, it is
-                   dropped and its siblings carry on;
-                 - otherwise the restart is checked against the intensity (more than
-                   max_restarts within period_s: give up), the strategy's other children
-                   are stopped (reverse order; temporary ones are dropped), and all of them
-                   are restarted in list order, after the backoff delay if any (a delay
-                   never blocks the loop: other children's exits are handled meanwhile).
-               A child that fails to start during a restart counts as one more restart,
-               handled like a crash of that child (one_for_all stops the ones already
-               restarted and starts them all again).
-    stop       stop() / request_stop(), the supervisor's own cancellation, or giving up:
-               every child is stopped in reverse list order, one after another, shielded.
-               After stop() run() returns; when cancelled it re-raises the cancellation;
-               after giving up it raises SupervisorGaveUp (``__cause__``: the exit that broke
-               the limit, None for a normal return of a permanent child).
-
-Stopping one child: call its ``stop`` (the ask), wait up to ``grace_s`` for it to return, then
-cancel it and wait until it has finished. All of it runs in a shielded cancel scope, so a
-child is never abandoned half-stopped.
-
-Each child runs in its own task inside the supervisor's task group, under its own *shielded*
-cancel scope: cancelling the supervisor from outside must not reach the children directly,
-or they would all die at once instead of being stopped one by one in reverse order. Only the
-supervisor cancels a child (by cancelling that scope), and it always does so from a finally
-block or a shielded scope, so no child outlives ``run``.
-
-Child exits are classified inside the child's task (so nothing a child raises ever reaches
-the task group): ``Exception`` (including an ``ExceptionGroup`` of them) is a crash; the
-supervisor's own cancellation of the child is not a crash; any other ``BaseException``
-(KeyboardInterrupt, SystemExit) is not the supervisor's to handle and propagates out of
-``run`` after the orderly shutdown.
-
-Logging goes to the ``rota.supervisors`` logger (or the one given), without handlers. Every
-record carries ``extra={"event", "supervisor", "child", "reason"}``; events:
-``child_started`` (initial start), ``child_restarted``, ``child_exited`` (reason:
-``normal``, ``cancelled`` or the exception's repr), ``child_stop_timeout`` (grace ran out),
-``child_stop_failed`` (the ask raised), ``supervisor_gave_up``.
+Its lifecycle (start, supervise, stop), how it stops one child, why each child runs under
+its own shielded cancel scope, how it classifies exits and what it logs: docs/internals.md,
+"Supervisors".
 """
 
 from __future__ import annotations
@@ -257,10 +212,12 @@ class Supervisor:
 
     @property
     def strategy(self) -> Strategy:
+        """How a child's exit affects its siblings (``one_for_one``...)."""
         return self._strategy
 
     @property
     def running(self) -> bool:
+        """Whether ``run`` is active (starting, supervising or stopping)."""
         return self._active
 
     # -- public control --------------------------------------------------------------------
@@ -303,6 +260,7 @@ class Supervisor:
             await finished.wait()
 
     def statistics(self) -> SupervisorStatistics:
+        """A snapshot: its children, the restarts of each, and whether it gave up."""
         return SupervisorStatistics(
             name=self.name,
             strategy=self._strategy,

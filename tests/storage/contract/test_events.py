@@ -244,7 +244,7 @@ def test_progress_retry_and_the_silent_operations(
     mark2 = engine.last_event_id()
     engine.promote(delayed)
     engine.remove(other)
-    engine.drain("default")
+    engine.purge("default")
     engine.set_paused("default", True)
     clock.advance(10_000)
     engine.promote_due()

@@ -1,5 +1,5 @@
 """The Engine contract, schema version 2: paused queues, progress and logs, retry /
-promote / remove / drain, owners."""
+promote / remove / purge, owners."""
 
 from __future__ import annotations
 
@@ -305,7 +305,7 @@ def test_promote_refuses_jobs_that_are_not_delayed(
         engine.promote(10**9)
 
 
-# --- remove and drain -----------------------------------------------------------------
+# --- remove and purge ------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -342,19 +342,19 @@ def test_remove_refuses_an_active_job_and_unknown_ids(
         engine.remove(10**9)
 
 
-def test_ids_are_never_reused_after_the_newest_job_is_removed_or_drained(
+def test_ids_are_never_reused_after_the_newest_job_is_removed_or_purged(
     engine: Engine, make_job: MakeJob
 ) -> None:
     [old, newest] = engine.enqueue([make_job(), make_job()])
     engine.remove(newest)
     [again] = engine.enqueue([make_job()])
     assert again > newest
-    assert engine.drain("default") == 2
+    assert engine.purge("default") == 2
     [later] = engine.enqueue([make_job()])
     assert later > again > old
 
 
-def test_drain_deletes_a_queues_waiting_and_delayed_jobs_only(
+def test_purge_deletes_a_queues_waiting_and_delayed_jobs_only(
     engine: Engine, hooks: EngineHooks, make_job: MakeJob, clock: FakeClock
 ) -> None:
     ran = claimed(engine, make_job, queue="q")
@@ -366,12 +366,12 @@ def test_drain_deletes_a_queues_waiting_and_delayed_jobs_only(
     engine.complete(done.id, token(done), None)
     engine.enqueue([make_job(queue="q"), make_job(queue="q", delay_s=5)])
     others = engine.enqueue([make_job(queue="other"), make_job(queue="other", delay_s=5)])
-    assert engine.drain("q") == 3
+    assert engine.purge("q") == 3
     assert {j.id for j in engine.list_jobs()} == {active.id, done.id, *others}
     assert [e.message for e in engine.logs(active.id)] == ["running"]
     assert hooks.log_count() == 1
-    assert engine.drain("q") == 0
-    assert engine.drain("nothing here") == 0
+    assert engine.purge("q") == 0
+    assert engine.purge("nothing here") == 0
 
 
 def test_prune_deletes_the_logs_of_the_jobs_it_deletes(
