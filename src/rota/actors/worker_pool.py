@@ -523,6 +523,10 @@ class WorkerPool(Actor):
                 if settled is not None:
                     self.throttled.clear("store", f"queue {self.queue}: store calls work again")
                     self._settled(completed_runs, failed_runs, settled)
+                    if failures and claim is None:
+                        # A failure that ended while this call waited for the lock rode
+                        # along without a claim: its retry may be due now.
+                        self.maybe_work = True
                     if claim is not None:
                         if len(settled.claimed) < claim.n:
                             self.maybe_work = False  # empty until someone says otherwise
