@@ -3,7 +3,7 @@
 A pure rule (no clock, no I/O): the pool reports each claim it made (how many jobs it asked
 for, how many it got), the running count of attempts that ended and the time; the rule
 says how many jobs the next claim asks for beyond the free slots. Why it is shaped so is
-in docs/performance.md ("Fast by default").
+in docs/architecture.md ("Fast by default").
 """
 
 from __future__ import annotations
