@@ -521,7 +521,11 @@ class WorkerPool(Actor):
                 self.completions, self.failures = [], []
                 self.completed_runs, self.failed_runs = [], []
                 try:
-                    settled = await self.store.settle_and_claim(completions, failures, claim)
+                    # Shielded: if the pool crashes meanwhile, the Store may still commit
+                    # the claim; the jobs must reach ``held`` (on_stop hands them back),
+                    # not sit leased to this owner, run by no one, until they expire.
+                    with anyio.CancelScope(shield=True):
+                        settled = await self.store.settle_and_claim(completions, failures, claim)
                 except (StorageError, ActorNotRunning, CallTimeout) as exc:
                     # The Store restarts under its supervisor, or waits out a full disk;
                     # keep what is unsettled.
