@@ -8,8 +8,10 @@
     python -m benchmarks --json /tmp/bench.json
     python -m benchmarks --only modes --sync FULL   # the execution modes alone
 
-Groups (``--only``): enqueue, enqueue_many, drain, latency, claims, memory, modes (rota
-only, durable runs only: async, thread and process handlers). Every figure
+Groups (``--only``): enqueue, enqueue_many, drain, drain_defaults (rota only: its default
+options against the tuned ones, in ``app.run()`` and in a ``rota worker`` process),
+latency, claims, memory, modes (rota only, durable runs only: async, thread and process
+handlers). Every figure
 is the median of ``--runs`` runs with min-max; within a run the systems take turns
 (raw, rota, huey) so that a noisy moment of the shared machine hits them alike. The table
 at the end (Markdown) compares rota with the raw loop and with huey measured in the same
@@ -42,7 +44,16 @@ from . import claims, latency, memory, modes, peer_huey, raw, rota_bench
 from ._util import ROOT, SCRATCH, SYNC_MODES, Sample, scratch_dir
 from .backlog import Backlogs
 
-GROUPS = ("enqueue", "enqueue_many", "drain", "latency", "claims", "memory", "modes")
+GROUPS = (
+    "enqueue",
+    "enqueue_many",
+    "drain",
+    "drain_defaults",
+    "latency",
+    "claims",
+    "memory",
+    "modes",
+)
 SYSTEMS = ("raw", "rota", "huey")
 
 
@@ -213,6 +224,7 @@ def figures(sizes: Sizes) -> list[Figure]:
             "(where the time goes)",
         )
     )
+    rows += defaults_figures(sizes)
     for where, title, p50 in (("same", "same process", 0.5), ("other", "other process", 3.0)):
         for q in ("p50", "p95", "p99"):
             key = f"latency_{where}_{q}"
@@ -269,6 +281,31 @@ def figures(sizes: Sizes) -> list[Figure]:
         ),
     ]
     return rows + mode_figures(sizes)
+
+
+def defaults_figures(sizes: Sizes) -> list[Figure]:
+    """rota's default options against the tuned ones (concurrency 100, prefetch 100), the
+    same jobs drained one after the other in each run; the ratio is taken per run."""
+    n = sizes.drains[0]
+    rows = []
+    for where, how in (("app", "app.run()"), ("worker", "a rota worker process")):
+        key = f"drain_{short(n)}_{where}"
+        rows += [
+            Figure(f"{key}_defaults", f"drain {n:,}, {how}, rota's defaults", "jobs/s"),
+            Figure(
+                f"{key}_tuned",
+                f"drain {n:,}, {how}, concurrency 100, prefetch 100 (same run)",
+                "jobs/s",
+            ),
+            Figure(
+                f"{key}_ratio",
+                f"drain {n:,}, {how}: defaults / tuned (same run)",
+                "x",
+                target=">= 0.80",
+                met=_at_least(0.8),
+            ),
+        ]
+    return rows
 
 
 def mode_figures(sizes: Sizes) -> list[Figure]:
@@ -447,6 +484,18 @@ def cases(sizes: Sizes, backlogs: Backlogs) -> list[Case]:
                 lambda y, n=n, key=key: {key: _in_tmp(peer_huey.drain, y, n)},
             )
         )
+    n = s.drains[0]
+    for where, worker in (("app", False), ("worker", True)):
+        out.append(
+            Case(
+                "drain_defaults",
+                "rota",
+                f"drain {short(n)}, defaults vs tuned, {'rota worker' if worker else 'app.run()'}",
+                lambda y, where=where, worker=worker: _defaults_vs_tuned(
+                    f"drain_{short(n)}_{where}", y, n, worker
+                ),
+            )
+        )
     out += [
         Case(
             "latency",
@@ -567,6 +616,17 @@ def _rota_drain(key: str, sync: str, n: int) -> dict[str, Any]:
     result = _in_tmp(rota_bench.drain, sync, n)
     extra = {k: result[k] for k in ("startup_s", "jobs_per_transaction")}
     return {key: result["rate"], "extra": extra}
+
+
+def _defaults_vs_tuned(key: str, sync: str, n: int, worker: bool) -> dict[str, Any]:
+    with scratch_dir() as d:
+        result = rota_bench.drain_defaults_vs_tuned(d, sync, n, worker=worker)
+    return {
+        f"{key}_defaults": result["defaults"],
+        f"{key}_tuned": result["tuned"],
+        f"{key}_ratio": result["ratio"],
+        "extra": {"jobs_per_transaction": result["jobs_per_transaction"]},
+    }
 
 
 def _prefixed(prefix: str, values: dict[str, float]) -> dict[str, float]:

@@ -46,6 +46,8 @@ class CommitTracker:
     def __init__(self) -> None:
         self.completed = 0
         self.last_commit = 0.0
+        self.transactions = 0
+        """Transactions (``engine.batch()``) the app's engines ran: the Store's, in a worker."""
         self.target: int | None = None
         self.reached = threading.Event()
         self._lock = threading.Lock()
@@ -80,6 +82,7 @@ class TimedEngine(SqliteEngine):
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
+        self._tracker.transactions += 1
         self._pending, self._batching = 0, True
         try:
             with super().batch():

@@ -14,8 +14,8 @@ Linux: one clock for every process of the host.
   notices other processes' commits by polling ``PRAGMA data_version`` every
   ``poll_interval_s`` (rota's default, 5 ms).
 
-The runtime uses rota's defaults (concurrency 10, no prefetch); each ping must start
-exactly once.
+The runtime uses rota's defaults (concurrency 10, prefetch "auto": a pool whose queue
+was found empty claims only free slots); each ping must start exactly once.
 """
 
 from __future__ import annotations

@@ -15,6 +15,11 @@ must have run exactly once and be stored as completed.
 ``drain_engine`` is the ``SqliteEngine`` alone (no actors, no handler: the fused
 settle+claim of 100 in a loop, payloads decoded), to split rota's cost between storage and
 runtime.
+
+``drain_defaults_vs_tuned`` drains the same jobs twice in one run, with rota's default
+options and with ``DRAIN_OPTIONS``, in one process (``app.run()``) or in a real ``rota
+worker`` process (``drain_worker``: the same honesty, timed in the worker by the same
+``TimedEngine``), and gives the ratio.
 """
 
 from __future__ import annotations
@@ -32,11 +37,14 @@ from rota.storage.engine import ClaimRequest, Completion
 from rota.storage.sqlite import SqliteEngine
 
 from ._rota import IDLE_QUEUE, QUEUE, BenchApp, count_states, make_app, pre_enqueue
-from ._util import FILLER, Item, items, rate
+from ._util import FILLER, Item, items, python_child, rate, read_json_line, stop_child
 
 #: The runtime's settings for the drain: 100 worker slots, as the raw loop claims 100 per
 #: transaction; everything else is rota's default.
 DRAIN_OPTIONS: dict[str, Any] = {"concurrency": 100, "prefetch": 100}
+#: The drain's two configurations compared by ``drain_defaults_vs_tuned``: rota's defaults
+#: (nothing set) and the tuned setting above.
+DRAIN_CONFIGS: dict[str, dict[str, Any]] = {"defaults": {}, "tuned": DRAIN_OPTIONS}
 
 
 def _check_waiting(app: BenchApp, n: int, counted: int) -> None:
@@ -134,11 +142,15 @@ def enqueue_many(db: Path, sync: str, n: int, *, in_runtime: bool, per_call: int
     return rate(n, elapsed)
 
 
-def drain(db: Path, sync: str, n: int, **options: Any) -> dict[str, float]:
+def drain(
+    db: Path, sync: str, n: int, *, defaults: bool = False, **options: Any
+) -> dict[str, float]:
     """Steady drain of ``n`` pre-enqueued no-op jobs by one runtime; returns jobs/s, the
     start-up (runtime start to first handler start, s) and the jobs per Store transaction
-    (every transaction of the run, start-up and wake-ups included)."""
-    app, noop, _, starts = make_app(db, sync, n, **{**DRAIN_OPTIONS, **options})
+    (every transaction of the run, start-up and wake-ups included). ``DRAIN_OPTIONS``
+    unless ``defaults`` (rota's defaults), then ``options`` over them."""
+    base = {} if defaults else DRAIN_OPTIONS
+    app, noop, _, starts = make_app(db, sync, n, **{**base, **options})
     pre_enqueue(app, noop, n)
 
     store_batches = 0
@@ -191,3 +203,61 @@ def drain_engine(db: Path, sync: str, n: int) -> float:
     engine.close()
     assert ran == completed == n, (ran, completed, n)
     return rate(n, elapsed)
+
+
+def drain_worker(db: Path, sync: str, n: int, config: str) -> dict[str, float]:
+    """The drain by a real ``rota worker`` process (``benchmarks._worker_app:app`` with
+    ``DRAIN_CONFIGS[config]``): the worker times it (first handler start to the commit of
+    the last completion, its ``TimedEngine``), checks every job started exactly once, and
+    prints the figures; the database must then hold ``n`` completed jobs."""
+    app, noop, _, _ = make_app(db, sync, n)
+    pre_enqueue(app, noop, n)
+    app.close()
+    env = {"RBENCH_DB": str(db), "RBENCH_SYNC": sync, "RBENCH_DRAIN": str(n)}
+    env["RBENCH_CONFIG"] = config
+    errors = db.with_suffix(".stderr")
+    with errors.open("w+") as stderr:
+        proc = python_child(
+            "rota", "worker", "benchmarks._worker_app:app", env=env, stdout=-1, stderr=stderr
+        )
+        try:
+            while "drained" not in (result := read_json_line(proc, 120)):
+                pass
+        except Exception as exc:
+            stop_child(proc)
+            stderr.seek(0)
+            raise RuntimeError(f"rota worker ({config}): {exc}\n{stderr.read()[-3000:]}") from exc
+        stop_child(proc)
+    app, _, _, _ = make_app(db, sync, n)
+    try:
+        counts = count_states(app)
+    finally:
+        app.close()
+    assert result["drained"] == n == counts.get(JobState.COMPLETED, 0), (result, counts)
+    return {
+        "rate": rate(n, result["last_commit"] - result["first_start"]),
+        "jobs_per_transaction": result["jobs_per_transaction"],
+    }
+
+
+def drain_defaults_vs_tuned(
+    db_dir: Path, sync: str, n: int, *, worker: bool = False
+) -> dict[str, Any]:
+    """Drain ``n`` jobs with rota's defaults, then with ``DRAIN_OPTIONS``, on fresh
+    databases in ``db_dir``, in this process (``app.run()``) or in a ``rota worker``
+    process; returns both rates and their ratio (defaults / tuned, this run)."""
+    rates: dict[str, float] = {}
+    per_transaction: dict[str, float] = {}
+    for config in DRAIN_CONFIGS:
+        db = db_dir / f"{config}.db"
+        if worker:
+            result = drain_worker(db, sync, n, config)
+        else:
+            result = drain(db, sync, n, defaults=True, **DRAIN_CONFIGS[config])
+        rates[config] = result["rate"]
+        per_transaction[config] = result["jobs_per_transaction"]
+    return {
+        **rates,
+        "ratio": rates["defaults"] / rates["tuned"],
+        "jobs_per_transaction": per_transaction,
+    }

@@ -6,6 +6,7 @@ import logging
 import math
 import typing
 from pathlib import Path
+from typing import Literal
 
 import msgspec
 import pytest
@@ -63,9 +64,9 @@ def test_per_queue_settings_fall_back_to_app_defaults() -> None:
         queue_config={"images": QueueConfig(concurrency=2), "mail": {"retain_completed": 5}},
     )
     images, mail, other = (config.for_queue(q) for q in ("images", "mail", "other"))
-    assert (images.concurrency, images.prefetch, images.retain_completed) == (2, 0, 100)
+    assert (images.concurrency, images.prefetch, images.retain_completed) == (2, "auto", 100)
     assert (mail.concurrency, mail.retain_completed) == (8, 5)
-    assert (other.concurrency, other.prefetch) == (8, 0)
+    assert (other.concurrency, other.prefetch) == (8, "auto")
 
 
 def test_process_settings_per_queue(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -114,6 +115,34 @@ def test_unknown_environment_variables_warn_and_are_ignored(
     assert told == ["ROTA_PREFECH is not a rota option (ignored), did you mean ROTA_PREFETCH?"]
 
 
+def test_prefetch_is_auto_unless_a_number_is_set(tmp_path: Path) -> None:
+    assert Config().prefetch == "auto"
+    assert Config.from_options().prefetch == "auto"
+    assert Config.from_options(prefetch=0).prefetch == 0  # a number: fixed, as set
+    config = Config.from_options(
+        prefetch=5, queue_config={"a": {"prefetch": "auto"}, "b": QueueConfig(prefetch=0)}
+    )
+    assert [config.for_queue(q).prefetch for q in ("a", "b", "c")] == ["auto", 0, 5]
+    assert Config.from_options(queue_config={"a": {}}).for_queue("a").prefetch == "auto"
+    assert Config.from_env({"ROTA_PREFETCH": "auto"}).prefetch == "auto"
+    assert Config.from_env({"ROTA_PREFETCH": "7"}, prefetch="auto").prefetch == 7
+    path = tmp_path / "rota.toml"
+    path.write_text('prefetch = "auto"\n[queue_config.images]\nprefetch = 4\n')
+    from_file = Config.from_toml(path)
+    assert (from_file.prefetch, from_file.for_queue("images").prefetch) == ("auto", 4)
+    for bad in ("fast", "Auto", ""):
+        with pytest.raises(ConfigError, match=r"option 'prefetch' must be 'auto' or a number"):
+            Config.from_options(prefetch=bad)
+    with pytest.raises(ConfigError, match=r"option 'queue_config\['a'\].prefetch' must be"):
+        Config.from_options(queue_config={"a": {"prefetch": "fast"}})
+    with pytest.raises(ConfigError, match=r"option 'prefetch' must be"):
+        QueueConfig(prefetch="fast")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="ROTA_PREFETCH"):
+        Config.from_env({"ROTA_PREFETCH": "fast"})
+    with pytest.raises(ConfigError, match="'prefetch' must be between 0 and 10000, got -1"):
+        Config.from_options(prefetch=-1)
+
+
 def test_toml_file(tmp_path: Path) -> None:
     path = tmp_path / "rota.toml"
     path.write_text('[rota]\nconcurrency = 3\nqueues = ["x"]\n')
@@ -131,15 +160,14 @@ def test_toml_file(tmp_path: Path) -> None:
 
 
 def numbers(struct: type[msgspec.Struct], *kinds: type) -> list[str]:
-    """The fields of ``struct`` whose type is one of ``kinds`` (or one of them or None)."""
-    return [
-        field.name
-        for field in msgspec.structs.fields(struct)
-        if field.type in kinds
-        or (
-            typing.get_args(field.type) and set(typing.get_args(field.type)) <= {*kinds, type(None)}
-        )
-    ]
+    """The fields of ``struct`` whose type is one of ``kinds`` (or one of them or None, or
+    a word such as ``"auto"``: ``prefetch``)."""
+    found = []
+    for field in msgspec.structs.fields(struct):
+        args = {a for a in typing.get_args(field.type) if typing.get_origin(a) is not Literal}
+        if field.type in kinds or (args & set(kinds) and args <= {*kinds, type(None)}):
+            found.append(field.name)
+    return found
 
 
 NUMERIC_FIELDS = numbers(Config, int, float)

@@ -27,13 +27,25 @@ import msgspec
 from rota.errors import ConfigError, ConfigTypeError
 from rota.storage.url import DatabaseUrl
 
-__all__ = ["BACKENDS", "BOUNDS", "LIVE_HEARTBEATS", "Backend", "Bound", "Config", "QueueConfig"]
+__all__ = [
+    "BACKENDS",
+    "BOUNDS",
+    "LIVE_HEARTBEATS",
+    "Backend",
+    "Bound",
+    "Config",
+    "Prefetch",
+    "QueueConfig",
+]
 
 log = logging.getLogger("rota.config")
 
 #: The event loops rota runs on (AnyIO's backend names).
 Backend = Literal["trio", "asyncio"]
 BACKENDS: Final[tuple[Backend, ...]] = ("trio", "asyncio")
+
+#: ``prefetch``: a number of jobs (fixed), or ``"auto"`` (adapted to the queue's depth).
+Prefetch = int | Literal["auto"]
 
 
 class Bound(NamedTuple):
@@ -88,7 +100,7 @@ class QueueConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     its range (see ``Config``).
 
     * ``concurrency``: jobs of this queue that run at once in one runtime.
-    * ``prefetch``: jobs claimed ahead of free slots.
+    * ``prefetch``: jobs claimed ahead of free slots, or ``"auto"``.
     * ``retain_completed_s`` / ``retain_completed`` / ``retain_failed_s`` /
       ``retain_failed``: retention of finished jobs (see ``Config``).
     * ``mode`` (None or ``"process"``): ``"process"`` runs every job of the queue that
@@ -97,7 +109,7 @@ class QueueConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     """
 
     concurrency: int | None = None
-    prefetch: int | None = None
+    prefetch: Prefetch | None = None
     mode: Literal["process"] | None = None
     processes: int | None = None
     max_jobs_per_child: int | None = None
@@ -108,6 +120,7 @@ class QueueConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
 
     def __post_init__(self) -> None:
         _check_numbers(self, "")
+        _check_prefetch(self.prefetch, "")
 
 
 class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -128,12 +141,17 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     * ``queues`` (list of names, default: every queue with a registered job): the queues a
       runtime works on.
     * ``concurrency`` (10; 1 to 10,000): jobs that run at once, per queue, per runtime.
-    * ``prefetch`` (0; 0 to 10,000): jobs claimed ahead of free slots, so a worker that
-      finishes a job finds the next one in memory. At shutdown they are handed back
-      uncounted; but if the worker process *dies*, each counts a stall like the jobs that
-      were running. For throughput set it near ``concurrency``: the Store claims the next
-      batch while the workers run this one (the benchmark drain: ~50,000 jobs/s with 100,
-      ~33,000 with 0).
+    * ``prefetch`` (``"auto"``, or a number of jobs from 0 to 10,000): jobs claimed ahead
+      of free slots, so a worker that finishes a job finds the next one in memory and the
+      Store claims the next batch while the workers run this one. ``"auto"`` claims ahead
+      only while the queue is deep (claims come back full): doubling from
+      ``concurrency`` up to 256 jobs and to what the runtime starts within 50 ms at the
+      rate its jobs end (a tenth of ``lease_ttl_s`` if shorter); none as soon as a claim
+      comes up short, so runtimes sharing a shallow queue share it, and none for jobs
+      too slow to start within that time. A number is fixed (0: claim only free slots).
+      At shutdown jobs claimed ahead are handed back uncounted; but if the worker process
+      *dies*, each counts a stall like the jobs that were running. ``concurrency`` stays
+      the number of jobs that run at once.
     * ``queue_config`` ({}): per-queue overrides, ``{"images": QueueConfig(concurrency=2)}``.
     * ``lease_ttl_s`` (30.0; 0.1 s to 7 days, 604800 s): how long a lease lasts without
       renewal; renewed every ttl/3. A worker that dies is noticed after at most this long
@@ -182,7 +200,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     synchronous: Literal["FULL", "NORMAL"] = "FULL"
     queues: list[str] | None = None
     concurrency: int = 10
-    prefetch: int = 0
+    prefetch: Prefetch = "auto"
     queue_config: dict[str, QueueConfig] = {}
     lease_ttl_s: float = 30.0
     poll_interval_s: float = 0.002
@@ -205,6 +223,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     def __post_init__(self) -> None:
         _check_numbers(self, "")
         DatabaseUrl.parse(self.database)  # ConfigError now, not when a runtime opens it
+        _check_prefetch(self.prefetch, "")
         if self.backend is not None and self.backend not in BACKENDS:  # Config(...) itself
             raise ConfigError(_bad_backend(self.backend))
         if not isinstance(self.queue_config, Mapping):  # Config(...) itself: a dict of them
@@ -231,6 +250,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
         backend = options.get("backend")
         if backend is not None and backend not in BACKENDS:
             raise ConfigError(f"invalid option for {where}: {_bad_backend(backend)}")
+        _check_prefetch(options.get("prefetch"), "")
         if isinstance(options.get("queue_config"), Mapping):
             options["queue_config"] = {
                 q: _queue_config(q, qc) for q, qc in options["queue_config"].items()
@@ -314,7 +334,7 @@ class ResolvedQueue(msgspec.Struct, frozen=True, kw_only=True):
 
     name: str
     concurrency: int
-    prefetch: int
+    prefetch: Prefetch
     mode: Literal["process"] | None
     processes: int
     max_jobs_per_child: int | None
@@ -340,6 +360,16 @@ def _check_numbers(struct: msgspec.Struct, prefix: str) -> None:
             raise ConfigError(f"option '{prefix}{name}' must be {between}, got {value!r}")
 
 
+def _check_prefetch(value: object, prefix: str) -> None:
+    """A word for ``prefetch`` other than ``"auto"`` (numbers: ``_check_numbers``)."""
+    if isinstance(value, str) and value != "auto":
+        high = _number(BOUNDS["prefetch"].high)
+        raise ConfigError(
+            f"option '{prefix}prefetch' must be 'auto' or a number of jobs (0 to {high}), "
+            f"got {value!r}"
+        )
+
+
 def _number(value: float) -> str:
     """A bound as people write it: ``604800``, ``0.001``."""
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
@@ -355,6 +385,7 @@ def _queue_config(queue: str, value: Any) -> QueueConfig:
             raise ConfigError.unknown_option(
                 name, QueueConfig.__struct_fields__, f"queue_config[{queue!r}]"
             )
+    _check_prefetch(value.get("prefetch"), f"queue_config[{queue!r}].")
     try:
         return msgspec.convert(dict(value), QueueConfig)
     except msgspec.ValidationError as exc:
@@ -371,6 +402,8 @@ def _from_text(name: str, raw: str) -> Any:
         return [q.strip() for q in raw.split(",") if q.strip()]
     if name in ("database", "synchronous", "backend"):
         return raw
+    if name == "prefetch" and raw.strip() == "auto":
+        return "auto"
     if raw.lower() in ("none", ""):
         return None
     try:

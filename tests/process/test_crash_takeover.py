@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from proc_harness import Harness, wait_until
 
+from rota.actors.prefetch import AUTO_PREFETCH_MAX
 from rota.domain.event import EventKind
 from rota.domain.job import JobState
 
@@ -79,12 +80,17 @@ def test_kill_9_mid_job_restart_reruns_it_once_more_within_2_s(harness: Harness)
     assert harness.engine.list_owners() == []  # the dead owner was removed at the restart
 
 
-def test_kill_9_one_of_two_workers_mid_drain_loses_nothing(harness: Harness) -> None:
+@pytest.mark.parametrize("prefetch", [0, "auto"])
+def test_kill_9_one_of_two_workers_mid_drain_loses_nothing(
+    harness: Harness, prefetch: int | str
+) -> None:
     """Only the jobs the killed process held (running, finished but not yet settled, or
     claimed ahead) come back; those it had started start twice, the others once; every job
-    completes, none is lost."""
+    completes, none is lost. With ``prefetch="auto"`` (the default) it may have claimed up
+    to ``AUTO_PREFETCH_MAX`` ahead."""
     jobs = 2000
-    options: dict[str, Any] = {"concurrency": 20, "lease_ttl_s": 30}
+    options: dict[str, Any] = {"concurrency": 20, "lease_ttl_s": 30, "prefetch": prefetch}
+    ahead = AUTO_PREFETCH_MAX if prefetch == "auto" else prefetch
     ids = harness.enqueue_many(harness.script("sleep", seconds=0.01) for _ in range(jobs))
     victim, survivor = (harness.start_worker(**options) for _ in range(2))
     wait_until(lambda: len(harness.starts()) >= jobs // 4, 30, "a quarter of the jobs")
@@ -107,7 +113,7 @@ def test_kill_9_one_of_two_workers_mid_drain_loses_nothing(harness: Harness) -> 
     assert twice <= stalled == {j.id for j in held}  # only the victim's leases came back
     # At most concurrency + prefetch leases: running, buffered, or finished with the
     # completion not yet committed (settlements are batched with the next claim).
-    assert 0 < len(held) <= 2 * options["concurrency"]
+    assert 0 < len(held) <= 2 * (options["concurrency"] + ahead)
     assert twice
     first_pids = {job_id: pid for job_id, _, pid in reversed(harness.starts())}
     assert all(first_pids[job_id] == victim.pid for job_id in twice)

@@ -49,8 +49,9 @@ def test_poison_job_fails_after_max_stalls_and_the_worker_then_runs_normally(
 def test_jobs_claimed_with_a_poison_job_but_never_started_are_not_failed(
     harness: Harness,
 ) -> None:
-    # concurrency 1 and the default prefetch 0: a job is claimed only for a free slot, so
-    # the innocent job is never held beside the poison job when it kills the process.
+    # concurrency 1 and the default prefetch ("auto"): a job is claimed only for a free
+    # slot until jobs have been seen to end (none has: the poison job kills the process
+    # first), so the innocent job is never held beside the poison job when it does.
     poison = harness.enqueue("exit")
     innocent = harness.enqueue("ok")
     worker, dead = harness.supervise(

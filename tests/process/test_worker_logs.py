@@ -63,7 +63,7 @@ def test_a_worker_prints_a_banner_and_a_line_per_finished_job_and_failed_attempt
     owner, version, database = banner.groups()
     assert owner.split(":")[1] == str(worker.pid)
     assert (version, database) == (rota.__version__, str(harness.db.resolve()))
-    assert out[1] == "  queue scripted: concurrency 10, prefetch 0, modes async, thread"
+    assert out[1] == "  queue scripted: concurrency 10, prefetch auto, modes async, thread"
     assert out[2:] == ["rota worker: stopping (finishing running jobs)...", "rota worker: stopped"]
 
     lines = job_lines(worker.stderr())
@@ -112,7 +112,7 @@ def test_json_logs_are_one_object_per_line_with_the_jobs_fields(harness: Harness
     [started] = [r for r in records if r["logger"] == "rota.worker"]
     assert started["owner"].split(":")[1] == str(worker.pid)
     assert started["queues"] == [
-        {"queue": "scripted", "concurrency": 10, "prefetch": 0, "modes": ["async", "thread"]}
+        {"queue": "scripted", "concurrency": 10, "prefetch": "auto", "modes": ["async", "thread"]}
     ]
     outcomes: dict[int, list[dict[str, Any]]] = {}
     for r in records:

@@ -10,7 +10,7 @@ from typing import Any
 
 import anyio
 import pytest
-from rt_support import Item, Other, counts
+from rt_support import Item, Other, counts, wait_for
 
 import rota
 from rota.app import App, Context
@@ -244,3 +244,45 @@ async def test_drain_with_a_clock_completes_a_job_chain(make_app: Callable[..., 
     follow_id = await handle.result(timeout=5)
     assert await app.handle(follow_id).result(timeout=5) == "FOLLOW-UP OF 9"
     assert await counts(app, "q") == {"completed": 2}
+
+
+async def test_a_retry_settled_while_the_feeder_waited_for_the_store_is_claimed(
+    make_app: Callable[..., App],
+) -> None:
+    """A failure that ends while the pool's feeder waits to hand in other settlements is
+    stored in that call (with no claim): its retry, due at once, is then claimed, not left
+    waiting until something else wakes the pool."""
+    app = make_app(concurrency=3, prefetch=0)
+    finish = {"a": anyio.Event(), "b": anyio.Event()}
+    attempts: list[int] = []
+
+    @app.job(queue="q", backoff=rota.fixed(0))
+    async def job(args: Other, ctx: Context) -> str:
+        if args.text == "b":
+            attempts.append(ctx.attempt)
+            if ctx.attempt > 1:
+                return "b again"
+        await finish[args.text].wait()
+        if args.text == "b":
+            raise RuntimeError("b fails once")
+        return args.text
+
+    a, b = await job.enqueue(Other("a")), await job.enqueue(Other("b"))
+    async with app.run() as runtime:
+        pool: Any = runtime.pools["q"].actor
+        # both run; the claim for 3 came up short: the pool waits to be told of work
+        await wait_for(
+            lambda: bool(attempts) and pool.running == 2 and not pool.maybe_work,
+            what="both jobs running, the queue found empty",
+        )
+        async with pool.store_lock:  # the Store call is held up...
+            finish["a"].set()  # ...while a completion asks for it
+            await wait_for(
+                lambda: pool.store_lock.statistics().tasks_waiting > 0,
+                what="the feeder waiting for the store lock",
+            )
+            finish["b"].set()  # and b fails meanwhile: it rides along, unclaimed
+            await wait_for(lambda: bool(pool.failures), what="b's failure")
+        assert await a.result(timeout=5) == "a"
+        assert await b.result(timeout=5) == "b again"
+    assert attempts == [1, 2]

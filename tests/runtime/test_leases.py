@@ -5,10 +5,13 @@ completion the dead one's stale token cannot overwrite (fencing)."""
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import anyio
+import anyio.to_thread
 import pytest
 from rt_support import Item, wait_for, wait_state
 
@@ -299,3 +302,59 @@ async def test_rescue_of_a_dead_runtimes_job_ends_it_when_it_must_not_run_again(
     else:
         assert (job.state, job.stalls) == (JobState.FAILED, 1)
         assert "failed as poison after 1 stalls" in (job.error or "")
+
+
+# -- a pool that crashes while its Store call is in flight -------------------------------------
+
+
+class _PoolCrash(RuntimeError):
+    """Raised in a task of the pool's own: the pool actor crashes."""
+
+
+async def test_jobs_claimed_by_a_call_in_flight_when_the_pool_crashed_run_at_once(
+    make_app: Callable[..., App], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Store commits a claim whose caller, the pool, crashed meanwhile: the jobs it
+    claimed are taken by the pool before it stops, and handed back uncounted, so the
+    restarted pool runs them at once (not after their lease expired, as a stall)."""
+    app = make_app(concurrency=1, prefetch=0, lease_ttl_s=30.0)
+    go = anyio.Event()
+    ran: list[tuple[int, int]] = []
+
+    @app.job(queue="q")
+    async def job(args: Item, ctx: Context) -> int:
+        ran.append((args.n, ctx.attempt))
+        if args.n == 1:
+            await go.wait()
+        return args.n
+
+    first, second = await job.enqueue(Item(1)), await job.enqueue(Item(2))
+    hold, entered, release = threading.Event(), threading.Event(), threading.Event()
+    settle_and_claim = SqliteEngine.settle_and_claim
+
+    def held_up(engine: SqliteEngine, *args: Any, **kwargs: Any) -> Any:
+        if hold.is_set():  # the Store's thread waits here, before the transaction
+            hold.clear()
+            entered.set()
+            release.wait(10)
+        return settle_and_claim(engine, *args, **kwargs)
+
+    monkeypatch.setattr(SqliteEngine, "settle_and_claim", held_up)
+    async with app.run() as runtime:
+        await wait_for(lambda: ran == [(1, 1)], what="the first job to run")
+        pool: Any = runtime.pools["q"].actor
+        hold.set()
+        go.set()  # the first job completes: settled together with a claim (the second job)
+        await anyio.to_thread.run_sync(entered.wait, 10)
+
+        async def crash() -> None:
+            raise _PoolCrash("the pool itself breaks")
+
+        pool.tasks.start_soon(crash)
+        await anyio.sleep(0.05)  # the crash cancels the pool's tasks, its feeder's call too
+        release.set()  # the claim commits now
+        assert await second.result(timeout=5) == 2
+    assert await first.result(timeout=1) == 1
+    assert ran == [(1, 1), (2, 1)]  # attempt 1: handed back, never counted
+    assert (await second.info()).stalls == 0
+    assert runtime.statistics()["actors"]["pool[q]"].crashes == 1

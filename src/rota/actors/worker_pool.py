@@ -6,6 +6,8 @@ It is stopped first, so its leases are still renewed while its running jobs fini
 The hot path spawns no task per job and makes one Store call per batch: ``concurrency``
 long-lived workers fed from a local deque, one feeder that settles finished jobs and
 claims the next ones in one transaction (``settle_and_claim``), a cancel scope per job.
+``prefetch="auto"`` (the default) adapts how many it claims ahead to the queue's depth
+(``prefetch.AdaptivePrefetch``); a number is fixed.
 How the workers are woken, when delayed jobs start, and what is logged:
 docs/internals.md, "The WorkerPool".
 
@@ -39,6 +41,7 @@ from rota.actors._instruments import Instruments
 from rota.actors._joblog import job_log, log_started, report_attempt
 from rota.actors._throttle import Throttled
 from rota.actors.kernel import Actor
+from rota.actors.prefetch import AUTO_PREFETCH_HORIZON_S, AdaptivePrefetch
 from rota.actors.store import StoreClient
 from rota.domain.instrument import AttemptOutcome
 from rota.domain.job import Job, JobState
@@ -105,6 +108,8 @@ class WorkerPoolStatistics(msgspec.Struct, frozen=True, kw_only=True):
 
     queue: str
     concurrency: int
+    prefetch: int
+    """Jobs the next claim asks for beyond the free slots (adapted, if ``"auto"``)."""
     running: int
     buffered: int
     paused: bool
@@ -193,7 +198,7 @@ class WorkerPool(Actor):
         store: StoreClient,
         execute: Executor,
         concurrency: int,
-        prefetch: int,
+        prefetch: int | Literal["auto"],
         lease_ttl_ms: int,
         shutdown_grace_s: float = 10.0,
         instruments: Instruments | None = None,
@@ -205,7 +210,14 @@ class WorkerPool(Actor):
         self.store = store
         self.execute = execute
         self.concurrency = concurrency
+        self.adaptive: AdaptivePrefetch | None = None
+        """Sizes ``prefetch`` after each claim when it is ``"auto"``; None: fixed."""
+        if prefetch == "auto":
+            horizon_s = min(AUTO_PREFETCH_HORIZON_S, lease_ttl_ms / 10_000)
+            self.adaptive = AdaptivePrefetch(concurrency, horizon_s=horizon_s)
+            prefetch = 0
         self.prefetch = prefetch
+        """Jobs claimed beyond the free slots."""
         self.lease_ttl_ms = lease_ttl_ms
         self.paused = False
         self.shutdown_grace_s = shutdown_grace_s
@@ -401,6 +413,7 @@ class WorkerPool(Actor):
         return WorkerPoolStatistics(
             queue=self.queue,
             concurrency=self.concurrency,
+            prefetch=self.prefetch,
             running=self.running,
             buffered=len(self.held) - self.running,
             paused=self.paused,
@@ -463,9 +476,9 @@ class WorkerPool(Actor):
         # loop runs this one, and bigger batches share one commit (half the window
         # drained 48,600 jobs/s in the benchmark, three quarters 51,500). Without prefetch
         # (or once the buffer is dry), claim any free slot: workers never wait for it.
-        window = self.concurrency + self.prefetch
-        batch_min = max(1, window * 3 // 4) if self.prefetch else 1
         while not self.stopping:
+            window = self.concurrency + self.prefetch  # "auto": adapted after each claim
+            batch_min = max(1, window * 3 // 4) if self.prefetch else 1
             if self.failures:
                 # A failure may put its job back in the queue at once (a retry without
                 # delay): claim in the same transaction, the failures are applied first.
@@ -514,6 +527,10 @@ class WorkerPool(Actor):
                 if settled is not None:
                     self.throttled.clear("store", f"queue {self.queue}: store calls work again")
                     self._settled(completed_runs, failed_runs, settled)
+                    if failures and claim is None:
+                        # A failure that ended while this call waited for the lock rode
+                        # along without a claim: its retry may be due now.
+                        self.maybe_work = True
                     if claim is not None:
                         if len(settled.claimed) < claim.n:
                             self.maybe_work = False  # empty until someone says otherwise
@@ -521,9 +538,18 @@ class WorkerPool(Actor):
                         elif self.due_at is not None or self.timed_for_ms is not None:
                             self._clear_due()  # full: it claims again as slots free up
                         self.counts["claimed"] += len(settled.claimed)
+                        if self.adaptive is not None:
+                            self._adapt(claim.n, len(settled.claimed))
                         self._take(settled.claimed)
             if settled is None:
                 await anyio.sleep(STORE_RETRY_S)
+
+    def _adapt(self, asked: int, got: int) -> None:
+        """Size the next claim ("auto"): deeper while claims come back full."""
+        assert self.adaptive is not None
+        counts = self.counts
+        ended = counts["completed"] + counts["failed"] + counts["cancelled"] + counts["lost"]
+        self.prefetch = self.adaptive.on_claim(asked, got, ended=ended, now=time.monotonic())
 
     # -- delayed jobs: claimed when due, not at the Scheduler's next sweep ----------------
 
