@@ -85,6 +85,7 @@ from rota.execution.threads import ThreadHooks, ThreadPool
 from rota.execution.wire import Hello, JobDone
 from rota.runtime import Runtime
 from rota.storage.engine import Completion, Engine, Failure
+from rota.storage.feed import SqliteChangeFeed
 from rota.storage.sqlite import SqliteEngine
 
 __all__ = [
@@ -1287,11 +1288,20 @@ class App:
                 f"{config.backend} (e.g. anyio.run(main, backend={config.backend!r})), or leave "
                 "backend unset to run on whichever loop calls app.run()"
             )
+
+        def store_engine() -> Engine:
+            engine = self.engine(synchronous=config.synchronous)
+            engine.own_doorbell = runtime.owner.doorbell  # its runtime wakes itself
+            return engine
+
         runtime = Runtime(
             config=config,
             queues=queues,
-            engine_factory=lambda: self.engine(synchronous=config.synchronous),
+            engine_factory=store_engine,
             runners=lambda queue: self._runners(queue, config, backend),
+            change_feed=lambda confirm: SqliteChangeFeed(
+                self.database_path, poll_interval_s=config.poll_interval_s, confirm=confirm
+            ),
             clock=self.clock,
             instruments=self.instruments,
         )

@@ -105,6 +105,25 @@ def test_a_feed_on_a_database_not_created_yet_reports_nothing_and_creates_nothin
         feed.close()
 
 
+def test_a_change_the_confirmation_says_is_the_callers_own_is_not_reported(
+    writer: SqliteEngine, open_feed: Callable[..., SqliteChangeFeed], make_job: MakeJob
+) -> None:
+    answers = [False, True]
+    asked: list[bool] = []
+
+    def confirm() -> bool:
+        asked.append(answers[len(asked)])
+        return asked[-1]
+
+    feed = open_feed(poll_interval_s=0.01, doorbell=False, confirm=confirm)
+    writer.enqueue([make_job()])  # "the runtime's own" commit (confirm says False)
+    assert feed.wait(0.1) is False
+    assert (asked, feed.dismissed, feed.polls) == ([False], 1, 0)
+    writer.enqueue([make_job()])  # another connection's (confirm says True)
+    assert feed.wait(5.0) is True
+    assert (asked, feed.dismissed, feed.polls) == ([False, True], 1, 1)
+
+
 # -- the doorbell -------------------------------------------------------------------------------
 
 

@@ -248,13 +248,27 @@ class SqliteChangeFeed:
     With ``doorbell=True`` (the default) it binds a ``Doorbell`` (if that fails, it says so
     in a warning and polls alone: ``self.doorbell`` is then None). The connection opens the
     database read-only in spirit (it never writes) and without creating it: until the file
-    exists, nothing is reported. One thread waits at a time."""
+    exists, nothing is reported. One thread waits at a time.
 
-    def __init__(self, path: str, *, poll_interval_s: float, doorbell: bool = True) -> None:
+    The poll sees every commit, the runtime's own too. ``confirm`` (called on the waiting
+    thread when the poll sees a change) tells them apart: False means nobody else committed
+    (the runtime asks its Store's connection, where its own commits never show), and the
+    change is not reported. Rings need no confirming: an engine never rings its own
+    runtime."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        poll_interval_s: float,
+        doorbell: bool = True,
+        confirm: Callable[[], bool] | None = None,
+    ) -> None:
         if not (poll_interval_s > 0 and math.isfinite(poll_interval_s)):
             raise ValueError(f"poll_interval_s must be > 0, got {poll_interval_s!r}")
         self._path = os.path.abspath(path)
         self._poll_interval_s = float(poll_interval_s)
+        self._confirm = confirm
         self._bell: Doorbell | None = None
         if doorbell:
             try:
@@ -282,6 +296,8 @@ class SqliteChangeFeed:
         """Waits that a ring ended."""
         self.polls = 0
         """Waits that the poll ended (a commit no ring announced)."""
+        self.dismissed = 0
+        """Changes the poll saw that ``confirm`` said were the runtime's own."""
 
     def wait(self, timeout_s: float) -> bool:
         with self._lock:
@@ -303,9 +319,11 @@ class SqliteChangeFeed:
         bell = self._bell
         while True:
             if self._changed():
-                self.polls += 1
-                self._seen()  # rings already waiting announce what this wake reports
-                return True
+                if self._confirm is None or self._confirm():
+                    self.polls += 1
+                    self._seen()  # rings already waiting announce what this wake reports
+                    return True
+                self.dismissed += 1
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
