@@ -126,7 +126,8 @@ async def test_a_retry_or_a_resume_by_another_app_wakes_the_runtime_at_once(
 async def test_a_cancel_asked_by_another_app_stops_a_running_job_at_once(
     make_app: Callable[..., App], db_path: str
 ) -> None:
-    worker = make_app(db_path, **NO_POLL)
+    # Renewals, which report cancels too, come every 20 s: only a ring can be in time.
+    worker = make_app(db_path, **NO_POLL, lease_ttl_s=60.0)
     producer = make_app(db_path)
     started = anyio.Event()
 

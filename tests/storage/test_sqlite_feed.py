@@ -82,7 +82,18 @@ def test_a_commit_between_two_waits_is_reported_by_the_next(
 ) -> None:
     feed = open_feed(poll_interval_s=0.01, doorbell=False)
     writer.enqueue([make_job()])  # nobody is waiting now
+    time.sleep(0.02)  # its poll is due
     assert feed.wait(0.0) is True
+
+
+def test_the_poll_keeps_its_interval_whatever_the_waits_timeouts(
+    writer: SqliteEngine, open_feed: Callable[..., SqliteChangeFeed], make_job: MakeJob
+) -> None:
+    feed = open_feed(poll_interval_s=NEVER_S, doorbell=False)
+    writer.enqueue([make_job()])
+    for _ in range(20):  # short waits, back to back: none of them polls before its time
+        assert feed.wait(0.01) is False
+    assert feed.polls == 0
 
 
 def test_a_feed_on_a_database_not_created_yet_reports_nothing_and_creates_nothing(

@@ -292,6 +292,7 @@ class SqliteChangeFeed:
         self._lock = threading.Lock()
         self._closed = self._waiting = self._released = False
         self._version = self._read_version()
+        self._next_poll = time.monotonic() + self._poll_interval_s
         self.rings = 0
         """Waits that a ring ended."""
         self.polls = 0
@@ -318,16 +319,20 @@ class SqliteChangeFeed:
         deadline = time.monotonic() + max(timeout_s, 0.0)
         bell = self._bell
         while True:
-            if self._changed():
-                if self._confirm is None or self._confirm():
-                    self.polls += 1
-                    self._seen()  # rings already waiting announce what this wake reports
-                    return True
-                self.dismissed += 1
-            left = deadline - time.monotonic()
+            now = time.monotonic()
+            if now >= self._next_poll:  # on its own schedule, however long each wait is
+                self._next_poll = now + self._poll_interval_s
+                if self._changed():
+                    if self._confirm is None or self._confirm():
+                        self.polls += 1
+                        self._seen()  # rings already waiting announce what this reports
+                        return True
+                    self.dismissed += 1
+            left = deadline - now
             if left <= 0:
                 return False
-            events = self._poller.poll(math.ceil(min(left, self._poll_interval_s) * 1000))
+            until = min(left, self._next_poll - now)
+            events = self._poller.poll(max(math.ceil(until * 1000), 0))
             if self._closed:
                 return False
             if bell is not None and any(fd == bell.fileno() for fd, _ in events):
