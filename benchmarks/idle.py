@@ -18,6 +18,7 @@ import argparse
 import json
 import sqlite3
 import statistics
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,10 @@ def measure(
 
     env = {"RBENCH_DB": str(db), "RBENCH_SYNC": sync}
     env.update({f"ROTA_{name.upper()}": value for name, value in options.items()})
-    proc = python_child("rota", "worker", "benchmarks._idle_app:app", "--quiet", env=env)
+    proc = python_child(
+        "rota", "worker", "benchmarks._idle_app:app", "--quiet", env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
     try:
         deadline = time.monotonic() + 60
         while _owners(db) == 0:

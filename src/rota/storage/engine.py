@@ -64,8 +64,9 @@ Runtime support (schema version 2):
   (the same for a queue's failed and cancelled jobs, oldest first, in one transaction),
   ``promote`` (delayed → waiting now), ``remove`` (delete a job that is not active),
   ``drain`` (delete a queue's waiting and delayed jobs).
-* ``data_version()``: a number that changes when *another* connection commits: cheap to
-  poll (no I/O) to notice jobs enqueued by other processes.
+* ``data_version()``: a number that changes when *another* connection commits (no I/O):
+  the runtime's change feed asks the Store's engine, to tell the runtime's own commits
+  from others' (``rota.storage.feed``).
 
 Reads for display (``rota info``, ``rota jobs``), which survive rows rota did not write
 (a hand edit, a damaged file): each reads what it can, names the columns it cannot read
