@@ -263,3 +263,35 @@ async def test_a_runtime_whose_doorbell_cannot_be_bound_works_by_polling(
                 await wait_for(lambda: started == [3], timeout=SOON_S, what="the job")
             assert feed_of(runtime).polls >= 1
     assert any("polling alone" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_runtime_that_stops_hands_its_jobs_to_another_at_once(
+    make_app: Callable[..., App], db_path: str
+) -> None:
+    # The stopping runtime releases the job it was running (uncounted): its Store's commit
+    # rings the other runtime serving the queue, which runs it again without a poll.
+    a = make_app(db_path, **NO_POLL, shutdown_grace_s=0.0)
+    b = make_app(db_path, **NO_POLL)
+    runs: list[str] = []
+    a_started = anyio.Event()
+
+    @a.job(name="work", queue="q")
+    async def on_a(args: Item) -> None:
+        runs.append("a")
+        a_started.set()
+        await anyio.sleep_forever()
+
+    @b.job(name="work", queue="q")
+    async def on_b(args: Item) -> None:
+        runs.append("b")
+
+    async with b.run() as runtime_b:
+        async with a.run():
+            await anyio.sleep(0.1)  # b's first claim found nothing
+            handle = await on_a.enqueue(Item(1))  # claimed by a, directly
+            await a_started.wait()
+        with anyio.fail_after(SOON_S):  # a stopped: the job is b's now
+            await wait_state(handle, JobState.COMPLETED, timeout=SOON_S)
+        assert feed_of(runtime_b).rings >= 1
+    assert runs == ["a", "b"]
+    assert (await b.handle(handle.id).info()).attempt == 1  # handed back, uncounted

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -16,6 +16,9 @@ from rota.errors import StorageError
 from rota.storage.engine import Completion, LeaseRef
 from rota.storage.feed import Doorbell
 from rota.storage.sqlite import SqliteEngine
+
+if TYPE_CHECKING:
+    from tests.storage.conftest import FakeClock
 
 MakeJob = Callable[..., NewJob]
 HOST = socket.gethostname()
@@ -169,6 +172,34 @@ def test_retry_promote_resume_and_a_cancel_request_ring_the_jobs_queue(
     assert producer.retry_failed("q") == [second]
     assert bells.rung() == {"r": 1}
     assert producer.retry_failed("q") == []  # nothing retried: no ring
+    assert bells.rung() == {}
+
+
+def test_jobs_handed_back_ring_the_runtimes_that_serve_them(
+    bells: Bells, producer: SqliteEngine, make_job: MakeJob, clock: FakeClock
+) -> None:
+    # A runtime that stops (release), hands back unstarted jobs (unclaim), releases a dead
+    # owner's leases (release_owner) or rescues expired ones (rescue_expired): the other
+    # runtimes serving those queues take them at once, without waiting for a poll.
+    bells.add("q", ["q"])
+    bells.add("other", ["other"])
+    producer.enqueue([make_job(queue="q") for _ in range(4)] + [make_job(queue="x")])
+    bells.rung()
+    a, b, c, d = producer.claim("q", "w", 4, 1000)
+    assert None not in (a.token, b.token, c.token, d.token)
+    assert producer.release([LeaseRef(a.id, a.token or 0)]) == [a.id]
+    assert bells.rung() == {"q": 1}
+    assert producer.unclaim([LeaseRef(b.id, b.token or 0)]) == [b.id]
+    assert bells.rung() == {"q": 1}
+    assert producer.release_owner("w", as_stall=False) == [c.id, d.id]
+    assert bells.rung() == {"q": 1}
+    assert producer.release([LeaseRef(a.id, 12345)]) == []  # nothing handed back
+    assert bells.rung() == {}
+    [e] = producer.claim("q", "w", 1, 1000)
+    clock.advance(2000)  # its lease expired
+    assert producer.rescue_expired().requeued == [e.id]
+    assert bells.rung() == {"q": 1}
+    assert producer.rescue_expired().requeued == []
     assert bells.rung() == {}
 
 

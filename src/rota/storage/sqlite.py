@@ -413,8 +413,9 @@ class SqliteEngine:
       that never reads them.
 
     After a commit that made work for a queue (an enqueue, a retry, a promote, a resume,
-    a request to cancel a running job), a file engine rings the doorbells of the runtimes
-    on this host that serve it (``rota.storage.feed``), except ``own_doorbell``.
+    a request to cancel a running job, a job handed back by a release, an unclaim or a
+    rescue), a file engine rings the doorbells of the runtimes on this host that serve it
+    (``rota.storage.feed``), except ``own_doorbell``.
 
     Call ``migrate()`` before anything else. Use an engine from one thread at a time.
     """
@@ -1100,6 +1101,8 @@ class SqliteEngine:
         """Write a released or rescued job; append its events (STALLED first if stalled)."""
         if not self._write_transition(job, after):
             return False
+        if after.state is JobState.WAITING or after.state is JobState.DELAYED:
+            self._announce((job.queue,))  # another runtime serving the queue may take it
         if self._record_events:
             if stalled:
                 error = lifecycle.stall_error(job).encode()
@@ -1134,6 +1137,7 @@ class SqliteEngine:
             job = self._job_or_quarantine(row, self._clock(), events)
             if job is not None and self._write_transition(job, lifecycle.unclaim(job, lease.token)):
                 handed_back.append(job.id)
+                self._announce((job.queue,))
         self._record(events)
         return handed_back
 
