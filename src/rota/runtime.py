@@ -516,10 +516,11 @@ class _FeedWatcher:
         self._on_change()
 
     def stop(self) -> None:
-        """Close the feed (which ends a wait under way) and wait for the thread."""
+        """Close the feed (which ends a wait under way) and wait briefly for the thread
+        (on the loop's thread: a thread that lingers, a daemon, tells nobody anything)."""
         self._stopping = True
         self._feed.close()
-        self._thread.join(timeout=5.0)
+        self._thread.join(timeout=1.0)
 
 
 def _factory(cls: type[Actor], **kwargs: Any) -> Callable[[], Actor]:

@@ -9,6 +9,7 @@ was noticed through the doorbell, never the poll."""
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Callable
 
 import anyio
@@ -17,6 +18,7 @@ from rt_support import Item, wait_for, wait_state
 
 from rota.app import App, Context
 from rota.domain.job import JobState
+from rota.runtime import _FeedWatcher
 from rota.storage import feed as feed_module
 from rota.storage.feed import SqliteChangeFeed, ring
 from rota.storage.sqlite import SqliteEngine
@@ -295,3 +297,39 @@ async def test_a_runtime_that_stops_hands_its_jobs_to_another_at_once(
         assert feed_of(runtime_b).rings >= 1
     assert runs == ["a", "b"]
     assert (await b.handle(handle.id).info()).attempt == 1  # handed back, uncounted
+
+
+class EndlessFeed:
+    """A feed that reports a change at every wait (a stream of rings)."""
+
+    doorbell = None
+
+    def __init__(self) -> None:
+        self.waits = 0
+        self.closed = False
+
+    def wait(self, timeout_s: float) -> bool:
+        self.waits += 1
+        time.sleep(0.001)
+        return not self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+
+async def test_the_feeds_thread_schedules_one_wake_up_at_a_time() -> None:
+    # A burst of changes costs the loop one call: a call scheduled and not yet run covers
+    # the changes seen meanwhile (it runs after them).
+    feed = EndlessFeed()
+    scheduled: list[Callable[[], None]] = []
+    woken: list[int] = []
+    watcher = _FeedWatcher(feed, lambda fn, *args: scheduled.append(fn), lambda: woken.append(1))
+    try:
+        await wait_for(lambda: feed.waits >= 20, what="twenty changes")
+        assert len(scheduled) == 1 and woken == []
+        scheduled[0]()  # the loop runs it
+        assert woken == [1]
+        await wait_for(lambda: len(scheduled) == 2, what="the next change to be scheduled")
+    finally:
+        watcher.stop()
+    assert feed.closed
