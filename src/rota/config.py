@@ -142,7 +142,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
       those are noticed at once; the poll finds the rest (a hand edit, an older rota, a
       producer in another network namespace, such as another container) within this
       long. A noticed cancel is checked with one read, at most every 20 ms per queue.
-      An idle runtime costs ~0.8% of a core at 0.05 (~3% at 0.002).
+      An idle runtime costs ~1% of a core at 0.05 (measured 0.7-1.2%; ~3% at 0.002).
     * ``scheduler_interval_s`` (0.25; 0.001 s to a day): how often expired leases are
       rescued and due delayed jobs promoted. A pool does not wait for it: it claims a
       delayed job (or a retry) at its time itself; the sweep is the fallback (a clock
