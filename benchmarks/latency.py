@@ -10,9 +10,9 @@ Linux: one clock for every process of the host.
   wakes the queue directly); the next ping is enqueued a random 1-3 ms after the previous
   one started, so the worker is idle each time;
 * other process: a child process (``python -m benchmarks.latency produce ...``) calls
-  ``ping.enqueue_sync(...)`` on the same file every 5-15 ms (random); the runtime here
-  notices other processes' commits by polling ``PRAGMA data_version`` every
-  ``poll_interval_s`` (rota's default, 5 ms).
+  ``ping.enqueue_sync(...)`` on the same file every 5-15 ms (random); its commit rings the
+  runtime's doorbell (the runtime's poll of ``data_version``, every ``poll_interval_s``,
+  is only the fallback).
 
 The runtime uses rota's defaults (concurrency 10, prefetch "auto": a pool whose queue
 was found empty claims only free slots); each ping must start exactly once.

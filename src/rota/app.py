@@ -76,7 +76,7 @@ from rota.execution.context import Context, SyncContext
 from rota.execution.threads import ThreadHooks
 from rota.execution.wire import Hello
 from rota.runtime import Runtime
-from rota.storage import DatabaseUrl, open_engine, ops
+from rota.storage import DatabaseUrl, open_change_feed, open_engine, ops
 from rota.storage.engine import Engine
 
 __all__ = [
@@ -1070,12 +1070,19 @@ class App:
 
     # -- running --
 
-    def engine(self, *, synchronous: Literal["FULL", "NORMAL"] | None = None) -> Engine:
-        """A new engine on this app's database (the caller owns and closes it)."""
+    def engine(
+        self,
+        *,
+        synchronous: Literal["FULL", "NORMAL"] | None = None,
+        own_doorbell: str | None = None,
+    ) -> Engine:
+        """A new engine on this app's database (the caller owns and closes it);
+        ``own_doorbell``: a runtime's, which the engine never rings."""
         return open_engine(
             self.database_url,
             synchronous=synchronous or self.config.synchronous,
             clock=self.clock,
+            own_doorbell=own_doorbell,
         )
 
     @contextlib.asynccontextmanager
@@ -1106,11 +1113,19 @@ class App:
                 f"{config.backend} (e.g. anyio.run(main, backend={config.backend!r})), or leave "
                 "backend unset to run on whichever loop calls app.run()"
             )
+
+        def store_engine() -> Engine:
+            # the Store never rings its own runtime's doorbell: that runtime wakes itself
+            return self.engine(synchronous=config.synchronous, own_doorbell=runtime.owner.doorbell)
+
         runtime = Runtime(
             config=config,
             queues=queues,
-            engine_factory=lambda: self.engine(synchronous=config.synchronous),
+            engine_factory=store_engine,
             runners=lambda queue: self._execution.queue_runners(queue, config, backend),
+            change_feed=lambda confirm: open_change_feed(
+                self.database_url, poll_interval_s=config.poll_interval_s, confirm=confirm
+            ),
             clock=self.clock,
             instruments=self.instruments,
         )

@@ -4,8 +4,7 @@
 
     Runtime              one_for_one, 3 restarts in 60 s; beyond that it gives up, and the
     │                    process should exit non-zero (leases keep the jobs safe)
-    ├── Store            permanent; owns the database on its thread; group commit;
-    │                    watches for other processes' commits (data_version)
+    ├── Store            permanent; owns the database on its thread; group commit
     ├── Scheduler        permanent; promote, rescue, heartbeat, retention
     └── QueueSup[q] ...  rest_for_one, 5 restarts in 30 s, one per queue
         ├── Queue[q]         wake-ups (coalesced) and pause / resume
@@ -15,6 +14,10 @@
         ├── processes[q]     supervised child processes (if the queue has process jobs)
         │   └── process[q:i] ...   one per child: a crash is a restart, counted
         └── WorkerPool[q]    runs the jobs; stopped first, so its running jobs finish under renewal
+
+Beside the tree, the change feed (``rota.storage.feed``) waits on a thread of its own for
+other connections' commits (its doorbell, recorded with the owner, or its poll) and wakes
+every queue and renewer on the loop.
 
 Shutdown runs the tree backwards: each WorkerPool stops claiming, lets running jobs finish
 for ``shutdown_grace_s``, cancels the rest and hands in every settlement; the Scheduler then
@@ -28,14 +31,16 @@ import logging
 import os
 import secrets
 import socket
+import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import anyio
 import anyio.abc
 import msgspec
 
+from rota.actors._backend import LoopScheduler, current_loop_scheduler
 from rota.actors._instruments import Instruments
 from rota.actors.duties import Heartbeat, PromoteAndRescue, Retention, RetentionPolicy
 from rota.actors.kernel import Actor, ActorRef
@@ -60,6 +65,7 @@ from rota.supervisors import ChildSpec, Restart, Strategy, Supervisor
 
 if TYPE_CHECKING:
     from rota.execution import QueueRunners
+    from rota.storage.feed import ChangeFeed
 
 __all__ = ["Health", "Runtime", "queue_supervisor"]
 
@@ -80,7 +86,7 @@ class Runtime:
         queues: Sequence[str],
         engine_factory: Callable[[], Engine],
         runners: Callable[[str], QueueRunners],
-        watch_other_processes: bool = True,
+        change_feed: Callable[[Callable[[], bool]], ChangeFeed] | None = None,
         clock: Callable[[], int] | None = None,
         instruments: Sequence[Instrument] = (),
     ) -> None:
@@ -103,8 +109,12 @@ class Runtime:
         """Why the runtime stopped by itself (its database file was deleted or replaced)."""
         self._fatal_event = anyio.Event()
         self._lease_ttl_ms = round(config.lease_ttl_s * 1000)
+        self._change_feed = change_feed
+        self.feed: ChangeFeed | None = None
+        """The change feed while the runtime runs (None without one, or once stopped)."""
+        self._asked_store: Store | None = None
         # The actors (what each is given: the helpers below)...
-        self.store_ref: ActorRef[Store] = self._store(engine_factory, watch_other_processes)
+        self.store_ref: ActorRef[Store] = self._store(engine_factory)
         self.store = StoreClient(self.store_ref)
         self.scheduler_ref: ActorRef[Actor] = self._scheduler(clock)
         self.runners: dict[str, QueueRunners] = {q: runners(q) for q in self.queues}
@@ -137,18 +147,13 @@ class Runtime:
 
     # -- the actors' arguments ---------------------------------------------------------------
 
-    def _store(
-        self, engine_factory: Callable[[], Engine], watch_other_processes: bool
-    ) -> ActorRef[Store]:
-        config = self.config
+    def _store(self, engine_factory: Callable[[], Engine]) -> ActorRef[Store]:
         return ActorRef(
             "store",
             lambda: Store(
                 engine_factory,
                 on_commit=self._committed,
-                on_external_commit=self._external_commit if watch_other_processes else None,
                 on_fatal=self._on_fatal,
-                watch_interval_s=config.poll_interval_s,
                 instruments=self.instruments,
             ),
             mailbox_size=4096,
@@ -194,10 +199,9 @@ class Runtime:
         config = self.config
         return ActorRef(
             "scheduler",
-            _factory(
-                Scheduler,
+            lambda: Scheduler(
                 store=self.store,
-                owner=self.owner,
+                owner=self.owner,  # as run() completed it (with its doorbell)
                 wake=self.wake,
                 clock=clock,
                 instruments=self.instruments,
@@ -226,14 +230,35 @@ class Runtime:
         and the ``StorageError`` if its database file was deleted or replaced (it then
         stops by itself: jobs in the new file would never reach it)."""
         log.info("runtime %s starting on queues %s", self.owner.id, ", ".join(self.queues))
+        feed = None
+        if self._change_feed is not None:
+            # Before the tree: its doorbell is recorded with the owner, and the Store's
+            # engine must know it (it never rings its own runtime).
+            feed = self.feed = self._change_feed(self._foreign_commits)
+            self.owner = msgspec.structs.replace(self.owner, doorbell=feed.doorbell)
+        watcher = None
         LIVE_OWNERS.add(self.owner.id)
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._stop_when_fatal)
-                await self.root.run(task_status=task_status)
+
+                def started() -> None:
+                    nonlocal watcher
+                    if feed is not None:  # watching once the Store has opened the database
+                        watcher = _FeedWatcher(
+                            feed, current_loop_scheduler(), self._external_commit
+                        )
+                    task_status.started()
+
+                await self.root.run(task_status=_Started(started))
                 tg.cancel_scope.cancel()
         finally:
             LIVE_OWNERS.discard(self.owner.id)
+            if watcher is not None:
+                watcher.stop()
+            elif feed is not None:
+                feed.close()
+            self.feed = None
         if self.fatal is not None:
             raise self.fatal
         log.info("runtime %s stopped", self.owner.id)
@@ -290,10 +315,22 @@ class Runtime:
     # -- signals ----------------------------------------------------------------------------
 
     def _external_commit(self) -> None:
-        """Another connection committed (seen by the Store's thread): wake every queue, and
+        """Another connection committed (seen by the change feed): wake every queue, and
         have the renewers check whether a running job was asked to cancel."""
         self.wake(None)
         self.check_cancels(None)
+
+    def _foreign_commits(self) -> bool:
+        """For the change feed (on its thread): whether another connection committed,
+        asked of the Store's connection, where this runtime's own commits never show. A
+        Store that restarted since the last question cannot know what happened while it
+        was down: then True."""
+        store = self.store_ref.actor
+        if not isinstance(store, Store):
+            return True
+        asked, self._asked_store = self._asked_store, store
+        foreign = store.foreign_commits()
+        return foreign or (asked is not None and asked is not store)
 
     def _committed(self) -> None:
         self._commit.set()
@@ -479,6 +516,63 @@ def _retention_policies(config: Config, queues: Sequence[str]) -> list[Retention
             )
         )
     return policies
+
+
+class _Started:
+    """A task status that calls ``fn`` when its task has started."""
+
+    def __init__(self, fn: Callable[[], None]) -> None:
+        self._fn = fn
+
+    def started(self, value: None = None) -> None:
+        self._fn()
+
+
+class _FeedWatcher:
+    """The change feed's thread: waits on the feed and calls ``on_change`` on the event
+    loop for each change it reports. A call already scheduled and not yet run covers the
+    changes seen meanwhile (it runs after them), so a burst of rings costs one call."""
+
+    #: How long one ``wait`` lasts at most (the feed polls within it, and rings end it).
+    WAIT_S: Final = 1.0
+
+    def __init__(
+        self, feed: ChangeFeed, schedule: LoopScheduler, on_change: Callable[[], None]
+    ) -> None:
+        self._feed = feed
+        self._schedule = schedule
+        self._on_change = on_change
+        self._pending = False
+        self._stopping = False
+        self._thread = threading.Thread(target=self._main, name="rota-feed", daemon=True)
+        self._thread.start()
+
+    def _main(self) -> None:
+        while not self._stopping:
+            try:
+                changed = self._feed.wait(self.WAIT_S)
+            except Exception as exc:  # the feed's own problem: keep watching, slowly
+                log.warning("change feed failed (retrying in %g s): %r", self.WAIT_S, exc)
+                time.sleep(self.WAIT_S)
+                continue
+            if changed and not self._pending and not self._stopping:
+                self._pending = True
+                try:
+                    self._schedule(self._run)
+                except RuntimeError:  # the event loop is gone
+                    return
+
+    def _run(self) -> None:
+        """On the loop: the changes seen so far are reported now."""
+        self._pending = False
+        self._on_change()
+
+    def stop(self) -> None:
+        """Close the feed (which ends a wait under way) and wait briefly for the thread
+        (on the loop's thread: a thread that lingers, a daemon, tells nobody anything)."""
+        self._stopping = True
+        self._feed.close()
+        self._thread.join(timeout=1.0)
 
 
 def _factory(cls: type[Actor], **kwargs: Any) -> Callable[[], Actor]:

@@ -180,7 +180,8 @@ async def test_corrupt_owner_rows_are_reported_and_ignored_at_start(
     }
     for owner_id, (pid, queues, pools) in rows.items():
         conn.execute(
-            "INSERT INTO rota_owners VALUES (?, ?, ?, 0, 0, ?, ?)",
+            "INSERT INTO rota_owners (id, host, pid, started_at_ms, heartbeat_at_ms, queues, "
+            "pools) VALUES (?, ?, ?, 0, 0, ?, ?)",
             (owner_id, OWNER.host, pid, queues, pools),
         )
     conn.close()

@@ -218,48 +218,76 @@ async def test_every_client_operation_round_trips(anyio_backend: str) -> None:
             ref.request_stop()
 
 
-async def test_watcher_reports_other_connections_commits_and_never_its_own(
+async def test_foreign_commits_reports_other_connections_commits_and_never_its_own(
     anyio_backend: str, tmp_path: Path
 ) -> None:
+    # The change feed (on its own thread) asks the Store, when its poll sees a change,
+    # whether that was another connection's: read on the Store's connection, where its own
+    # commits never show.
     db = str(tmp_path / "jobs.db")
-    seen: list[float] = []
-    reported = anyio.Event()
-
-    def on_external_commit() -> None:
-        nonlocal reported
-        seen.append(time.monotonic())
-        reported.set()
-        reported = anyio.Event()
-
-    ref = ActorRef(
-        "store",
-        lambda: Store(
-            lambda: SqliteEngine(db),
-            on_external_commit=on_external_commit,
-            watch_interval_s=0.002,
-        ),
-    )
+    ref = ActorRef("store", lambda: Store(lambda: SqliteEngine(db)))
     store = StoreClient(ref, timeout_s=10)
     async with anyio.create_task_group() as tg:
         await tg.start(ref.run)
-        for i in range(20):  # its own commits, spread over several watch intervals
+        actor = ref.actor
+        assert isinstance(actor, Store)
+
+        def ask() -> bool:  # from a thread that is neither the Store's nor the loop's
+            return actor.foreign_commits(5.0)
+
+        for i in range(5):  # its own commits
             await store.run(ops.Enqueue([new(i)]))
-            await anyio.sleep(0.003)
-        assert seen == []
+        assert await anyio.to_thread.run_sync(ask) is False
         other = SqliteEngine(db)
         try:
-            waiting = reported
             other.enqueue([new(99)])  # another connection commits
-            with anyio.fail_after(5):
-                await waiting.wait()
-            assert len(seen) == 1
-            await anyio.sleep(0.02)  # nothing new committed elsewhere: no second report
-            assert len(seen) == 1
-            waiting = reported
-            other.enqueue([new(100)])
-            with anyio.fail_after(5):
-                await waiting.wait()
-            assert len(seen) == 2
+            assert await anyio.to_thread.run_sync(ask) is True
+            assert await anyio.to_thread.run_sync(ask) is False  # reported once
+            await store.run(ops.Enqueue([new(100)]))
+            other.enqueue([new(101)])
+            await store.run(ops.Enqueue([new(102)]))
+            assert await anyio.to_thread.run_sync(ask) is True  # even between its own
         finally:
             other.close()
+        ref.request_stop()
+    assert actor.foreign_commits(5.0) is True  # stopped: cannot tell, says so at once
+
+
+async def test_the_store_never_polls_and_verifies_its_file(
+    anyio_backend: str, tmp_path: Path
+) -> None:
+    # Noticing other connections' commits is the change feed's (rota.storage.feed, tested
+    # in tests/storage/test_sqlite_feed.py and tests/runtime/test_change_feed.py): the
+    # Store's thread reads data_version only when asked; with on_fatal it checks its file.
+    db = str(tmp_path / "jobs.db")
+    calls: dict[str, int] = {"data_version": 0, "verify": 0}
+
+    class Spied(SqliteEngine):
+        def data_version(self) -> int:
+            calls["data_version"] += 1
+            return super().data_version()
+
+        def verify(self) -> None:
+            calls["verify"] += 1
+            super().verify()
+
+    fatal: list[StorageError] = []
+    ref = ActorRef("store", lambda: Store(lambda: Spied(db), on_fatal=fatal.append))
+    store = StoreClient(ref, timeout_s=10)
+    async with anyio.create_task_group() as tg:
+        await tg.start(ref.run)
+        at_start = calls["data_version"]  # the baseline of foreign_commits, at the open
+        other = SqliteEngine(db)
+        try:
+            for i in range(5):
+                await store.run(ops.Enqueue([new(i)]))
+                other.enqueue([new(100 + i)])  # another connection commits too
+                await anyio.sleep(0.01)
+        finally:
+            other.close()
+        await anyio.sleep(0.6)  # VERIFY_INTERVAL_S is 0.25 s: two checks at least, idle
+        assert calls["verify"] >= 2
+        assert at_start <= 1
+        assert calls["data_version"] == at_start  # never polled
+        assert fatal == []
         ref.request_stop()

@@ -1,5 +1,5 @@
-"""SqliteEngine: migrating a schema version 1 database to version 2 and on, and a
-version 2 database to version 3."""
+"""SqliteEngine: migrating a schema version 1 database to version 2 and on, a version 2
+database to version 3 and on, and a version 3 database to version 4."""
 
 from __future__ import annotations
 
@@ -21,9 +21,10 @@ from rota.storage.sqlite import SqliteEngine
 MakeJob = Callable[..., NewJob]
 OpenEngine = Callable[..., SqliteEngine]
 
-#: Migrations 1 and 2 as shipped: they must never change (add the next migration instead).
+#: Migrations 1 to 3 as shipped: they must never change (add the next migration instead).
 MIGRATION_1_SHA256 = "00df3c4690df6653fdf0f7e487fc5c71565307c5e0f6f6476745764ff7f1f490"
 MIGRATION_2_SHA256 = "2a1619f17e891128221e279e9353cdb84098bc28b92606618fd41b69938cea26"
+MIGRATION_3_SHA256 = "df1ae940d5d2d1fafc42964557db664ec4e2ab7b5059990c2bb439b66bff3bff"
 
 
 def create_v1(path: str, jobs: list[NewJob]) -> None:
@@ -67,6 +68,9 @@ def test_migration_1_is_never_edited() -> None:
     text = "\n".join(sql.MIGRATIONS[1].statements)
     assert sql.MIGRATIONS[1].version == 2
     assert hashlib.sha256(text.encode()).hexdigest() == MIGRATION_2_SHA256
+    text = "\n".join(sql.MIGRATIONS[2].statements)
+    assert sql.MIGRATIONS[2].version == 3
+    assert hashlib.sha256(text.encode()).hexdigest() == MIGRATION_3_SHA256
 
 
 def test_a_v1_database_migrates_to_the_latest_version_and_keeps_its_jobs(
@@ -81,8 +85,8 @@ def test_a_v1_database_migrates_to_the_latest_version_and_keeps_its_jobs(
     engine = SqliteEngine(file_path)
     try:
         assert engine._schema_version() == 1
-        assert engine.migrate() == sql.SCHEMA_VERSION == 3
-        assert engine.migrate() == 3
+        assert engine.migrate() == sql.SCHEMA_VERSION == 4
+        assert engine.migrate() == 4
         after = engine._conn.execute("SELECT * FROM rota_jobs ORDER BY id").fetchall()
         assert [row[:-1] for row in after] == before  # every v1 column kept, to the byte
         assert [row[-1] for row in after] == [None] * 4  # progress is NULL
@@ -174,7 +178,9 @@ def create_v2(path: str, owners: list[tuple[Any, ...]]) -> None:
         conn.close()
 
 
-def test_a_v2_database_migrates_to_v3_and_keeps_its_owners(file_path: str) -> None:
+def test_a_v2_database_migrates_to_the_latest_version_and_keeps_its_owners(
+    file_path: str,
+) -> None:
     create_v2(
         file_path,
         [("w1", "h1", 11, 100, 150, '["q1", "q2"]'), ("w2", "h2", 22, 200, 250, "[]")],
@@ -182,10 +188,10 @@ def test_a_v2_database_migrates_to_v3_and_keeps_its_owners(file_path: str) -> No
     engine = SqliteEngine(file_path)
     try:
         assert engine._schema_version() == 2
-        assert engine.migrate() == 3
-        assert engine._schema_version() == 3
+        assert engine.migrate() == 4
+        assert engine._schema_version() == 4
         columns = [row[1] for row in engine._conn.execute("PRAGMA table_info(rota_owners)")]
-        assert columns[-1] == "pools"
+        assert columns[-2:] == ["pools", "doorbell"]
         assert engine.list_owners() == [
             Owner(id="w1", host="h1", pid=11, started_at_ms=100, heartbeat_at_ms=150,
                   queues=["q1", "q2"]),
@@ -209,5 +215,63 @@ def test_a_migration_3_that_fails_leaves_the_database_at_version_2(file_path: st
         with pytest.raises(StorageError, match="apply migration 3"):
             engine.migrate()
         assert engine._schema_version() == 2
+    finally:
+        engine.close()
+
+
+def create_v3(path: str, owners: list[tuple[Any, ...]]) -> None:
+    """A database at schema version 3, as rota left it, holding ``owners`` (rows of
+    V3_INSERT_OWNER)."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        for migration in sql.MIGRATIONS[:3]:
+            for statement in migration.statements:
+                conn.execute(statement)
+        conn.execute(sql.SET_SCHEMA_VERSION, (3,))
+        conn.execute("COMMIT")
+        conn.executemany(V3_INSERT_OWNER, owners)
+    finally:
+        conn.close()
+
+
+# The owners table as schema version 3 wrote it (UPSERT_OWNER now also writes doorbell).
+V3_INSERT_OWNER = (
+    "INSERT INTO rota_owners (id, host, pid, started_at_ms, heartbeat_at_ms, queues, pools) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def test_a_v3_database_migrates_to_v4_and_its_owners_have_no_doorbell(file_path: str) -> None:
+    create_v3(file_path, [("w1", "h1", 11, 100, 150, '["q1"]', b'{"q1": {"running": 2}}')])
+    engine = SqliteEngine(file_path)
+    try:
+        assert engine._schema_version() == 3
+        assert engine.migrate() == 4
+        columns = [row[1] for row in engine._conn.execute("PRAGMA table_info(rota_owners)")]
+        assert columns[-1] == "doorbell"
+        assert engine.list_owners() == [
+            Owner(id="w1", host="h1", pid=11, started_at_ms=100, heartbeat_at_ms=150,
+                  queues=["q1"], pools={"q1": {"running": 2}}, doorbell=None),
+        ]  # fmt: skip
+        engine.register_owner(
+            Owner(id="w2", host="h1", pid=12, started_at_ms=200, heartbeat_at_ms=200,
+                  queues=["q2"], doorbell="@rota-test")
+        )  # fmt: skip
+        assert [o.doorbell for o in engine.list_owners()] == [None, "@rota-test"]
+    finally:
+        engine.close()
+
+
+def test_a_migration_4_that_fails_leaves_the_database_at_version_3(file_path: str) -> None:
+    create_v3(file_path, [("w1", "h1", 11, 100, 150, "[]", None)])
+    with sqlite3.connect(file_path) as raw:  # a column in the way of migration 4
+        raw.execute("ALTER TABLE rota_owners ADD COLUMN doorbell BLOB")
+    raw.close()
+    engine = SqliteEngine(file_path)
+    try:
+        with pytest.raises(StorageError, match="apply migration 4"):
+            engine.migrate()
+        assert engine._schema_version() == 3
     finally:
         engine.close()

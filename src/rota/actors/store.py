@@ -20,9 +20,8 @@ reopens the connection. The Store's thread also checks, every ``VERIFY_INTERVAL_
 the database file is still the one it opened; if it was deleted or replaced it tells
 ``on_fatal`` (the runtime stops: jobs enqueued into the new file would never run here).
 
-With ``on_external_commit``, the thread also watches for commits by other connections
-(``data_version``, every ``watch_interval_s`` at most, on its own connection: its own
-commits never count) and calls it on the event loop.
+The Store only executes: noticing other connections' commits is the runtime's change feed
+(``rota.storage.feed``), on a thread and a connection of its own.
 
 Messages: any ``rota.storage.ops.Op`` (``call``; the reply is the op's result type).
 ``StoreClient.run(op)`` sends one and returns its typed result.
@@ -30,6 +29,7 @@ Messages: any ``rota.storage.ops.Op`` (``call``; the reply is the op's result ty
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -109,104 +109,95 @@ def _run_batch(engine: Engine, ops: Sequence[Any]) -> list[Any]:
     return results
 
 
-def _tick(_: Engine | None) -> None:
-    """Not a task: the watcher's turn to look at data_version."""
+#: A function to run on the engine thread, what to call with its outcome, and whether to
+#: call that on the event loop (else on the engine thread itself: a caller on another thread).
+_Item = tuple[Callable[[Engine | None], Any], Callable[[Any, BaseException | None], None], bool]
 
 
-def _tick_done(_: Any, __: BaseException | None) -> None:
-    """Never called (see ``_tick``)."""
+def _no_op(_: Any = None, __: Any = None) -> None:
+    """Never called: ``_VERIFY`` is a turn to verify, not a function to run."""
 
 
-_Item = tuple[Callable[[Engine | None], Any], Callable[[Any, BaseException | None], None]]
-_TICK: Final[_Item] = (_tick, _tick_done)
-
-
-class _Watch(msgspec.Struct, frozen=True):
-    """What the engine thread watches between transactions, and whom it tells."""
-
-    interval_s: float
-    """How often to look at ``data_version``."""
-    on_external_commit: Callable[[], None]
-    """Another connection committed."""
-    on_fatal: Callable[[StorageError], None] | None = None
-    """The database file was deleted or replaced (``Engine.verify``): told once."""
+_VERIFY: Final[_Item] = (_no_op, _no_op, False)
 
 
 class _EngineThread:
     """One thread that owns the engine: runs functions of it in order, one at a time.
 
-    With ``watch`` it also notices commits made by other connections (another process, a
-    producer thread): at most every ``watch.interval_s``, while idle or between
-    transactions, it reads ``data_version`` on the engine's own connection, which changes
-    for other connections' commits and never for its own. So a runtime that is busy
-    draining is not woken by its own commits, and the event loop does no I/O for it. Every
-    ``VERIFY_INTERVAL_S`` it also checks that the database is still the one it opened
-    (``Engine.verify``: one ``stat``).
+    With ``on_fatal``, it also checks every ``VERIFY_INTERVAL_S``, while idle or between
+    functions, that the database is still the one it opened (``Engine.verify``: one
+    ``stat``), and tells ``on_fatal`` on the event loop, once, if not. On request
+    (``foreign_commits``) it reads ``data_version`` on the engine's connection, where the
+    Store's own commits never show.
     """
 
-    def __init__(self, name: str, schedule: LoopScheduler, watch: _Watch | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        schedule: LoopScheduler,
+        on_fatal: Callable[[StorageError], None] | None = None,
+    ) -> None:
         self._schedule = schedule
-        self._watch = watch
+        self._on_fatal = on_fatal
         self._inbox: SimpleQueue[_Item | None] = SimpleQueue()
         self._engine: Engine | None = None
         self._fatal_told = False
+        self._stopped = False
+        self._version: int | None = None
+        """``data_version`` at the last ``foreign_commits`` (on the engine thread only)."""
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._thread.start()
 
     def _main(self) -> None:
-        inbox, watch = self._inbox, self._watch
-        next_check = next_verify = 0.0
-        version: int | None = None
+        inbox = self._inbox
+        next_verify = 0.0
         while True:
-            if self._engine is None or watch is None:
+            item: _Item | None
+            if self._engine is None or self._on_fatal is None:
                 item = inbox.get()
             else:
                 try:
-                    item = inbox.get(timeout=max(next_check - time.monotonic(), 0.0))
+                    item = inbox.get(timeout=max(next_verify - time.monotonic(), 0.0))
                 except Empty:
-                    item = _TICK  # time to look at data_version
+                    item = _VERIFY
             if item is None:
                 break
-            if item is not _TICK:
-                fn, done = item
+            if item is not _VERIFY:
+                fn, done, on_loop = item
                 try:
                     result, error = fn(self._engine), None
                 except BaseException as exc:  # handed to the loop, re-raised there
                     result, error = None, exc
-                self._tell(done, result, error)
-            if self._engine is not None and watch is not None:
+                if on_loop:
+                    self._tell(done, result, error)
+                else:
+                    done(result, error)
+            if self._engine is not None and self._on_fatal is not None:
                 now = time.monotonic()
-                if now >= next_check:
-                    next_check = now + watch.interval_s
-                    version = self._check_version(version)
-                    if now >= next_verify:
-                        next_verify = now + VERIFY_INTERVAL_S
-                        self._verify(watch)
+                if now >= next_verify:
+                    next_verify = now + VERIFY_INTERVAL_S
+                    self._verify(self._on_fatal)
+        self._stopped = True
         engine, self._engine = self._engine, None
         if engine is not None:
             engine.close()
+        while True:  # callers on other threads that asked too late: "unknown", at once
+            try:
+                late = inbox.get_nowait()
+            except Empty:
+                break
+            if late is not None and not late[2]:
+                late[1](None, StorageError("the storage thread has stopped"))
 
-    def _check_version(self, last: int | None) -> int | None:
+    def _verify(self, on_fatal: Callable[[StorageError], None]) -> None:
         assert self._engine is not None
-        assert self._watch is not None
-        try:
-            version = self._engine.data_version()
-        except Exception as exc:  # the next transaction reports a real problem
-            log.debug("could not read the data version: %r", exc)
-            return last
-        if last is not None and version != last:
-            self._tell(self._watch.on_external_commit)
-        return version
-
-    def _verify(self, watch: _Watch) -> None:
-        assert self._engine is not None
-        if self._fatal_told or watch.on_fatal is None:
+        if self._fatal_told:
             return
         try:
             self._engine.verify()
         except StorageError as exc:
             self._fatal_told = True
-            self._tell(watch.on_fatal, exc)
+            self._tell(on_fatal, exc)
 
     def _tell(self, fn: Callable[..., None], *args: Any) -> None:
         try:
@@ -223,7 +214,7 @@ class _EngineThread:
             box.append((result, error))
             finished.set()
 
-        self._inbox.put((fn, done))
+        self._inbox.put((fn, done, True))
         with anyio.CancelScope(shield=True), anyio.move_on_after(BATCH_SHIELD_S):
             await finished.wait()
         if not box:
@@ -242,8 +233,36 @@ class _EngineThread:
                 engine.close()
                 raise
             self._engine = engine
+            with contextlib.suppress(Exception):  # the first foreign_commits() then says so
+                self._version = engine.data_version()
 
         await self.run(create)
+
+    def foreign_commits(self, timeout_s: float) -> bool:
+        """From a thread other than the engine's and the loop's (it blocks): whether
+        another connection committed since the previous call, read on the engine's
+        connection between transactions (``data_version``: the Store's own commits never
+        change it). True when it cannot tell (not open, stopped, no answer in time)."""
+        if self._stopped:
+            return True
+        answered = threading.Event()
+        box: list[bool] = []
+
+        def check(engine: Engine | None) -> bool:
+            if engine is None:
+                return True
+            version = engine.data_version()
+            last, self._version = self._version, version
+            return last is None or version != last
+
+        def done(result: Any, error: BaseException | None) -> None:
+            box.append(True if error is not None else bool(result))
+            answered.set()
+
+        self._inbox.put((check, done, False))
+        if not answered.wait(timeout_s):
+            return True
+        return box[0]
 
     def stop(self) -> None:
         """Close the engine on its own thread once queued work is done; do not wait."""
@@ -258,26 +277,20 @@ class Store(Actor):
         engine_factory: Callable[[], Engine],
         *,
         on_commit: Callable[[], None] | None = None,
-        on_external_commit: Callable[[], None] | None = None,
         on_fatal: Callable[[StorageError], None] | None = None,
-        watch_interval_s: float = 0.005,
         instruments: Instruments | None = None,
     ) -> None:
         self._engine_factory = engine_factory
         self._instruments = instruments if instruments is not None and instruments.storage else None
         self._on_commit = on_commit
-        self._watch = (
-            None
-            if on_external_commit is None
-            else _Watch(watch_interval_s, on_external_commit, on_fatal)
-        )
+        self._on_fatal = on_fatal
         self._thread: _EngineThread | None = None
         self._transactions = self._operations = self._failed_operations = 0
         self._failed_transactions = self._largest_batch = 0
         self._outage: _Outage | None = None
 
     async def on_start(self) -> None:
-        thread = _EngineThread(f"rota-store-{self.name}", current_loop_scheduler(), self._watch)
+        thread = _EngineThread(f"rota-store-{self.name}", current_loop_scheduler(), self._on_fatal)
         try:
             await thread.open(self._engine_factory)
         except BaseException:
@@ -289,6 +302,13 @@ class Store(Actor):
         if self._thread is not None:
             self._thread.stop()
             self._thread = None
+
+    def foreign_commits(self, timeout_s: float = 1.0) -> bool:
+        """Whether another connection committed since the previous call (see
+        ``_EngineThread.foreign_commits``): for the runtime's change feed, on its own
+        thread, to tell its own commits from others'. True when it cannot tell."""
+        thread = self._thread
+        return True if thread is None else thread.foreign_commits(timeout_s)
 
     async def handle_batch(self, batch: Sequence[Envelope]) -> None:
         assert self._thread is not None

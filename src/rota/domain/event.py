@@ -78,6 +78,9 @@ class Owner(msgspec.Struct, frozen=True, kw_only=True):
     pools: dict[str, Any] | None = None
     """Its execution pools as of its last heartbeat (JSON-able, by queue name: concurrency,
     running, ``threads`` and ``processes`` figures); None until first reported."""
+    doorbell: str | None = None
+    """Where writers on its host ring it after committing work for its queues (see
+    ``rota.storage.feed``); None: it has none, and notices commits by polling alone."""
 
 
 #: The largest process id any system rota runs on can give (``pid_t`` is a 32-bit int).

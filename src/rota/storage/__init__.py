@@ -4,8 +4,11 @@ Synchronous code that runs on the Store's dedicated thread; it imports only the 
 
 * ``rota.storage.engine``: the port (``Engine``) and the values crossing it.
 * ``rota.storage.ops``: one typed request per operation (``Op[T]``), how callers reach it.
-* ``rota.storage.url``: ``DatabaseUrl`` and ``open_engine``: an engine from a path or URL,
-  the one way the rest of rota opens a database.
+* ``rota.storage.url``: ``DatabaseUrl``, ``open_engine`` and ``open_change_feed``: an
+  engine (and a change feed) from a path or URL, the one way the rest of rota opens a
+  database.
+* ``rota.storage.feed``: the ``ChangeFeed`` port (noticing other connections' commits) and
+  the SQLite feed with its same-host doorbell.
 * ``rota.storage.sqlite``: ``SqliteEngine``, the embedded default.
 * ``rota.storage.schema``: its schema (numbered migrations) and every SQL statement.
 
@@ -23,7 +26,7 @@ from rota.storage.engine import (
     Rescued,
     Settled,
 )
-from rota.storage.url import DatabaseUrl, open_engine, redact
+from rota.storage.url import DatabaseUrl, open_change_feed, open_engine, redact
 
 __all__ = [
     "ClaimRequest",
@@ -35,6 +38,7 @@ __all__ = [
     "Renewed",
     "Rescued",
     "Settled",
+    "open_change_feed",
     "open_engine",
     "redact",
 ]

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Final, Protocol, runtime_checkable
 
 import msgspec
 
@@ -41,6 +41,7 @@ __all__ = [
     "Failure",
     "JobRecord",
     "JobSummary",
+    "OPTIONAL_OWNER_COLUMNS",
     "LeaseRef",
     "OwnerRecord",
     "Renewed",
@@ -190,14 +191,16 @@ class OwnerRecord(msgspec.Struct, frozen=True, kw_only=True):
     heartbeat_at_ms: int | None
     queues: list[str] | None
     pools: dict[str, Any] | None
+    doorbell: str | None = None
     corrupt: tuple[str, ...] = ()
 
     def owner(self) -> Owner | None:
-        """The ``Owner``, or None if a column other than ``pools`` is corrupt."""
+        """The ``Owner``, or None if a column other than ``pools`` or ``doorbell`` is
+        corrupt (those read as None)."""
         host, pid, queues = self.host, self.pid, self.queues
         started_at_ms, heartbeat_at_ms = self.started_at_ms, self.heartbeat_at_ms
         if (
-            any(column != "pools" for column in self.corrupt)
+            any(column not in OPTIONAL_OWNER_COLUMNS for column in self.corrupt)
             or host is None
             or pid is None
             or queues is None
@@ -213,7 +216,12 @@ class OwnerRecord(msgspec.Struct, frozen=True, kw_only=True):
             heartbeat_at_ms=heartbeat_at_ms,
             queues=queues,
             pools=self.pools,
+            doorbell=self.doorbell,
         )
+
+
+#: Owner columns that, unreadable, read as None without hiding their owner.
+OPTIONAL_OWNER_COLUMNS: Final = frozenset({"pools", "doorbell"})
 
 
 @runtime_checkable

@@ -48,6 +48,7 @@ __all__ = [
     "LIST_JOBS_IN_QUEUE",
     "LIST_JOBS_IN_QUEUE_AND_STATE",
     "LIST_JOBS_IN_STATE",
+    "LIST_DOORBELLS",
     "LIST_OWNERS",
     "LIST_SUMMARIES",
     "LIST_SUMMARIES_IN_QUEUE",
@@ -248,6 +249,13 @@ _INDEXES_2: Final = ("CREATE INDEX rota_logs_job ON rota_logs (job_id)",)
 # In no index: a heartbeat writes the row only.
 _ADD_OWNER_POOLS: Final = "ALTER TABLE rota_owners ADD COLUMN pools BLOB"
 
+# --- migration 4: doorbells ---------------------------------------------------------------
+
+# Where a runtime's doorbell is (rota.storage.feed: "@name" for Linux's abstract namespace,
+# else a socket file's path); NULL: none (rota before version 4, or no socket could be
+# bound). Existing owners read NULL. In no index: read with the owners of one host.
+_ADD_OWNER_DOORBELL: Final = "ALTER TABLE rota_owners ADD COLUMN doorbell TEXT"
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(
         1,
@@ -273,6 +281,7 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
         ),
     ),
     Migration(3, "owners' execution pools", (_ADD_OWNER_POOLS,)),
+    Migration(4, "owners' doorbells", (_ADD_OWNER_DOORBELL,)),
 )
 
 #: The newest version this code knows.
@@ -594,11 +603,11 @@ SELECT_RETRYABLE: Final = (
 )
 
 # In: now, job id. Effect: a delayed job becomes waiting, due now (or at its run_at_ms if
-# that has passed already, so a due job keeps its place). Out: rowcount 1, or 0 if the
-# job is not delayed (or does not exist).
+# that has passed already, so a due job keeps its place). Out: its queue (one row), or no
+# row if the job is not delayed (or does not exist).
 PROMOTE_JOB: Final = (
     "UPDATE rota_jobs SET state = 'waiting', run_at_ms = min(run_at_ms, ?) "
-    "WHERE id = ? AND state = 'delayed'"
+    "WHERE id = ? AND state = 'delayed' RETURNING queue"
 )
 
 # In: job id. Effect: deletes the job unless it is active, and its log lines (ON DELETE
@@ -653,14 +662,15 @@ SELECT_PAUSED: Final = "SELECT name FROM rota_queues WHERE paused"
 # --- owners -----------------------------------------------------------------------------
 
 # In: id, host, pid, started_at_ms, heartbeat_at_ms, queues (JSON array), pools (JSON
-# object or NULL). Effect: records the owner, replacing every field of an owner with the
-# same id. Out: nothing.
+# object or NULL), doorbell (or NULL). Effect: records the owner, replacing every field of
+# an owner with the same id. Out: nothing.
 UPSERT_OWNER: Final = (
-    "INSERT INTO rota_owners (id, host, pid, started_at_ms, heartbeat_at_ms, queues, pools) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET host = excluded.host, "
+    "INSERT INTO rota_owners "
+    "(id, host, pid, started_at_ms, heartbeat_at_ms, queues, pools, doorbell) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET host = excluded.host, "
     "pid = excluded.pid, started_at_ms = excluded.started_at_ms, "
     "heartbeat_at_ms = excluded.heartbeat_at_ms, queues = excluded.queues, "
-    "pools = excluded.pools"
+    "pools = excluded.pools, doorbell = excluded.doorbell"
 )
 
 # In: now, owner id. Effect: the owner's heartbeat is now (its pools stay as they were);
@@ -675,10 +685,17 @@ HEARTBEAT_OWNER_POOLS: Final = "UPDATE rota_owners SET heartbeat_at_ms = ?, pool
 DELETE_OWNER: Final = "DELETE FROM rota_owners WHERE id = ?"
 
 # Out: every owner, oldest first (by start time, then id), in Owner field order (pools:
-# JSON or NULL).
+# JSON or NULL; doorbell: text or NULL).
 LIST_OWNERS: Final = (
-    "SELECT id, host, pid, started_at_ms, heartbeat_at_ms, queues, pools FROM rota_owners "
-    "ORDER BY started_at_ms, id"
+    "SELECT id, host, pid, started_at_ms, heartbeat_at_ms, queues, pools, doorbell "
+    "FROM rota_owners ORDER BY started_at_ms, id"
+)
+
+# In: host. Out: (queues as stored, doorbell) of that host's owners that have a doorbell,
+# in no particular order: whom a writer on this host rings (rota.storage.feed.Ringer).
+# Reads the owners' table only (a handful of rows).
+LIST_DOORBELLS: Final = (
+    "SELECT queues, doorbell FROM rota_owners WHERE host = ? AND doorbell IS NOT NULL"
 )
 
 # --- events -----------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import os
 import random
 import sqlite3
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from operator import itemgetter
 from pathlib import Path
 from typing import Any, Concatenate, Final, Literal, ParamSpec, TypeVar
@@ -35,6 +35,7 @@ from rota.domain.report import JOB_LOG, attempt_ended
 from rota.errors import ConfigError, CorruptRow, JobNotFound, JobStateError, LeaseLost, StorageError
 from rota.storage import schema as sql
 from rota.storage.engine import (
+    OPTIONAL_OWNER_COLUMNS,
     ClaimRequest,
     Completion,
     FailedAttempt,
@@ -47,6 +48,7 @@ from rota.storage.engine import (
     Rescued,
     Settled,
 )
+from rota.storage.feed import Ringer
 from rota.storage.schema import Migration
 
 __all__ = ["SqliteEngine"]
@@ -348,6 +350,11 @@ class SqliteEngine:
       (``events()`` then sees only other engines' events): for benchmarks, or an app
       that never reads them.
 
+    After a commit that made work for a queue (an enqueue, a retry, a promote, a resume,
+    a request to cancel a running job, a job handed back by a release, an unclaim or a
+    rescue), a file engine rings the doorbells of the runtimes on this host that serve it
+    (``rota.storage.feed``), except ``own_doorbell``.
+
     Call ``migrate()`` before anything else. Use an engine from one thread at a time.
     """
 
@@ -380,6 +387,9 @@ class SqliteEngine:
         self._in_batch = False
         self._identity: tuple[int, int] | None = None
         self._batch_broken: BaseException | None = None
+        #: the queues the open transaction made work for: rung after its commit
+        self._announced: set[str] = set()
+        self._ringer = None if memory else Ringer(self._read_doorbells)
         self._closed = True
         if sqlite3.sqlite_version_info < MIN_SQLITE_VERSION:
             raise StorageError(
@@ -421,6 +431,17 @@ class SqliteEngine:
     def __repr__(self) -> str:
         return f"SqliteEngine({self._name!r})"
 
+    @property
+    def own_doorbell(self) -> str | None:
+        """The doorbell of the runtime this engine works for (its Store's engine): its
+        commits never ring it, since that runtime wakes its own queues."""
+        return None if self._ringer is None else self._ringer.skip
+
+    @own_doorbell.setter
+    def own_doorbell(self, address: str | None) -> None:
+        if self._ringer is not None:
+            self._ringer.skip = address
+
     def __enter__(self) -> SqliteEngine:
         return self
 
@@ -437,7 +458,32 @@ class SqliteEngine:
         self._check_open()
         if self._in_batch:
             return self._in_savepoint(doing, operation)
-        return self._retrying(doing, lambda: self._in_transaction(operation))
+        try:
+            result = self._retrying(doing, lambda: self._in_transaction(operation))
+        except BaseException:
+            self._announced.clear()
+            raise
+        if self._announced:
+            self._ring()
+        return result
+
+    # --- doorbells: telling this host's runtimes about work committed -------------------
+
+    def _announce(self, queues: Iterable[str]) -> None:
+        """The open transaction makes work for ``queues``: ring their runtimes after it
+        commits (a spurious ring, for an operation undone alone in a batch, is harmless)."""
+        if self._ringer is not None:
+            self._announced.update(queues)
+
+    def _ring(self) -> None:
+        queues, self._announced = self._announced, set()
+        if self._ringer is not None:
+            self._ringer.ring(queues)
+
+    def _read_doorbells(self, host: str) -> list[tuple[object, object]]:
+        """For the Ringer: this host's doorbells, on this connection, outside any
+        transaction (after a commit)."""
+        return self._conn.execute(sql.LIST_DOORBELLS, (host,)).fetchall()
 
     def _in_transaction(self, operation: Callable[[], _R]) -> _R:
         conn = self._conn
@@ -571,15 +617,18 @@ class SqliteEngine:
             raise RuntimeError("engine.batch() does not nest: a batch is already open")
         self._retrying("begin a batch", lambda: self._conn.execute(BEGIN_IMMEDIATE))
         self._in_batch, self._batch_broken = True, None
+        self._announced.clear()
         try:
             yield
         except BaseException:
+            self._announced.clear()
             self._rollback_quietly()
             raise
         finally:
             self._in_batch = False
         self._check_open()
         if self._batch_broken is not None:
+            self._announced.clear()
             self._rollback_quietly()
             raise StorageError(
                 f"batch on {self._name} not committed: its transaction was rolled back "
@@ -589,8 +638,11 @@ class SqliteEngine:
         try:
             self._retrying("commit a batch", lambda: self._conn.execute(COMMIT))
         except BaseException:
+            self._announced.clear()
             self._rollback_quietly()
             raise
+        if self._announced:
+            self._ring()
 
     def close(self) -> None:
         """Roll back anything uncommitted and close the connection. Idempotent."""
@@ -682,6 +734,7 @@ class SqliteEngine:
     def enqueue(self, jobs: Sequence[NewJob]) -> list[int]:
         if not jobs:
             return []
+        self._announce({job.queue for job in jobs})
         conn = self._conn
         first_id: int = conn.execute(sql.NEXT_JOB_ID).fetchone()[0]
         next_id = first_id
@@ -986,6 +1039,8 @@ class SqliteEngine:
         """Write a released or rescued job; append its events (STALLED first if stalled)."""
         if not self._write_transition(job, after):
             return False
+        if after.state is JobState.WAITING or after.state is JobState.DELAYED:
+            self._announce((job.queue,))  # another runtime serving the queue may take it
         if self._record_events:
             if stalled:
                 error = lifecycle.stall_error(job).encode()
@@ -1020,6 +1075,7 @@ class SqliteEngine:
             job = self._job_or_quarantine(row, self._clock(), events)
             if job is not None and self._write_transition(job, lifecycle.unclaim(job, lease.token)):
                 handed_back.append(job.id)
+                self._announce((job.queue,))
         self._record(events)
         return handed_back
 
@@ -1082,6 +1138,8 @@ class SqliteEngine:
         after = lifecycle.cancel(job, now)
         if after != job and not self._write_transition(job, after):
             raise StorageError(f"job {job_id} changed while being cancelled; retry")
+        if after.state is JobState.ACTIVE:  # asked to stop: its runtime checks its leases
+            self._announce((job.queue,))
         if (
             self._record_events
             and after.state is JobState.CANCELLED
@@ -1160,6 +1218,7 @@ class SqliteEngine:
         after = lifecycle.retry(job, now)  # InvalidTransition (a JobStateError) names the state
         if not self._write_transition(job, after):
             raise StorageError(f"job {job_id} changed while being retried; retry")
+        self._announce((job.queue,))
         if self._record_events:
             self._record([(now, _ENQUEUED, job.id, job.queue, job.name, 0, None)])
         return after.state
@@ -1177,13 +1236,17 @@ class SqliteEngine:
                 if self._record_events:
                     events.append((now, _ENQUEUED, job.id, job.queue, job.name, 0, None))
         self._record(events)
+        if retried:
+            self._announce((queue,))
         return retried
 
     @_write("promote a job")
     def promote(self, job_id: int) -> JobState:
-        if not self._conn.execute(sql.PROMOTE_JOB, (self._clock(), job_id)).rowcount:
+        row = self._conn.execute(sql.PROMOTE_JOB, (self._clock(), job_id)).fetchone()
+        if row is None:
             state = self._state(job_id)
             raise JobStateError(f"cannot promote job {job_id}: it is {state}, not delayed")
+        self._announce(row)
         return JobState.WAITING
 
     @_write("remove a job")
@@ -1219,6 +1282,8 @@ class SqliteEngine:
     @_write("pause or resume a queue")
     def set_paused(self, queue: str, paused: bool) -> None:
         self._conn.execute(sql.SET_PAUSED, (queue, int(bool(paused))))
+        if not paused:
+            self._announce((queue,))
 
     # --- owners ---------------------------------------------------------------------------
 
@@ -1234,6 +1299,7 @@ class SqliteEngine:
                 owner.heartbeat_at_ms,
                 _JSON.encode(owner.queues).decode(),
                 None if owner.pools is None else _JSON.encode(owner.pools),
+                owner.doorbell,
             ),
         )
 
@@ -1408,6 +1474,7 @@ class SqliteEngine:
                 heartbeat_at_ms=values[3],
                 queues=values[4],
                 pools=values[5],
+                doorbell=values[6],
                 corrupt=tuple(problems),
             )
             if problems:
@@ -1553,6 +1620,7 @@ _OWNER_READERS: Final[tuple[tuple[str, _Reader], ...]] = (
     ("heartbeat_at_ms", _int),
     ("queues", _QUEUE_NAMES.decode),
     ("pools", _pools),
+    ("doorbell", _or_null(_text)),
 )
 
 #: Readers of a JOB_COLUMNS row, in column order: what _job() needs of each column.
@@ -1631,8 +1699,9 @@ def _summary(row: Sequence[Any]) -> JobSummary:
 
 def _report_owner(owner_id: str, problems: dict[str, str]) -> None:
     why = "; ".join(f"column {column}: {problem}" for column, problem in problems.items())
-    if list(problems) == ["pools"]:
-        log.warning("owner %r: pools unreadable, read as none (%s)", owner_id, why)
+    if OPTIONAL_OWNER_COLUMNS.issuperset(problems):
+        what = " and ".join(problems)
+        log.warning("owner %r: %s unreadable, read as none (%s)", owner_id, what, why)
     else:
         log.warning("owner %r ignored (%s): its leases expire as anyone's", owner_id, why)
 

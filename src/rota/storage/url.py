@@ -16,14 +16,17 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import msgspec
 
 from rota.errors import ConfigError
 from rota.storage.engine import Engine
 
-__all__ = ["ACCEPTED", "DatabaseUrl", "open_engine", "redact"]
+if TYPE_CHECKING:
+    from rota.storage.feed import ChangeFeed
+
+__all__ = ["ACCEPTED", "DatabaseUrl", "open_change_feed", "open_engine", "redact"]
 
 #: The forms of a database rota opens, as error messages list them.
 ACCEPTED: Final = (
@@ -157,6 +160,7 @@ def open_engine(
     clock: Callable[[], int] | None = None,
     busy_timeout_s: float | None = None,
     create: bool = True,
+    own_doorbell: str | None = None,
 ) -> Engine:
     """A new engine on ``database`` (a ``DatabaseUrl``, or text ``DatabaseUrl.parse``
     takes); the caller owns it and closes it. Call ``migrate()`` before using it.
@@ -165,7 +169,9 @@ def open_engine(
     ``create=False`` (the CLI) opens only a rota database that exists, migrated to this
     version's schema: ``StorageError`` for a missing file, a foreign one or ``:memory:``.
     A ``:memory:`` database is private to the engine: several connections that must see
-    one database use ``DatabaseUrl.shared``."""
+    one database use ``DatabaseUrl.shared``. ``own_doorbell``: the doorbell of the runtime
+    whose Store opens the engine (its change feed's): the engine never rings it, since
+    that runtime wakes its own queues."""
     url = database if isinstance(database, DatabaseUrl) else DatabaseUrl.parse(os.fspath(database))
     from rota.storage.sqlite import SqliteEngine  # here: importing the port loads no engine
 
@@ -177,5 +183,24 @@ def open_engine(
     if busy_timeout_s is not None:
         options["busy_timeout_s"] = busy_timeout_s
     if create:
-        return SqliteEngine(url.path, **options)
-    return SqliteEngine.open_existing(url.path, **options)
+        engine = SqliteEngine(url.path, **options)
+    else:
+        engine = SqliteEngine.open_existing(url.path, **options)
+    if own_doorbell is not None:
+        engine.own_doorbell = own_doorbell
+    return engine
+
+
+def open_change_feed(
+    database: str | os.PathLike[str] | DatabaseUrl,
+    *,
+    poll_interval_s: float,
+    confirm: Callable[[], bool] | None = None,
+) -> ChangeFeed:
+    """A new change feed on ``database`` (``rota.storage.feed``): how a runtime notices
+    other connections' commits. ``confirm`` is asked whether a change the feed saw was
+    another connection's (the runtime asks its Store, whose own commits never show)."""
+    url = database if isinstance(database, DatabaseUrl) else DatabaseUrl.parse(os.fspath(database))
+    from rota.storage.feed import SqliteChangeFeed
+
+    return SqliteChangeFeed(url.path, poll_interval_s=poll_interval_s, confirm=confirm)

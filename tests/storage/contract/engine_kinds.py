@@ -87,7 +87,7 @@ class EngineKind(Protocol):
 LOOSE_OWNERS = """
 CREATE TABLE loose (
     id TEXT PRIMARY KEY, host TEXT, pid INTEGER, started_at_ms INTEGER,
-    heartbeat_at_ms INTEGER, queues TEXT, pools BLOB
+    heartbeat_at_ms INTEGER, queues TEXT, pools BLOB, doorbell TEXT
 ) WITHOUT ROWID;
 INSERT INTO loose SELECT * FROM rota_owners;
 DROP TABLE rota_owners;

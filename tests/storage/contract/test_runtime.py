@@ -453,6 +453,34 @@ def test_a_heartbeat_with_pools_stores_them_and_one_without_keeps_them(
     assert engine.list_owners()[1].pools is None
 
 
+def test_an_owner_is_registered_with_its_doorbell_and_registering_again_replaces_it(
+    engine: Engine,
+) -> None:
+    engine.register_owner(owner("a", 10, doorbell="@rota-a"))
+    engine.register_owner(owner("b", 20))
+    assert [o.doorbell for o in engine.list_owners()] == ["@rota-a", None]
+    assert engine.list_owners()[0] == owner("a", 10, doorbell="@rota-a")
+    engine.heartbeat("a", POOLS)  # a heartbeat keeps it
+    assert engine.list_owners()[0].doorbell == "@rota-a"
+    engine.register_owner(owner("a", 10, doorbell="/tmp/rota-a.sock"))
+    assert engine.list_owners()[0].doorbell == "/tmp/rota-a.sock"
+    [record, _] = engine.owner_records()
+    assert (record.doorbell, record.corrupt) == ("/tmp/rota-a.sock", ())
+    engine.remove_owner("a")  # the doorbell goes with its owner
+    assert [(o.id, o.doorbell) for o in engine.list_owners()] == [("b", None)]
+
+
+def test_an_unreadable_doorbell_reads_as_none_and_keeps_its_owner(
+    engine: Engine, hooks: EngineHooks, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine.register_owner(owner("a", 10, doorbell="@rota-a"))
+    hooks.set_owner_column("a", "doorbell", b"\xff\x00")
+    with caplog.at_level("WARNING", logger="rota.storage"):
+        owners = engine.list_owners()
+    assert owners == [owner("a", 10)]  # the owner stays, without a doorbell
+    assert any("owner 'a'" in r.getMessage() for r in caplog.records)
+
+
 @pytest.mark.parametrize(
     "stored", [b"{not json", b"[1, 2]", b'"text"', 42], ids=["garbage", "array", "string", "int"]
 )
