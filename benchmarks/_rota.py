@@ -112,13 +112,16 @@ class BenchApp(rota.App):
         self.sync = sync
         self.tracker = CommitTracker()
 
-    def engine(self, *, synchronous: Any = None) -> SqliteEngine:
-        return TimedEngine(
+    def engine(self, *, synchronous: Any = None, own_doorbell: str | None = None) -> SqliteEngine:
+        engine = TimedEngine(
             self.database_path,
             tracker=self.tracker,
             sync=synchronous or self.sync,
             clock=self.clock,
         )
+        if own_doorbell is not None:  # as open_engine does: a runtime never rings itself
+            engine.own_doorbell = own_doorbell
+        return engine
 
 
 class Starts:

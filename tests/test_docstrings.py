@@ -68,3 +68,57 @@ def test_the_public_api_is_walked() -> None:
 @pytest.mark.parametrize(("name", "obj"), list(public_definitions()), ids=lambda v: str(v))
 def test_every_public_door_has_a_docstring(name: str, obj: Any) -> None:
     assert _own_doc(obj) is not None, f"{name} has no docstring"
+
+
+def _all_modules() -> Iterator[ModuleType]:
+    """Every module of the rota package (imported)."""
+    import importlib
+    import pkgutil
+
+    yield rota
+    for info in pkgutil.walk_packages(rota.__path__, prefix="rota."):
+        if info.name == "rota.__main__":
+            continue  # runs the command line when imported
+        yield importlib.import_module(info.name)
+
+
+def every_definition() -> Iterator[tuple[str, Any]]:
+    """Each public class and function a rota module defines, and each public method a rota
+    class defines itself, with the docstring it shows (``inspect.getdoc``: a method that
+    implements one of a base class or protocol shows that one's contract)."""
+    for module in _all_modules():
+        for name, obj in vars(module).items():
+            if name.startswith("_") or getattr(obj, "__module__", None) != module.__name__:
+                continue
+            if not (inspect.isclass(obj) or inspect.isfunction(obj)):
+                continue
+            yield f"{module.__name__}.{name}", obj
+            if inspect.isclass(obj):
+                for method, value in vars(obj).items():
+                    if method.startswith("_"):
+                        continue
+                    if isinstance(value, (staticmethod, classmethod, property)) or (
+                        inspect.isfunction(value)
+                    ):
+                        yield f"{module.__name__}.{name}.{method}", getattr(obj, method, value)
+
+
+def _shown_doc(obj: Any) -> str | None:
+    """A class's own docstring (not one a library base lends it, msgspec's ``Struct``'s or
+    ``Exception``'s); a function's or property's own, or that of the rota method of the
+    same name it implements."""
+    if inspect.isclass(obj):
+        return _own_doc(obj)
+    doc = inspect.getdoc(obj)
+    if doc is None or _own_doc(obj if not isinstance(obj, property) else obj.fget):
+        return doc
+    return doc if getattr(obj, "__module__", "rota").startswith("rota") else None
+
+
+def test_every_public_definition_has_a_docstring() -> None:
+    """Not only the public API's doors: every public class, function and method of rota
+    (an implementation of a documented protocol method shows that method's docstring)."""
+    definitions = dict(every_definition())
+    assert len(definitions) > 400
+    missing = sorted(name for name, obj in definitions.items() if not _shown_doc(obj))
+    assert missing == [], f"{len(missing)} public definitions have no docstring: {missing}"

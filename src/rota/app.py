@@ -1009,6 +1009,7 @@ class App:
 
     @database_path.setter
     def database_path(self, path: str) -> None:
+        """Point the app at another database (a path or URL)."""
         self.database_url = DatabaseUrl.parse(path)
 
     def __repr__(self) -> str:

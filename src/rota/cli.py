@@ -111,6 +111,7 @@ def _log_options(args: argparse.Namespace) -> tuple[str, str]:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    """``rota worker``: run the app's runtime until SIGINT or SIGTERM."""
     level, log_format = _log_options(args)
     app = load_app(args.app)
     options: dict[str, Any] = {}
@@ -309,6 +310,7 @@ UNKNOWN_STATES_SHOWN: Final = 20
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    """``rota info``: queues, counts, owners and their pools."""
     path = _database(args)
     engine = open_engine(path, create=False)
     try:
@@ -403,6 +405,7 @@ def _describe_owner(owner: OwnerRecord, now: int) -> str:
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
+    """``rota jobs list|show|retry|cancel``."""
     args.app, args.job_id = None, None
     for target in args.targets:  # `module:app` and/or a job id, in any order
         if target.isdigit() and args.job_id is None:
@@ -797,6 +800,7 @@ CLEANABLE: Final = tuple(sorted(state.value for state in FINISHED_STATES))
 
 
 def cmd_queue(args: argparse.Namespace) -> int:
+    """``rota queue pause|resume|retry-failed|clean|purge``."""
     action = args.action
     if action == "drain":  # the name BullMQ uses for it; in rota, drain means work off
         raise UsageError(
@@ -952,6 +956,7 @@ def _positive_seconds(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every ``rota`` command."""
     parser = argparse.ArgumentParser(prog="rota", description="rota: durable jobs and actors")
     parser.add_argument("--version", action="version", version=f"rota {__version__}")
     debug_help = "on an error, print its traceback (and a worker's start-up log)"

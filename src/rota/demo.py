@@ -42,6 +42,8 @@ registry = Registry()
 
 
 class Work(msgspec.Struct, frozen=True):
+    """A sample job's payload."""
+
     n: int
     ms: float = 1.0
     fail: bool = False
@@ -49,6 +51,7 @@ class Work(msgspec.Struct, frozen=True):
 
 @registry.job(name="demo.thumbnail", queue="demo")
 async def thumbnail(args: Work, ctx: Context) -> int:
+    """A sample job that reports its steps."""
     await anyio.sleep(args.ms / 1000)
     if args.n % 50 == 0:
         await ctx.progress(100, message="resized")
@@ -57,6 +60,7 @@ async def thumbnail(args: Work, ctx: Context) -> int:
 
 @registry.job(name="demo.sync_account", queue="demo", max_attempts=3, backoff=rota.fixed(0.1))
 async def sync_account(args: Work, ctx: Context) -> str:
+    """A sample job that fails now and then, and is retried."""
     await anyio.sleep(args.ms / 1000)
     if args.fail and ctx.attempt == 1:
         raise ConnectionError("upstream timed out (flaky: the retry succeeds)")
@@ -65,6 +69,7 @@ async def sync_account(args: Work, ctx: Context) -> str:
 
 @registry.job(name="demo.charge", queue="demo", max_attempts=3, backoff=rota.fixed(0.05))
 async def charge(args: Work) -> str:
+    """A sample job that may fail for good."""
     if args.fail:
         raise RuntimeError("card declined (always: ends in the dead-letter set)")
     return "charged"
@@ -72,12 +77,15 @@ async def charge(args: Work) -> str:
 
 @registry.job(name="demo.send_mail", queue="demo")
 async def send_mail(args: Work) -> str:
+    """A sample job that logs a line."""
     if args.fail:
         raise rota.Unrecoverable("no such mailbox (retrying cannot help)")
     return "sent"
 
 
 class DemoSummary(msgspec.Struct, kw_only=True):
+    """What the demo saw, for its last lines and its test."""
+
     jobs: int
     seconds: float = 0.0
     completed: int = 0
@@ -232,6 +240,7 @@ def _print_summary(s: DemoSummary, out: Callable[[str], None]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``rota demo``: enqueue the sample jobs and run a worker over them."""
     parser = argparse.ArgumentParser(prog="rota demo", description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=2000, help="sample jobs (default 2000)")
     parser.add_argument("--concurrency", type=int, default=20, help="jobs at once (default 20)")

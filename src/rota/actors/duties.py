@@ -153,14 +153,17 @@ class Heartbeat(Duty):
         self.describe = describe
 
     async def start(self, ctx: DutyContext) -> None:
+        """Register the owner (with its pools, if described)."""
         pools = self._pools()
         owner = ctx.owner if pools is None else msgspec.structs.replace(ctx.owner, pools=pools)
         await ctx.store.run(ops.RegisterOwner(owner))
 
     async def run(self, ctx: DutyContext) -> None:
+        """Record that the owner is alive, with its pools now."""
         await ctx.store.run(ops.Heartbeat(ctx.owner.id, self._pools()))
 
     async def stop(self, ctx: DutyContext) -> None:
+        """Release every lease the runtime still holds (uncounted) and remove the owner."""
         owner_id = ctx.owner.id
         try:
             released = await ctx.store.run(ops.ReleaseOwner(owner_id, as_stall=False))
@@ -238,6 +241,7 @@ class PromoteAndRescue(Duty):
         """Monotonic time before which expired leases are not rescued (after a jump)."""
 
     async def start(self, ctx: DutyContext) -> None:
+        """Reset the clock-jump state and release the leases of dead owners on this host."""
         self._last_sweep = (ctx.clock(), time.monotonic())  # a jump from now on is seen
         self._rescue_from = 0.0
         await self._release_dead_owners(ctx)
@@ -360,6 +364,8 @@ class Retention(Duty):
         self.retain_events_s = retain_events_s
 
     async def run(self, ctx: DutyContext) -> int:
+        """Quarantine rows in an unknown state, prune finished jobs per policy and old events;
+        returns the jobs deleted."""
         await ctx.store.run(ops.QuarantineCorrupt())
         deleted = 0
         for policy in self.policies:

@@ -102,12 +102,14 @@ class Scheduler(Actor):
         self.throttled = Throttled(log)
 
     async def on_start(self) -> None:
+        """Start the duties, in order."""
         for duty in self.duties.values():
             await duty.start(self.ctx)
         for duty in self.duties.values():
             self.tasks.start_soon(self._every, duty, name=f"duty {duty.name}")
 
     async def on_stop(self) -> None:
+        """Stop the duties, in reverse order."""
         with anyio.CancelScope(shield=True):
             for duty in reversed(self.duties.values()):
                 try:
@@ -116,6 +118,7 @@ class Scheduler(Actor):
                     log.warning("scheduler: stopping %s failed: %r", duty.name, exc)
 
     async def handle(self, message: Any) -> Any:
+        """``Sweep()`` / ``RunDuty(name)``: run a duty now; its transient error is the reply."""
         duty: Duty | None
         if isinstance(message, Sweep):
             duty = next((d for d in self.duties.values() if isinstance(d, PromoteAndRescue)), None)

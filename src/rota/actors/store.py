@@ -69,6 +69,8 @@ VERIFY_INTERVAL_S: Final = 0.25
 
 
 class StoreStatistics(msgspec.Struct, frozen=True, kw_only=True):
+    """The Store's counters (``Store.statistics``), for ``rota info`` and health."""
+
     transactions: int
     """Batches run, each in one transaction."""
     operations: int
@@ -290,6 +292,7 @@ class Store(Actor):
         self._outage: _Outage | None = None
 
     async def on_start(self) -> None:
+        """Open and migrate the engine on the Store's own thread."""
         thread = _EngineThread(f"rota-store-{self.name}", current_loop_scheduler(), self._on_fatal)
         try:
             await thread.open(self._engine_factory)
@@ -299,6 +302,7 @@ class Store(Actor):
         self._thread = thread
 
     async def on_stop(self) -> None:
+        """Close the engine once the work queued on its thread is done."""
         if self._thread is not None:
             self._thread.stop()
             self._thread = None
@@ -311,6 +315,7 @@ class Store(Actor):
         return True if thread is None else thread.foreign_commits(timeout_s)
 
     async def handle_batch(self, batch: Sequence[Envelope]) -> None:
+        """Run every waiting op in one transaction and reply to each caller."""
         assert self._thread is not None
         ops = [envelope.message for envelope in batch]
         self._transactions += 1
@@ -380,6 +385,7 @@ class Store(Actor):
         )
 
     def statistics(self) -> StoreStatistics:
+        """A snapshot of the counters (and the outage, while degraded)."""
         outage = self._outage
         return StoreStatistics(
             transactions=self._transactions,

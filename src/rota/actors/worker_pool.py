@@ -272,6 +272,7 @@ class WorkerPool(Actor):
     # -- actor ------------------------------------------------------------------------
 
     async def on_start(self) -> None:
+        """Start the worker tasks and the feeder."""
         self.started = True
         for i in range(self.concurrency):
             self.tasks.start_soon(self._worker, name=f"rota-worker-{self.queue}-{i}")
@@ -380,6 +381,7 @@ class WorkerPool(Actor):
         self.wake.set()  # slots freed: settlements waiting to ride with a claim may go
 
     async def handle(self, message: Any) -> Any:
+        """Wake-ups, pause and resume, statistics, cancels (see the module docstring)."""
         match message:
             case JobsAvailable():
                 self.maybe_work = True
@@ -410,6 +412,7 @@ class WorkerPool(Actor):
         return [LeaseRef(run.job.id, run.token) for run in self.held.values()]
 
     def statistics(self) -> WorkerPoolStatistics:
+        """A snapshot of the pool's counters."""
         return WorkerPoolStatistics(
             queue=self.queue,
             concurrency=self.concurrency,

@@ -84,6 +84,7 @@ class Execution:
         """One stream of warnings per unknown job name, whatever queue or runtime meets it."""
 
     def needs_processes(self, queue: str, config: Config) -> bool:
+        """Whether a job of ``queue`` runs in process mode (the queue then gets a process pool)."""
         queue_mode = config.for_queue(queue).mode
         return queue_mode == "process" or any(
             d.options.queue == queue and d.mode_on(queue_mode) == "process"

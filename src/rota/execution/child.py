@@ -149,6 +149,7 @@ class _Sent:
 
 
 def main() -> int:
+    """A process-mode child's main: load the app, then run jobs sent over the pipe."""
     proto_in, proto_out = os.dup(0), os.dup(1)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)

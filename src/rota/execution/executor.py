@@ -67,13 +67,16 @@ class Definition(Protocol):
     """What the executor needs of a job type (``rota.app.JobDefinition``)."""
 
     @property
-    def name(self) -> str: ...
+    def name(self) -> str:
+        """The job's name."""
 
     @property
-    def payload_type(self) -> Any: ...
+    def payload_type(self) -> Any:
+        """The type its payloads decode to."""
 
     @property
-    def options(self) -> JobOptions: ...
+    def options(self) -> JobOptions:
+        """Its default options."""
 
     def mode_on(self, queue_mode: Literal["process"] | None) -> str:
         """Where its jobs run on a queue of that mode: async, thread or process."""

@@ -118,6 +118,7 @@ class Doorbell:
         self._closed = False
 
     def fileno(self) -> int:
+        """The socket's file descriptor (to wait on it)."""
         return self._sock.fileno()
 
     def drain(self) -> int:
@@ -133,6 +134,7 @@ class Doorbell:
             n += 1
 
     def close(self) -> None:
+        """Close the socket (and remove its file, if it has one). Idempotent."""
         if self._closed:
             return
         self._closed = True
@@ -321,6 +323,8 @@ class SqliteChangeFeed:
         """Changes the poll saw that ``confirm`` said were the runtime's own."""
 
     def wait(self, timeout_s: float) -> bool:
+        """True as soon as another connection may have committed (a ring, or the poll saw a
+        change); False after ``timeout_s`` or once closed."""
         with self._lock:
             if self._closed:
                 return False
@@ -399,6 +403,7 @@ class SqliteChangeFeed:
                 conn.close()
 
     def close(self) -> None:
+        """Close the doorbell and the connection; a wait under way returns. Idempotent."""
         with self._lock:
             if self._closed:
                 return

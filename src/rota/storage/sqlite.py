@@ -38,6 +38,7 @@ from rota.storage.engine import (
     OPTIONAL_OWNER_COLUMNS,
     ClaimRequest,
     Completion,
+    Engine,
     FailedAttempt,
     Failure,
     JobRecord,
@@ -335,7 +336,7 @@ def _read(
     return decorate
 
 
-class SqliteEngine:
+class SqliteEngine(Engine):
     """The ``Engine`` on SQLite (the design: docs/internals.md, "The SQLite engine").
 
     * ``path``: the database file (created if missing), or ``":memory:"`` (private to
