@@ -338,6 +338,26 @@ def test_a_ringer_reads_the_doorbells_of_its_host_at_most_once_per_cache_period(
     assert reads == ["this-host", "this-host"]
 
 
+def test_a_ringer_with_nobody_to_ring_is_not_wanted_until_it_is_time_to_look_again(
+    bells: dict[str, Doorbell],
+) -> None:
+    """A producer with no runtime on its host skips noting and ringing on every commit
+    (``wanted``), and still finds a runtime that starts within one cache period."""
+    now = [100.0]
+    rows: list[tuple[object, object]] = []
+    ringer = Ringer(lambda host: rows, host="h", cache_s=1.0, clock=lambda: now[0])
+    assert ringer.wanted()  # never looked yet
+    assert ringer.ring({"q"}) == 0
+    assert not ringer.wanted()  # nobody, and looked just now
+    rows.append(('["q"]', bells["a"].address))  # a runtime starts
+    now[0] += 0.5
+    assert not ringer.wanted()
+    now[0] += 0.6
+    assert ringer.wanted()
+    assert ringer.ring({"q"}) == 1
+    assert ringer.wanted()  # someone to ring: every commit rings
+
+
 def test_a_ringer_whose_read_fails_or_meets_bad_rows_rings_what_it_can(
     bells: dict[str, Doorbell],
 ) -> None:

@@ -222,12 +222,20 @@ class Ringer:
         self.rings = 0
         """Rings sent (accepted by a socket) so far."""
 
+    def wanted(self) -> bool:
+        """Whether a ring may reach anyone: a runtime on this host has a doorbell, or it is
+        time to look again (a cheap test, for every commit of a producer with no runtime
+        on its host)."""
+        return bool(self._doorbells) or self._clock() - self._loaded_at >= self._cache_s
+
     def doorbells(self, queues: Collection[str] | None) -> list[str]:
         """The doorbells to ring for work in ``queues`` (None: every queue)."""
         now = self._clock()
         if now - self._loaded_at >= self._cache_s:
             self._loaded_at = now
             self._doorbells = self._read()
+        if not self._doorbells:  # no runtime on this host (a producer's usual case): fast
+            return []
         return [
             address
             for address, served in self._doorbells
@@ -236,7 +244,10 @@ class Ringer:
 
     def ring(self, queues: Collection[str] | None) -> int:
         """Ring this host's runtimes serving any of ``queues`` (None: all of them)."""
-        sent = ring(self.doorbells(queues))
+        addresses = self.doorbells(queues)
+        if not addresses:
+            return 0
+        sent = ring(addresses)
         self.rings += sent
         return sent
 

@@ -473,13 +473,15 @@ class SqliteEngine(Engine):
     def _announce(self, queues: Iterable[str]) -> None:
         """The open transaction makes work for ``queues``: ring their runtimes after it
         commits (a spurious ring, for an operation undone alone in a batch, is harmless)."""
-        if self._ringer is not None:
+        ringer = self._ringer
+        if ringer is not None and ringer.wanted():  # else nobody to ring: nothing to note
             self._announced.update(queues)
 
     def _ring(self) -> None:
-        queues, self._announced = self._announced, set()
+        queues = self._announced
         if self._ringer is not None:
             self._ringer.ring(queues)
+        queues.clear()
 
     def _read_doorbells(self, host: str) -> list[tuple[object, object]]:
         """For the Ringer: this host's doorbells, on this connection, outside any
@@ -735,7 +737,7 @@ class SqliteEngine(Engine):
     def enqueue(self, jobs: Sequence[NewJob]) -> list[int]:
         if not jobs:
             return []
-        self._announce({job.queue for job in jobs})
+        self._announce(job.queue for job in jobs)
         conn = self._conn
         first_id: int = conn.execute(sql.NEXT_JOB_ID).fetchone()[0]
         next_id = first_id
