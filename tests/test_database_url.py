@@ -231,6 +231,19 @@ def test_a_bad_database_fails_at_construction(make: object) -> None:
     assert SECRET not in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    "make",
+    [lambda text: rota.App(text), lambda text: Config(database=text)],
+    ids=["App", "Config"],
+)
+def test_a_directory_given_as_the_database_fails_at_construction(
+    make: object, tmp_path: Path
+) -> None:
+    for text in (str(tmp_path), f"sqlite:///{tmp_path}"):
+        with pytest.raises(ConfigError, match="is a directory, not a database file"):
+            make(text)  # type: ignore[operator]
+
+
 def test_a_bad_database_in_a_toml_file_fails_when_read(tmp_path: Path) -> None:
     toml = tmp_path / "rota.toml"
     toml.write_text('database = "sqlite://jobs.db"\n')

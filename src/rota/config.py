@@ -225,7 +225,12 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
 
     def __post_init__(self) -> None:
         _check_numbers(self, "")
-        DatabaseUrl.parse(self.database)  # ConfigError now, not when a runtime opens it
+        url = DatabaseUrl.parse(self.database)  # ConfigError now, not when a runtime opens it
+        if not url.memory and os.path.isdir(url.path):
+            raise ConfigError(
+                f"database {url.path!r} is a directory, not a database file: name a file in "
+                f"it (e.g. {os.path.join(url.path, 'jobs.db')!r})"
+            )
         _check_prefetch(self.prefetch, "")
         if self.backend is not None and self.backend not in BACKENDS:  # Config(...) itself
             raise ConfigError(_bad_backend(self.backend))
