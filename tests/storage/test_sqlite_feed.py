@@ -358,6 +358,28 @@ def test_a_ringer_with_nobody_to_ring_is_not_wanted_until_it_is_time_to_look_aga
     assert ringer.wanted()  # someone to ring: every commit rings
 
 
+def test_a_ringer_never_rings_a_socket_rota_did_not_make(tmp_path: Path) -> None:
+    """A doorbell address comes from a row anyone with the database may write: only the
+    addresses rota makes (``@rota-...``, a file named ``rota-...``) are rung."""
+    other = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    other.bind(str(tmp_path / "someone-else.sock"))
+    other.setblocking(False)
+    ours = Doorbell(str(tmp_path / "rota-test.sock"))
+    try:
+        rows: list[tuple[object, object]] = [
+            ('["q"]', str(tmp_path / "someone-else.sock")),
+            ('["q"]', "@someone-else"),
+            ('["q"]', ours.address),
+        ]
+        assert Ringer(lambda host: rows).ring({"q"}) == 1
+        assert ours.drain() == 1
+        with pytest.raises(BlockingIOError):
+            other.recv(64)
+    finally:
+        other.close()
+        ours.close()
+
+
 def test_a_ringer_whose_read_fails_or_meets_bad_rows_rings_what_it_can(
     bells: dict[str, Doorbell],
 ) -> None:

@@ -88,6 +88,13 @@ def _sockaddr(address: str) -> str:
     return "\0" + address[1:] if address.startswith("@") else address
 
 
+def _is_doorbell_address(address: str) -> bool:
+    """Whether ``address`` is one ``_new_address`` makes (``@rota-...`` or a file named
+    ``rota-...``): an owner row read from the database names nothing else to ring."""
+    name = address[1:] if address.startswith("@") else os.path.basename(address)
+    return name.startswith("rota-")
+
+
 def _new_address() -> str:
     name = f"rota-{os.getpid()}-{secrets.token_hex(6)}"
     if sys.platform.startswith("linux"):
@@ -263,6 +270,8 @@ class Ringer:
                 queues = queues.encode()
             if not isinstance(address, str) or not address or not isinstance(queues, bytes):
                 continue  # an owner row rota cannot read: its feed polls
+            if not _is_doorbell_address(address):
+                continue  # not a doorbell rota made: never send to someone else's socket
             try:
                 served = frozenset(_QUEUES.decode(queues))
             except msgspec.DecodeError:
