@@ -459,13 +459,8 @@ class SqliteEngine(Engine):
         self._check_open()
         if self._in_batch:
             return self._in_savepoint(doing, operation)
-        try:
-            result = self._retrying(doing, lambda: self._in_transaction(operation))
-        except BaseException:
-            self._announced.clear()
-            raise
-        if self._announced:
-            self._ring()
+        result = self._retrying(doing, lambda: self._in_transaction(operation))
+        self._ring()
         return result
 
     # --- doorbells: telling this host's runtimes about work committed -------------------
@@ -478,10 +473,11 @@ class SqliteEngine(Engine):
             self._announced.update(queues)
 
     def _ring(self) -> None:
-        queues = self._announced
-        if self._ringer is not None:
-            self._ringer.ring(queues)
-        queues.clear()
+        """After a commit: ring the runtimes serving the queues it made work for, if any."""
+        if self._announced:
+            assert self._ringer is not None  # noted only when there is a Ringer
+            self._ringer.ring(self._announced)
+            self._announced.clear()
 
     def _read_doorbells(self, host: str) -> list[tuple[object, object]]:
         """For the Ringer: this host's doorbells, on this connection, outside any
@@ -529,6 +525,7 @@ class SqliteEngine(Engine):
         return result
 
     def _rollback_quietly(self) -> None:
+        self._announced.clear()  # what is rolled back rings nobody
         if not self._closed and self._conn.in_transaction:
             # The error that brought us here is the one to report.
             with contextlib.suppress(sqlite3.Error):
@@ -620,18 +617,15 @@ class SqliteEngine(Engine):
             raise RuntimeError("engine.batch() does not nest: a batch is already open")
         self._retrying("begin a batch", lambda: self._conn.execute(BEGIN_IMMEDIATE))
         self._in_batch, self._batch_broken = True, None
-        self._announced.clear()
         try:
             yield
         except BaseException:
-            self._announced.clear()
             self._rollback_quietly()
             raise
         finally:
             self._in_batch = False
         self._check_open()
         if self._batch_broken is not None:
-            self._announced.clear()
             self._rollback_quietly()
             raise StorageError(
                 f"batch on {self._name} not committed: its transaction was rolled back "
@@ -641,11 +635,9 @@ class SqliteEngine(Engine):
         try:
             self._retrying("commit a batch", lambda: self._conn.execute(COMMIT))
         except BaseException:
-            self._announced.clear()
             self._rollback_quietly()
             raise
-        if self._announced:
-            self._ring()
+        self._ring()
 
     def close(self) -> None:
         """Roll back anything uncommitted and close the connection. Idempotent."""
