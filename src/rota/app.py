@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import enum
 import inspect
 import logging
 import re
@@ -101,6 +102,7 @@ Mode = Literal["async", "thread", "process"]
 _MODES: tuple[str, ...] = typing.get_args(Mode)
 R = TypeVar("R")
 T = TypeVar("T")
+_E = TypeVar("_E", bound=enum.Enum)
 
 _JSON = msgspec.json.Encoder()
 _PROGRESS = msgspec.json.Decoder(Progress)
@@ -627,7 +629,7 @@ class QueueHandle:
     ) -> list[Job]:
         """One page of jobs (by id), optionally in one state; ``ConfigError`` for a state
         that does not exist or a negative ``limit`` or ``offset``."""
-        state = None if state is None else _job_state(state)
+        state = None if state is None else _member(JobState, state, "job state")
         return await self.app._storage.run(ops.ListJobs(self.name, state, limit, offset))
 
     async def get(self, job_id: int) -> Job:
@@ -712,7 +714,7 @@ class QueueHandle:
         return await self.app._storage.run(
             ops.Prune(
                 queue=self.name,
-                states=frozenset({_job_state(state)}),
+                states=frozenset({_member(JobState, state, "job state")}),
                 older_than_ms=None if older_than_s is None else round(older_than_s * 1000),
                 keep_last=keep_last,
             )
@@ -1341,7 +1343,7 @@ class EventStream:
     ) -> None:
         self.app = app
         self.queue = queue
-        self.kinds = None if kinds is None else {_event_kind(k) for k in kinds}
+        self.kinds = None if kinds is None else {_member(EventKind, k, "event kind") for k in kinds}
         self.cursor = after_id
         self._pending: collections.deque[Event] = collections.deque()
 
@@ -1365,20 +1367,14 @@ class EventStream:
             delay_s = await app._wait_for_change(delay_s)
 
 
-def _job_state(state: JobState | str) -> JobState:
+def _member(kind: type[_E], value: _E | str, what: str) -> _E:
+    """``kind(value)``, or ``ConfigError`` naming the closest of its values (``what``: how
+    the message names it, e.g. "job state")."""
     try:
-        return JobState(state)
+        return kind(value)
     except ValueError:
-        known = [s.value for s in JobState]
-        raise ConfigError(f"unknown job state {state!r}{did_you_mean(str(state), known)}") from None
-
-
-def _event_kind(kind: EventKind | str) -> EventKind:
-    try:
-        return EventKind(kind)
-    except ValueError:
-        known = [k.value for k in EventKind]
-        raise ConfigError(f"unknown event kind {kind!r}{did_you_mean(str(kind), known)}") from None
+        known = [str(member.value) for member in kind]
+        raise ConfigError(f"unknown {what} {value!r}{did_you_mean(str(value), known)}") from None
 
 
 def _same_database(a: str, b: str) -> bool:
